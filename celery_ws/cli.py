@@ -1,0 +1,84 @@
+"""``celery-ws`` and ``celery ws``: one click group for both.
+
+Celery loads this group through its ``celery.commands`` entry point on every
+``celery`` invocation, so imports of the server stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["main", "ws"]
+
+
+def _load_app(path: str) -> Any:
+    """Import ``module:app`` the way ``celery -A`` does, current directory first."""
+    from celery.utils.imports import symbol_by_name
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return symbol_by_name(path)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot import {path!r}: {exc}", param_hint="--app") from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+@click.group(name="ws")
+def ws() -> None:
+    """celery-ws: live progress and confirmations for Celery tasks over WebSockets."""
+
+
+@ws.command()
+@click.option("--app", "app_path", metavar="MODULE:APP", help="Celery app, for settings and for revoking cancelled tasks.")
+@click.option("--host", help="Address to listen on [WEBSOCKET_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [WEBSOCKET_PORT, default 8765].")
+@click.option("--redis-url", help="Redis carrying the events [CELERY_WS_REDIS_URL].")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int | None,
+          redis_url: str | None, log_level: str) -> None:
+    """Run the WebSocket server."""
+    from .exceptions import SettingsError
+    from .server.manager import WebSocketManager
+    from .settings import Settings
+
+    _configure_logging(log_level)
+    app = _load_app(app_path) if app_path else getattr(ctx.obj, "app", None)
+    overrides = {k: v for k, v in {"host": host, "port": port, "redis_url": redis_url}.items() if v is not None}
+    try:
+        settings = Settings.load(app.conf if app is not None else None, **overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def revoke(task_id: str) -> None:
+        await asyncio.to_thread(app.control.revoke, task_id)
+
+    async def run() -> None:
+        manager = WebSocketManager(settings=settings, revoke=revoke if app is not None else None)
+        server = await manager.start_server()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.close)
+        if app is None:
+            logging.getLogger(__name__).warning("no --app: cancel works through progress() and confirm_step() only")
+        click.echo(f"celery-ws serving on ws://{manager.host}:{manager.port}", err=True)
+        await server.wait_closed()
+        await manager.stop_server()
+
+    asyncio.run(run())
+
+
+def main() -> None:
+    ws(prog_name="celery-ws")

@@ -1,0 +1,48 @@
+-- Store one event atomically.
+-- The event goes to the global stream that every server replica reads and, under
+-- the same id, to its owner's and its task's history streams, so live delivery and
+-- replay can never disagree.
+--
+-- KEYS: 1 global stream, 2 user stream, 3 task stream, 4 task hash,
+--       5 confirmation hash, 6 producer sequence key   ('' when not applicable)
+-- ARGV: 1 payload (JSON without id), 2 owner, 3 event type, 4 terminal ('1'/'0'),
+--       5 producer sequence number (''), 6 global maxlen, 7 history maxlen, 8 ttl,
+--       9 task id ('')
+-- Stream entries hold the payload (d) and its routing: owner (u) and task (t).
+-- Returns {id or '', cancelled '1' or ''}; id is '' when the event was dropped.
+local payload, owner, etype, terminal, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl = tonumber(ARGV[8])
+local task = KEYS[4]
+
+local cancelled = ''
+if task ~= '' then
+  local t = redis.call('HMGET', task, 'cancel', 'final')
+  if t[1] then cancelled = '1' end
+  -- after a task's terminal event it says nothing more (task_failure may fire twice)
+  if t[2] then return {'', cancelled} end
+end
+
+-- a batch retried by the same worker process: this event is stored already
+if seq ~= '' then
+  local last = redis.call('GET', KEYS[6])
+  if last and tonumber(last) >= tonumber(seq) then return {'', cancelled} end
+  redis.call('SET', KEYS[6], seq, 'EX', ttl)
+end
+
+if task ~= '' then
+  if owner ~= '' then redis.call('HSETNX', task, 'owner', owner) end
+  if terminal == '1' then redis.call('HSET', task, 'final', etype) end
+  redis.call('EXPIRE', task, ttl)
+end
+
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'd', payload, 'u', owner, 't', ARGV[9])
+for i = 2, 3 do
+  if KEYS[i] ~= '' then
+    redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[7], id, 'd', payload, 'u', owner, 't', ARGV[9])
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+end
+if KEYS[5] ~= '' then
+  redis.call('HSET', KEYS[5], 'event_id', id, 'event', payload)
+end
+return {id, cancelled}

@@ -1,0 +1,293 @@
+"""The wire protocol: what clients send, what the server and workers emit.
+
+Everything that crosses a socket or Redis is defined here and nowhere else,
+so the worker side and the server side agree without importing each other.
+
+Client frames are JSON objects discriminated by ``action`` and validated
+strictly (``"proceed": "yes"`` is an error, not a truthy string). Events are
+plain dicts built by :func:`event`: they are encoded once, stored in Redis
+and forwarded to sockets byte for byte, so a pydantic model per event would
+only cost time on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Final, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+__all__ = [
+    "ACTIONS",
+    "EVENT_TYPES",
+    "TERMINAL_EVENT_TYPES",
+    "Cancel",
+    "ClientAction",
+    "Confirm",
+    "ErrorCode",
+    "Identifier",
+    "Ping",
+    "ProtocolError",
+    "Subscribe",
+    "TaskStepResult",
+    "Unsubscribe",
+    "UserConfirmation",
+    "dumps",
+    "error_frame",
+    "event",
+    "json_safe",
+    "loads",
+    "parse_action",
+    "message_event",
+    "progress_event",
+    "step_result_event",
+    "with_id",
+]
+
+#: User and task ids as they may appear in Redis keys: bounded and boring.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+\-]+$")
+]
+
+EVENT_TYPES: Final = (
+    "task_sent",
+    "task_started",
+    "task_progress",
+    "task_step_result",
+    "task_succeeded",
+    "task_failed",
+    "task_retrying",
+    "task_cancelled",
+    "heartbeat",
+    "confirmation_answered",
+    "confirmation_expired",
+)
+#: Events after which a task emits nothing else; the first one wins.
+TERMINAL_EVENT_TYPES: Final = frozenset({"task_succeeded", "task_failed", "task_cancelled"})
+
+ErrorCode = Literal[
+    "invalid_json",
+    "invalid_message",
+    "unknown_action",
+    "unknown_callback",
+    "already_answered",
+    "confirmation_expired",
+    "task_finished",
+    "not_found",
+    "forbidden",
+    "internal_error",
+]
+
+
+# -- models shared with task code ---------------------------------------------------
+
+
+class TaskStepResult(BaseModel):
+    """The outcome of one step of a task, shown to the person who owns it."""
+
+    step: str
+    result: Any = None
+    completed: bool = False
+    message: str
+    status: str
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class UserConfirmation(BaseModel):
+    """A person's answer to a confirmation request."""
+
+    proceed: bool
+    feedback: str | None = None
+    callback_id: str | None = None
+    answered_by: str | None = None
+    answered_at: float | None = None
+    timed_out: bool = False
+
+
+# -- client → server ----------------------------------------------------------------
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Subscribe(_Action):
+    action: Literal["subscribe"]
+    user_id: Identifier | None = None
+    task_id: Identifier | None = None
+    last_event_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class Unsubscribe(_Action):
+    action: Literal["unsubscribe"]
+    user_id: Identifier | None = None
+    task_id: Identifier | None = None
+
+
+class Confirm(_Action):
+    action: Literal["confirm"]
+    callback_id: Identifier
+    proceed: bool
+    feedback: Annotated[str, StringConstraints(max_length=4096)] | None = None
+
+
+class Cancel(_Action):
+    action: Literal["cancel"]
+    task_id: Identifier
+    user_id: Identifier | None = None
+
+
+class Ping(_Action):
+    model_config = ConfigDict(strict=True, extra="allow")
+    action: Literal["ping"]
+
+
+ClientAction = Subscribe | Unsubscribe | Confirm | Cancel | Ping
+_ACTION_MODELS: Final[dict[str, type[_Action]]] = {
+    "subscribe": Subscribe,
+    "unsubscribe": Unsubscribe,
+    "confirm": Confirm,
+    "cancel": Cancel,
+    "ping": Ping,
+}
+ACTIONS: Final = tuple(_ACTION_MODELS)
+
+
+class ProtocolError(Exception):
+    """A client frame that cannot be acted on; becomes an error frame."""
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.message, **self.details)
+
+
+def parse_action(raw: str | bytes) -> ClientAction:
+    """Decode and validate one client frame.
+
+    Raises:
+        ProtocolError: with ``invalid_json``, ``unknown_action`` or
+            ``invalid_message`` (naming the offending field).
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("invalid_json", "Invalid JSON format") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message", "A message must be a JSON object", field="")
+    action = data.get("action")
+    model = _ACTION_MODELS.get(action) if isinstance(action, str) else None
+    if model is None:
+        raise ProtocolError("unknown_action", f"Unknown action: {action}", action=_short(action))
+    try:
+        return model.model_validate(data)  # type: ignore[return-value]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise ProtocolError(
+            "invalid_message", f"Invalid field {field!r}: {first['msg']}", field=field
+        ) from None
+
+
+def _short(value: Any) -> Any:
+    """Echo a client value back without echoing a megabyte."""
+    return value[:64] if isinstance(value, str) else None
+
+
+# -- events -----------------------------------------------------------------------
+
+
+def event(type_: str, *, task_id: str | None, user_id: str | None, **fields: Any) -> dict[str, Any]:
+    """Build an event. ``id`` is added by Redis when the event is stored."""
+    return {
+        "type": type_,
+        "task_id": task_id,
+        "user_id": user_id,
+        "timestamp": fields.pop("timestamp", None) or time.time(),
+        **fields,
+    }
+
+
+def progress_event(
+    task_id: str,
+    user_id: str | None,
+    current: float,
+    total: float | None,
+    message: str | None,
+    timestamp: float,
+) -> dict[str, Any]:
+    percent = round(100.0 * current / total, 2) if total else None
+    return event(
+        "task_progress",
+        task_id=task_id,
+        user_id=user_id,
+        timestamp=timestamp,
+        current=current,
+        total=total,
+        progress=percent,
+        message=message,
+    )
+
+
+def with_id(event_id: bytes, payload: bytes) -> bytes:
+    """Insert the id Redis gave an event into its stored JSON, without re-encoding."""
+    return b'{"id":"' + event_id + b'",' + payload[1:]
+
+
+def error_frame(code: ErrorCode, message: str, **details: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **details}
+
+
+# -- encoding ---------------------------------------------------------------------
+
+_OPTIONS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps(value: Any) -> bytes:
+    """Encode to JSON; anything JSON cannot hold is sent as its ``str()``."""
+    return orjson.dumps(value, default=str, option=_OPTIONS)
+
+
+def loads(raw: str | bytes) -> Any:
+    return orjson.loads(raw)
+
+
+def json_safe(value: Any) -> Any:
+    """A task result as JSON can carry it (sets become lists, objects strings)."""
+    return orjson.loads(dumps(value))
+
+
+def step_result_event(
+    result: TaskStepResult,
+    *,
+    task_id: str | None,
+    user_id: str | None,
+    step: int | None = None,
+    callback_id: str | None = None,
+) -> dict[str, Any]:
+    return event(
+        "task_step_result",
+        task_id=task_id,
+        user_id=user_id,
+        **result.model_dump(mode="json"),
+        step_number=step,
+        callback_id=callback_id,
+    )
+
+
+def message_event(
+    message: dict[str, Any], *, user_id: str | None, task_id: str | None = None
+) -> dict[str, Any]:
+    """A message from ``broadcast``/``send_to_user`` keeps its sender's ``type``."""
+    fields = dict(message)
+    fields.setdefault("type", "message")
+    fields.setdefault("timestamp", time.time())
+    fields["user_id"] = user_id
+    fields["task_id"] = task_id if task_id is not None else fields.get("task_id")
+    return fields

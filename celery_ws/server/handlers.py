@@ -1,0 +1,141 @@
+"""What the server does with each client frame.
+
+``ActionHandler.handle`` turns one raw frame into the frames to send back,
+with its Redis effects; it never touches a socket, so it can be read and
+tested on its own. An error becomes an error frame: it never closes the
+connection and never reaches the server loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+
+from ..protocol import (
+    Cancel,
+    ClientAction,
+    Confirm,
+    Ping,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    dumps,
+    error_frame,
+    event,
+    parse_action,
+)
+from ..publisher import AsyncPublisher
+from .registry import Registry, Session
+from .store import ServerStore
+
+__all__ = ["ActionHandler", "Revoke"]
+
+logger = logging.getLogger(__name__)
+
+#: Revokes a Celery task by id (the server's only way to reach Celery).
+Revoke = Callable[[str], Awaitable[None]]
+
+_ANSWER_REFUSALS: dict[str, tuple[Any, str]] = {
+    "unknown_callback": ("unknown_callback", "Unknown callback_id"),
+    "answered": ("already_answered", "This confirmation was answered already"),
+    "cancelled": ("already_answered", "This confirmation was closed: its task was cancelled"),
+    "expired": ("confirmation_expired", "This confirmation expired"),
+    "forbidden": ("forbidden", "You may not answer this confirmation"),
+}
+_CANCEL_REFUSALS: dict[str, tuple[Any, str]] = {
+    "not_found": ("not_found", "Unknown task_id"),
+    "forbidden": ("forbidden", "You may not cancel this task"),
+    "finished": ("task_finished", "This task has finished already"),
+}
+
+
+def _encode(frame: dict[str, Any]) -> bytes:
+    return dumps(frame)
+
+
+class ActionHandler:
+    def __init__(
+        self,
+        registry: Registry,
+        store: ServerStore,
+        publisher: AsyncPublisher,
+        revoke: Revoke | None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.publisher = publisher
+        self.revoke = revoke
+
+    async def handle(self, session: Session, raw: str | bytes) -> list[bytes]:
+        try:
+            action = parse_action(raw)
+            return await self.dispatch(session, action)
+        except ProtocolError as exc:
+            return [_encode(exc.frame())]
+        except (redis.ConnectionError, redis.TimeoutError):
+            logger.warning("Redis unavailable while handling a client frame")
+            return [_encode(error_frame("internal_error", "Storage unavailable, try again"))]
+        except Exception:
+            logger.exception("error handling a client frame")
+            return [_encode(error_frame("internal_error", "Internal error"))]
+
+    async def dispatch(self, session: Session, action: ClientAction) -> list[bytes]:
+        if isinstance(action, Ping):
+            original = action.model_dump(exclude={"action"})
+            return [_encode({"type": "pong", "timestamp": time.time(), "original_data": original})]
+        if isinstance(action, Subscribe):
+            return await self.subscribe(session, action)
+        if isinstance(action, Unsubscribe):
+            self.registry.unsubscribe(session, user_id=action.user_id, task_id=action.task_id)
+            return [_encode({"type": "unsubscribed", "user_id": action.user_id, "task_id": action.task_id})]
+        if isinstance(action, Confirm):
+            return await self.confirm(session, action)
+        return await self.cancel(session, action)
+
+    async def subscribe(self, session: Session, action: Subscribe) -> list[bytes]:
+        if action.user_id is None and action.task_id is None:
+            raise ProtocolError("invalid_message", "subscribe needs user_id or task_id", field="user_id")
+        self.registry.subscribe(session, user_id=action.user_id, task_id=action.task_id)
+        if session.identity is None and action.user_id is not None:
+            session.identity = action.user_id
+        confirmed = _encode(
+            {"type": "subscription_confirmed", "user_id": action.user_id, "task_id": action.task_id}
+        )
+        return [confirmed, *await self.store.pending_requests(action.user_id, action.task_id)]
+
+    async def confirm(self, session: Session, action: Confirm) -> list[bytes]:
+        outcome, task_id, owner = await self.store.answer(
+            action.callback_id, session.identity, action.proceed, action.feedback
+        )
+        if outcome != "ok":
+            code, message = _ANSWER_REFUSALS.get(outcome, ("internal_error", outcome))
+            raise ProtocolError(code, message, callback_id=action.callback_id)
+        await self.publisher.emit(
+            event(
+                "confirmation_answered",
+                task_id=task_id or None,
+                user_id=owner,
+                callback_id=action.callback_id,
+                proceed=action.proceed,
+                answered_by=session.identity,
+            )
+        )
+        return [_encode({"type": "confirmation_received", "callback_id": action.callback_id,
+                         "proceed": action.proceed})]
+
+    async def cancel(self, session: Session, action: Cancel) -> list[bytes]:
+        outcome, owner = await self.store.cancel(action.task_id, session.identity)
+        if outcome != "ok":
+            code, message = _CANCEL_REFUSALS.get(outcome, ("internal_error", outcome))
+            raise ProtocolError(code, message, task_id=action.task_id)
+        await self.publisher.emit(
+            event("task_cancelled", task_id=action.task_id, user_id=owner,
+                  reason="cancelled by user", requested_by=session.identity)
+        )
+        if self.revoke is not None:
+            await self.revoke(action.task_id)
+        return [_encode({"type": "cancel_received", "task_id": action.task_id})]

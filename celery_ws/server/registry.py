@@ -1,0 +1,95 @@
+"""Which local connection wants which events.
+
+In memory and per process on purpose: each replica routes only its own
+sockets, and everything another replica could need lives in Redis.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+
+__all__ = ["Registry", "Session"]
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One connection's identity and subscriptions."""
+
+    connection: ServerConnection
+    #: open mode: an unsubscribed connection sees every event
+    firehose: bool = True
+    #: the user this connection speaks for; None until identified
+    identity: str | None = None
+    users: set[str] = field(default_factory=set)
+    tasks: set[str] = field(default_factory=set)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.sessions: dict[ServerConnection, Session] = {}
+        self._firehose: set[ServerConnection] = set()
+        self._by_user: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+        self._by_task: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def add(self, session: Session) -> None:
+        self.sessions[session.connection] = session
+        if session.firehose:
+            self._firehose.add(session.connection)
+
+    def remove(self, session: Session) -> None:
+        conn = session.connection
+        self.sessions.pop(conn, None)
+        self._firehose.discard(conn)
+        for user in session.users:
+            _discard(self._by_user, user, conn)
+        for task in session.tasks:
+            _discard(self._by_task, task, conn)
+
+    def subscribe(self, session: Session, *, user_id: str | None, task_id: str | None) -> None:
+        conn = session.connection
+        session.firehose = False
+        self._firehose.discard(conn)
+        if user_id is not None:
+            session.users.add(user_id)
+            self._by_user[user_id].add(conn)
+        if task_id is not None:
+            session.tasks.add(task_id)
+            self._by_task[task_id].add(conn)
+
+    def unsubscribe(self, session: Session, *, user_id: str | None, task_id: str | None) -> None:
+        conn = session.connection
+        if user_id is not None and user_id in session.users:
+            session.users.discard(user_id)
+            _discard(self._by_user, user_id, conn)
+        if task_id is not None and task_id in session.tasks:
+            session.tasks.discard(task_id)
+            _discard(self._by_task, task_id, conn)
+
+    def targets(self, user_id: str | None, task_id: str | None) -> set[ServerConnection] | Any:
+        """The connections an event for (user, task) goes to; a broadcast
+        (neither) goes to all."""
+        if user_id is None and task_id is None:
+            return self.sessions.keys()
+        by_user = self._by_user.get(user_id) if user_id else None
+        by_task = self._by_task.get(task_id) if task_id else None
+        if not by_task:
+            return self._firehose | by_user if by_user else self._firehose
+        return self._firehose | by_task | (by_user or set())
+
+    def counts(self) -> dict[str, int]:
+        return {"users": len(self._by_user), "tasks": len(self._by_task), "firehose": len(self._firehose)}
+
+
+def _discard(index: defaultdict[str, set[ServerConnection]], key: str, conn: ServerConnection) -> None:
+    conns = index.get(key)
+    if conns is not None:
+        conns.discard(conn)
+        if not conns:
+            del index[key]

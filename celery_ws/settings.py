@@ -1,0 +1,114 @@
+"""Settings, read from the environment, from Celery's ``app.conf`` and from code.
+
+Precedence, highest first: keyword arguments in code, environment variables,
+``app.conf`` keys (``ws_<name>``; with Django's ``namespace="CELERY"`` that is
+``CELERY_WS_<NAME>`` in settings.py), then defaults. The seed's
+``WEBSOCKET_*`` variable names work; celery-ws' own use ``CELERY_WS_*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .exceptions import SettingsError
+from .keys import Keys
+
+__all__ = ["DEFAULT_REDIS_URL", "Settings"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+CONF_PREFIX = "ws_"
+
+
+def _setting(default: Any, name: str, *env: str, **constraints: Any) -> Any:
+    return Field(default, validation_alias=AliasChoices(*env, name), **constraints)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # -- server (the seed's names) --
+    host: str = _setting("127.0.0.1", "host", "WEBSOCKET_HOST", "CELERY_WS_HOST")
+    port: int = _setting(8765, "port", "WEBSOCKET_PORT", "CELERY_WS_PORT", ge=0, le=65535)
+    max_connections: int = _setting(
+        10_000, "max_connections", "WEBSOCKET_MAX_CONNECTIONS", "CELERY_WS_MAX_CONNECTIONS", ge=1
+    )
+    ping_interval: float | None = _setting(
+        20.0, "ping_interval", "WEBSOCKET_PING_INTERVAL", "CELERY_WS_PING_INTERVAL", gt=0
+    )
+    ping_timeout: float | None = _setting(
+        20.0, "ping_timeout", "WEBSOCKET_PING_TIMEOUT", "CELERY_WS_PING_TIMEOUT", gt=0
+    )
+    callback_timeout: float = _setting(
+        300.0, "callback_timeout", "WEBSOCKET_CALLBACK_TIMEOUT", "CELERY_WS_CALLBACK_TIMEOUT", gt=0
+    )
+
+    # -- Redis --
+    redis_url: str = _setting(DEFAULT_REDIS_URL, "redis_url", "CELERY_WS_REDIS_URL", pattern=r"^(redis|rediss|unix)://")
+    key_prefix: str = _setting(
+        "cws", "key_prefix", "CELERY_WS_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.\-]{1,32}$"
+    )
+    stream_max_events: int = _setting(
+        100_000, "stream_max_events", "CELERY_WS_STREAM_MAX_EVENTS", ge=100
+    )
+    history_max_events: int = _setting(
+        1_000, "history_max_events", "CELERY_WS_HISTORY_MAX_EVENTS", ge=1
+    )
+    history_ttl: int = _setting(86_400, "history_ttl", "CELERY_WS_HISTORY_TTL", ge=60)
+
+    # -- worker --
+    progress_interval: float = _setting(
+        0.1, "progress_interval", "CELERY_WS_PROGRESS_INTERVAL", ge=0
+    )
+    emit_buffer: int = _setting(10_000, "emit_buffer", "CELERY_WS_EMIT_BUFFER", ge=10)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    @classmethod
+    def load(cls, conf: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
+        """Build settings from code, the environment and a Celery ``app.conf``.
+
+        Raises:
+            SettingsError: naming the variable whose value is invalid.
+        """
+        from_conf = _from_conf(conf) if conf is not None else {}
+        try:
+            explicit = cls(**overrides)
+            missing = {k: v for k, v in from_conf.items() if k not in explicit.model_fields_set}
+            return cls(**missing, **overrides) if missing else explicit
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+
+def _from_conf(conf: Mapping[str, Any]) -> dict[str, Any]:
+    values = {
+        name: conf.get(CONF_PREFIX + name)
+        for name in Settings.model_fields
+        if conf.get(CONF_PREFIX + name) is not None
+    }
+    broker = conf.get("broker_url")
+    if "redis_url" not in values and isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
+        values["redis_url"] = broker
+    return values
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = str(error["loc"][0]) if error["loc"] else ""
+        problems.append(f"{_variable_names(loc)}: {error['msg']} (got {error.get('input')!r})")
+    return "invalid celery-ws setting: " + "; ".join(problems)
+
+
+def _variable_names(loc: str) -> str:
+    """Every name a user may have set the setting under, e.g. WEBSOCKET_PORT / ws_port."""
+    for name, field in Settings.model_fields.items():
+        choices = tuple(getattr(field.validation_alias, "choices", ()))
+        if loc == name or loc in choices:
+            return " / ".join([*(c for c in choices if c.isupper()), CONF_PREFIX + name])
+    return loc

@@ -1,0 +1,186 @@
+"""The Redis operations both sides share: store an event, open, answer, cancel
+and expire a confirmation.
+
+Each operation is a Lua script (``celery_ws/lua``) so it is atomic across any
+number of server replicas and worker processes. This module only turns Python
+values into the scripts' KEYS and ARGV and their replies back into values; the
+callers run them on a sync client (workers, :class:`~celery_ws.Publisher`) or an
+asyncio client (the server, :class:`~celery_ws.AsyncPublisher`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Final, Literal
+
+from .protocol import TERMINAL_EVENT_TYPES, UserConfirmation, dumps, loads
+from .settings import Settings
+
+__all__ = [
+    "ANSWER",
+    "CANCEL",
+    "EMIT",
+    "EXPIRE",
+    "EmitResult",
+    "answer_call",
+    "answer_payload",
+    "cancel_call",
+    "confirmation_from_reply",
+    "emit_call",
+    "expire_call",
+    "open_confirmation",
+]
+
+
+def _lua(name: str) -> str:
+    return files("celery_ws").joinpath("lua", f"{name}.lua").read_text()
+
+
+EMIT: Final = _lua("emit")
+ANSWER: Final = _lua("answer")
+CANCEL: Final = _lua("cancel")
+EXPIRE: Final = _lua("expire")
+
+CANCELLED_REPLY: Final = dumps({"cancelled": True})
+
+Call = tuple[list[str], list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    id: str | None
+    """The event id, or None when the event was dropped (a duplicate, or the task
+    already ended)."""
+    cancelled: bool
+    """Whether the task has been cancelled by its owner."""
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> EmitResult:
+        raw_id, flag = reply
+        event_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        return cls(event_id or None, bool(flag))
+
+
+def emit_call(
+    settings: Settings,
+    event: dict[str, Any],
+    *,
+    callback_id: str | None = None,
+    producer: str | None = None,
+    seq: int | None = None,
+) -> Call:
+    """KEYS and ARGV for ``emit.lua``; ``producer``/``seq`` make a retry idempotent."""
+    keys = settings.keys
+    user_id, task_id = event.get("user_id"), event.get("task_id")
+    type_ = event["type"]
+    return (
+        [
+            keys.events,
+            keys.user_events(user_id) if user_id else "",
+            keys.task_events(task_id) if task_id else "",
+            keys.task(task_id) if task_id else "",
+            keys.confirm(callback_id) if callback_id else "",
+            keys.producer(producer) if producer else "",
+        ],
+        [
+            dumps(event),
+            user_id or "",
+            type_,
+            "1" if type_ in TERMINAL_EVENT_TYPES else "0",
+            "" if seq is None else seq,
+            settings.stream_max_events,
+            settings.history_max_events,
+            settings.history_ttl,
+            task_id or "",
+        ],
+    )
+
+
+def open_confirmation(
+    pipe: Any,
+    settings: Settings,
+    callback_id: str,
+    *,
+    owner: str,
+    task_id: str | None,
+    step: int | None,
+    assignees: list[str],
+    deadline: float,
+) -> None:
+    """Queue on ``pipe`` (a transaction, sync or asyncio) the writes that open a
+    confirmation. They must reach Redis before the request event is emitted, so an
+    answer that arrives at once finds the confirmation pending."""
+    keys = settings.keys
+    ttl = int(deadline - time.time()) + settings.history_ttl
+    record = {
+        "state": "pending",
+        "owner": owner,
+        "task_id": task_id or "",
+        "step": "" if step is None else step,
+        "assignees": dumps(assignees),
+        "deadline": repr(deadline),
+    }
+    pipe.hset(keys.confirm(callback_id), mapping=record)
+    pipe.expire(keys.confirm(callback_id), ttl)
+    pending = [keys.pending, keys.user_pending(owner)] + ([keys.task_pending(task_id)] if task_id else [])
+    for key in pending:
+        pipe.zadd(key, {callback_id: deadline})
+        pipe.expire(key, ttl)
+
+
+def answer_payload(
+    proceed: bool, feedback: str | None, answered_by: str | None, data: Any = None
+) -> bytes:
+    return dumps(
+        {
+            "proceed": proceed,
+            "feedback": feedback,
+            "answered_by": answered_by,
+            "answered_at": time.time(),
+            "data": data,
+        }
+    )
+
+
+def answer_call(settings: Settings, callback_id: str, answered_by: str | None, answer: bytes) -> Call:
+    keys = settings.keys
+    return (
+        [keys.confirm(callback_id), keys.confirm_reply(callback_id)],
+        [keys.prefix, callback_id, answered_by or "", answer, time.time(), settings.history_ttl],
+    )
+
+
+def cancel_call(settings: Settings, task_id: str, requested_by: str | None) -> Call:
+    keys = settings.keys
+    return (
+        [keys.task(task_id), keys.task_pending(task_id)],
+        [keys.prefix, requested_by or "", CANCELLED_REPLY, settings.history_ttl],
+    )
+
+
+def expire_call(settings: Settings, callback_id: str) -> Call:
+    return ([settings.keys.confirm(callback_id)], [settings.key_prefix, callback_id])
+
+
+ReplyKind = Literal["answered", "cancelled"]
+
+
+def confirmation_from_reply(callback_id: str, raw: bytes | str) -> tuple[ReplyKind, UserConfirmation]:
+    """Read what ``answer.lua`` or ``cancel.lua`` pushed to a reply list."""
+    reply = loads(raw)
+    if reply.get("cancelled"):
+        return "cancelled", UserConfirmation(proceed=False, callback_id=callback_id)
+    return "answered", UserConfirmation(
+        proceed=reply["proceed"],
+        feedback=reply.get("feedback"),
+        callback_id=callback_id,
+        answered_by=reply.get("answered_by"),
+        answered_at=reply.get("answered_at"),
+    )
+
+
+def text(value: bytes | str | None) -> str | None:
+    """Decode a Redis reply element (clients here run without decode_responses)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,176 @@
+"""The per-process event writer.
+
+Task code must never wait on Redis to report progress, and must never lose a
+step result because Redis blinked. So events go into a bounded in-memory queue
+that one background thread writes to Redis in pipelined batches, retrying with
+backoff while Redis is away. Progress is coalesced per task: ``progress()``
+only records the latest value, and the thread writes it at most once per
+``progress_interval``; any other event of the same task writes the pending
+progress first, so order is kept and the last value is never lost.
+
+Each event carries this process's sequence number; ``emit.lua`` drops numbers
+it has stored already, so a batch retried after an ambiguous failure is stored
+once. The thread learns from each write whether the task was cancelled, which
+lets ``progress()`` notice a cancel without a Redis round trip.
+
+One emitter exists per process: after a prefork fork the child builds its own
+(threads and sockets do not survive ``fork``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import redis
+
+from ..connections import sync_client
+from ..protocol import progress_event
+from ..settings import Settings
+from ..storage import EMIT, EmitResult, emit_call
+
+__all__ = ["Emitter"]
+
+logger = logging.getLogger(__name__)
+
+_BACKOFF_START = 0.05
+_BACKOFF_CAP = 2.0
+_BATCH = 500
+
+# (event, callback_id, seq)
+_Entry = tuple[dict[str, Any], "str | None", int]
+
+
+class Emitter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self.dropped = 0
+        self.redis_errors = 0
+        self._redis = sync_client(settings.redis_url)
+        self._script = self._redis.register_script(EMIT)
+        self._producer = uuid.uuid4().hex
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._queue: deque[_Entry] = deque()
+        self._progress: dict[str, tuple[str | None, float, float | None, str | None, float]] = {}
+        self._next_progress = 0.0
+        self._in_flight = 0
+        self._cancelled: set[str] = set()
+        self._thread = threading.Thread(target=self._run, name="celery-ws-emitter", daemon=True)
+        self._thread.start()
+
+    # -- called from task code ------------------------------------------------------
+
+    def progress(
+        self, task_id: str, user_id: str | None, current: float, total: float | None, message: str | None
+    ) -> bool:
+        """Record the latest progress; returns whether the task was cancelled."""
+        with self._cond:
+            first = not self._progress
+            self._progress[task_id] = (user_id, current, total, message, time.time())
+            if first:
+                self._cond.notify()
+        return task_id in self._cancelled
+
+    def emit(self, event: dict[str, Any], *, callback_id: str | None = None) -> None:
+        """Queue an event for Redis, after the task's pending progress."""
+        with self._cond:
+            if len(self._queue) >= self.settings.emit_buffer:
+                self.dropped += 1
+                logger.warning("event buffer full (%d): dropped %s of task %s",
+                               self.settings.emit_buffer, event["type"], event.get("task_id"))
+                return
+            task_id = event.get("task_id")
+            if task_id is not None and task_id in self._progress:
+                self._queue.append(self._progress_entry(task_id))
+            self._seq += 1
+            self._queue.append((event, callback_id, self._seq))
+            self._cond.notify()
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return task_id in self._cancelled
+
+    def mark_cancelled(self, task_id: str) -> None:
+        self._cancelled.add(task_id)
+
+    def forget(self, task_id: str) -> None:
+        self._cancelled.discard(task_id)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far, progress included, is in Redis."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._next_progress = 0.0
+            self._cond.notify()
+            while self._queue or self._progress or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    # -- the writer thread ---------------------------------------------------------
+
+    def _progress_entry(self, task_id: str) -> _Entry:
+        user_id, current, total, message, timestamp = self._progress.pop(task_id)
+        self._seq += 1
+        return progress_event(task_id, user_id, current, total, message, timestamp), None, self._seq
+
+    def _next_batch(self) -> list[_Entry]:
+        with self._cond:
+            while True:
+                if self._queue:
+                    count = min(len(self._queue), _BATCH)
+                    batch = [self._queue.popleft() for _ in range(count)]
+                    break
+                if self._progress:
+                    wait = self._next_progress - time.monotonic()
+                    if wait <= 0:
+                        batch = [self._progress_entry(t) for t in list(self._progress)]
+                        self._next_progress = time.monotonic() + self.settings.progress_interval
+                        break
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+            self._in_flight = len(batch)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            self._write(batch)
+            with self._cond:
+                self._in_flight = 0
+                self._cond.notify_all()
+
+    def _write(self, batch: list[_Entry]) -> None:
+        backoff = _BACKOFF_START
+        while True:
+            try:
+                with self._redis.pipeline(transaction=False) as pipe:
+                    for event, callback_id, seq in batch:
+                        keys, args = emit_call(
+                            self.settings, event, callback_id=callback_id, producer=self._producer, seq=seq
+                        )
+                        self._script(keys, args, client=pipe)
+                    replies = pipe.execute()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.redis_errors += 1
+                logger.warning("Redis unavailable (%s); retrying %d events in %.2f s", exc, len(batch), backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_CAP)
+                continue
+            except Exception:  # a bug or a misconfigured Redis: never kill the thread
+                logger.exception("could not store %d events; dropped", len(batch))
+                self.dropped += len(batch)
+                return
+            for (event, _, _), reply in zip(batch, replies, strict=True):
+                if EmitResult.from_reply(reply).cancelled and event.get("task_id"):
+                    self._cancelled.add(event["task_id"])
+            return

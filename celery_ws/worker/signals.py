@@ -1,0 +1,132 @@
+"""Celery signal handlers that turn a task's life into events for its owner.
+
+Each handler runs where Celery fires its signal: publish signals in whatever
+process sends the task (a web app, or a worker child starting a subtask),
+task signals in the process that executes it, ``task_revoked`` and some
+failures (a lost worker child, a hard time limit) in the worker's main
+process. Every process writes through its own emitter. Handlers are
+idempotent: ``emit.lua`` keeps only the first terminal event of a task.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import signals
+
+from ..exceptions import TaskCancelled
+from ..protocol import event, json_safe
+from .ownership import OWNER_HEADER, inherit_owner, owner_of
+
+if TYPE_CHECKING:
+    from .integration import CeleryWS
+
+__all__ = ["connect"]
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_AFTER_TASK = 5.0
+
+
+def _ws_for(task: Any) -> CeleryWS | None:
+    from .integration import CeleryWS
+
+    return CeleryWS.for_app(getattr(task, "app", None))
+
+
+def _emit(ws: CeleryWS, type_: str, task_id: str, owner: str | None, **fields: Any) -> None:
+    ws.emitter().emit(event(type_, task_id=task_id, user_id=owner, **fields))
+
+
+def _owner_or_lookup(ws: CeleryWS, request: Any, task_id: str) -> str | None:
+    """The main process may see a request without headers; Redis knows the owner."""
+    return owner_of(request) or ws.publisher().owner_of(task_id)
+
+
+def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None:
+        inherit_owner(headers)
+
+
+def on_after_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    from .integration import CeleryWS
+
+    owner = (headers or {}).get(OWNER_HEADER)
+    ws = CeleryWS.only()
+    if owner and ws is not None:
+        _emit(ws, "task_sent", headers["id"], owner, name=sender)
+
+
+def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    ws, owner = _ws_for(sender), owner_of(sender.request)
+    if ws and owner and task_id:
+        _emit(ws, "task_started", task_id, owner, name=sender.name)
+
+
+def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    ws, owner = _ws_for(sender), owner_of(sender.request)
+    if ws and owner:
+        _emit(ws, "task_succeeded", sender.request.id, owner, result=json_safe(result))
+
+
+def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
+    ws = _ws_for(sender)
+    if ws is None or task_id is None:
+        return
+    owner = _owner_or_lookup(ws, sender.request, task_id)
+    if owner is None:
+        return
+    if isinstance(exception, TaskCancelled):
+        _emit(ws, "task_cancelled", task_id, owner, reason="cancelled by user")
+    else:
+        _emit(ws, "task_failed", task_id, owner,
+              error_code=type(exception).__name__, error_message=str(exception))
+    ws.emitter().flush(_FLUSH_AFTER_TASK)
+
+
+def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    ws, owner = _ws_for(sender), owner_of(request)
+    if ws and owner and request is not None:
+        _emit(ws, "task_retrying", request.id, owner, reason=str(reason))
+
+
+def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False,
+               expired: bool = False, **_: Any) -> None:
+    ws = _ws_for(sender)
+    if ws is None or request is None:
+        return
+    owner = _owner_or_lookup(ws, request, request.id)
+    if owner:
+        reason = "expired" if expired else "terminated" if terminated else "revoked"
+        _emit(ws, "task_cancelled", request.id, owner, reason=reason)
+        ws.emitter().flush(_FLUSH_AFTER_TASK)
+
+
+def on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    """Let the task's last events reach Redis before the process takes new work
+    (or is shut down)."""
+    ws = _ws_for(sender)
+    if ws is not None and task_id is not None and owner_of(sender.request):
+        emitter = ws.emitter()
+        if not emitter.flush(_FLUSH_AFTER_TASK):
+            logger.warning("events of task %s not yet in Redis after %.0f s", task_id, _FLUSH_AFTER_TASK)
+        emitter.forget(task_id)
+
+
+_HANDLERS = (
+    (signals.before_task_publish, on_before_publish),
+    (signals.after_task_publish, on_after_publish),
+    (signals.task_prerun, on_prerun),
+    (signals.task_success, on_success),
+    (signals.task_failure, on_failure),
+    (signals.task_retry, on_retry),
+    (signals.task_revoked, on_revoked),
+    (signals.task_postrun, on_postrun),
+)
+
+
+def connect() -> None:
+    """Connect every handler once per process (``dispatch_uid`` dedupes)."""
+    for signal, handler in _HANDLERS:
+        signal.connect(handler, weak=False, dispatch_uid=f"celery_ws.{handler.__name__}")
