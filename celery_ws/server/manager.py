@@ -17,6 +17,7 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from ..connections import async_client
 from ..protocol import TaskStepResult, UserConfirmation, event, with_id
@@ -75,7 +76,7 @@ class WebSocketManager:
         self.pending_callbacks = 0
         self.started_at: float | None = None
         self.stats = {"events_delivered": 0, "messages_sent": 0, "slow_clients_dropped": 0,
-                      "connections_total": 0}
+                      "connections_total": 0, "connections_rejected": 0}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -108,7 +109,6 @@ class WebSocketManager:
             self.settings.port,
             ping_interval=self.settings.ping_interval,
             ping_timeout=self.settings.ping_timeout,
-            process_request=self._process_request,
         )
         self.started_at = time.time()
         logger.info("celery-ws listening on ws://%s:%d", self.host, self.port)
@@ -148,12 +148,12 @@ class WebSocketManager:
 
     # -- connections ----------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Any) -> Any:
-        if len(self.registry) >= self.settings.max_connections:
-            return connection.respond(503, "Server connection limit reached\n")
-        return None
-
     async def _handle_connection(self, connection: ServerConnection) -> None:
+        if len(self.registry) >= self.settings.max_connections:
+            # a close code, unlike an HTTP 503, reaches browser code (seed: 1013)
+            self.stats["connections_rejected"] += 1
+            await connection.close(CloseCode.TRY_AGAIN_LATER, "Server connection limit reached")
+            return
         session = Session(connection)
         self.registry.add(session)
         self.stats["connections_total"] += 1

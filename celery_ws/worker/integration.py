@@ -50,10 +50,16 @@ class CeleryWS:
         return cls._by_app.get(app) if app is not None else None
 
     @classmethod
-    def only(cls) -> CeleryWS | None:
-        """The single attached app's CeleryWS, for signals that name no app."""
-        attached = list(cls._by_app.values())
-        return attached[0] if len(attached) == 1 else None
+    def for_task_name(cls, name: str) -> CeleryWS | None:
+        """For publish signals, which name the task but not its app: the attached
+        app that knows the task, the current app first when several do."""
+        from celery import current_app
+
+        candidates = [ws for ws in cls._by_app.values() if name in ws.app.tasks]
+        for ws in candidates:
+            if ws.app is current_app._get_current_object():
+                return ws
+        return candidates[0] if candidates else None
 
     @property
     def settings(self) -> Settings:

@@ -11,13 +11,14 @@ idempotent: ``emit.lua`` keeps only the first terminal event of a task.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
 from ..exceptions import TaskCancelled
 from ..protocol import event, json_safe
-from .ownership import OWNER_HEADER, inherit_owner, owner_of
+from .ownership import inherit_owner, owner_of
 
 if TYPE_CHECKING:
     from .integration import CeleryWS
@@ -27,6 +28,8 @@ __all__ = ["connect"]
 logger = logging.getLogger(__name__)
 
 _FLUSH_AFTER_TASK = 5.0
+#: bounds what a Redis outage adds to apply_async()
+_FLUSH_BEFORE_PUBLISH = 1.0
 
 
 def _ws_for(task: Any) -> CeleryWS | None:
@@ -45,17 +48,23 @@ def _owner_or_lookup(ws: CeleryWS, request: Any, task_id: str) -> str | None:
 
 
 def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-    if headers is not None:
-        inherit_owner(headers)
-
-
-def on_after_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Runs in the sending process before the message leaves, so ``task_sent``
+    (or ``task_retrying``) is in Redis before any worker can start the task."""
     from .integration import CeleryWS
 
-    owner = (headers or {}).get(OWNER_HEADER)
-    ws = CeleryWS.only()
-    if owner and ws is not None:
+    if headers is None:
+        return
+    owner = inherit_owner(headers)
+    ws = CeleryWS.for_task_name(sender) if owner and isinstance(sender, str) else None
+    if ws is None:
+        return
+    if headers.get("retries"):
+        error = sys.exc_info()[1]
+        _emit(ws, "task_retrying", headers["id"], owner, retries=headers["retries"],
+              eta=headers.get("eta"), reason=None if error is None else f"{type(error).__name__}: {error}")
+    else:
         _emit(ws, "task_sent", headers["id"], owner, name=sender)
+    ws.emitter().flush(_FLUSH_BEFORE_PUBLISH)
 
 
 def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
@@ -85,12 +94,6 @@ def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseEx
     ws.emitter().flush(_FLUSH_AFTER_TASK)
 
 
-def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    ws, owner = _ws_for(sender), owner_of(request)
-    if ws and owner and request is not None:
-        _emit(ws, "task_retrying", request.id, owner, reason=str(reason))
-
-
 def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False,
                expired: bool = False, **_: Any) -> None:
     ws = _ws_for(sender)
@@ -116,11 +119,9 @@ def on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None
 
 _HANDLERS = (
     (signals.before_task_publish, on_before_publish),
-    (signals.after_task_publish, on_after_publish),
     (signals.task_prerun, on_prerun),
     (signals.task_success, on_success),
     (signals.task_failure, on_failure),
-    (signals.task_retry, on_retry),
     (signals.task_revoked, on_revoked),
     (signals.task_postrun, on_postrun),
 )

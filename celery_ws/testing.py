@@ -1,0 +1,123 @@
+"""Pytest fixtures for applications that use celery-ws (and for celery-ws itself).
+
+Registered through the ``pytest11`` entry point; nothing runs unless a test asks
+for one of these fixtures. They use real parts: a real redis-server, a real
+WebSocket server on a free loopback port, real clients.
+
+- ``celery_ws_redis_url``: a redis-server started for the session (or
+  ``CELERY_WS_TEST_REDIS_URL``).
+- ``celery_ws_settings``: settings pointing at it.
+- ``celery_ws_server``: a running server (:class:`ServerThread`); override
+  ``celery_ws_revoke`` to let it revoke tasks of your app.
+- ``celery_ws_client``: ``async with celery_ws_client(user_id="u1") as c: ...``
+  gives a connected :class:`~celery_ws.client.Client`, subscribed when a user or
+  task is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from .client import Client
+from .redis_server import RedisServer
+from .server.handlers import Revoke
+from .server.manager import WebSocketManager
+from .settings import Settings
+
+__all__ = ["ServerThread"]
+
+_START_TIMEOUT = 10.0
+
+
+class ServerThread:
+    """A WebSocketManager on its own event loop in a background thread, so that
+    synchronous test code (``result.get()``) never blocks it."""
+
+    def __init__(self, settings: Settings, *, revoke: Revoke | None = None) -> None:
+        self.manager = WebSocketManager(settings=settings.model_copy(update={"port": 0}), revoke=revoke)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="celery-ws-test-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.manager.port}"
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT) or self._error is not None:
+            raise RuntimeError("celery-ws test server did not start") from self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.manager.start_server())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.manager.stop_server())
+        self._loop.close()
+
+    def call(self, func: Callable[[], Any]) -> Any:
+        """Run a synchronous ``func`` on the server's loop and return its result."""
+        async def wrapper() -> Any:
+            return func()
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(_START_TIMEOUT)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(_START_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def celery_ws_redis_url() -> Iterator[str]:
+    url = os.environ.get("CELERY_WS_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def celery_ws_settings(celery_ws_redis_url: str) -> Settings:
+    return Settings.load(redis_url=celery_ws_redis_url)
+
+
+@pytest.fixture(scope="session")
+def celery_ws_revoke() -> Revoke | None:
+    """How the test server revokes tasks; None: cooperative cancellation only."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def celery_ws_server(celery_ws_settings: Settings, celery_ws_revoke: Revoke | None) -> Iterator[ServerThread]:
+    server = ServerThread(celery_ws_settings, revoke=celery_ws_revoke).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def celery_ws_client(celery_ws_server: ServerThread) -> Callable[..., AbstractAsyncContextManager[Client]]:
+    @asynccontextmanager
+    async def connect(user_id: str | None = None, task_id: str | None = None,
+                      **options: Any) -> AsyncIterator[Client]:
+        async with Client(celery_ws_server.url, **options) as client:
+            if user_id is not None or task_id is not None:
+                reply = await client.subscribe(user_id=user_id, task_id=task_id)
+                assert reply["type"] == "subscription_confirmed", reply
+            yield client
+    return connect

@@ -1,0 +1,72 @@
+"""Tasks the test suite runs on real workers (shared, so any test app has them)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from celery import shared_task
+
+from celery_ws import ProgressTask, TaskStepResult, confirm_step
+
+#: upper bound for any loop in a test task, so none can run away
+MAX_SECONDS = 30.0
+
+
+@shared_task(base=ProgressTask, bind=True)
+def report(self: ProgressTask, n: int, step: str | None = None) -> dict[str, Any]:
+    for i in range(n):
+        self.progress(i + 1, n, message="working")
+    if step:
+        self.step_result(TaskStepResult(step=step, result={"n": n}, completed=True,
+                                        message=f"{step} done", status="completed"))
+    return {"n": n, "ratio": Decimal("1.5")}  # not JSON: sent as its str()
+
+
+@shared_task(base=ProgressTask, bind=True)
+def ask(self: ProgressTask, timeout: float = 20, default: bool | None = None,
+        assignees: list[str] | None = None) -> dict[str, Any]:
+    answer = confirm_step(
+        TaskStepResult(step="review", message="Continue?", status="waiting", result={"rows": 3}),
+        step=1, timeout=timeout, default=default, assignees=assignees,
+    )
+    return answer.model_dump()
+
+
+@shared_task(base=ProgressTask, bind=True)
+def fail(self: ProgressTask) -> None:
+    raise ValueError("the input is broken")
+
+
+@shared_task(base=ProgressTask, bind=True, max_retries=1, default_retry_delay=0)
+def retry_once(self: ProgressTask) -> str:
+    try:
+        if self.request.retries == 0:
+            raise RuntimeError("first try fails")
+    except RuntimeError as exc:
+        raise self.retry(exc=exc, countdown=0) from exc
+    return "second try"
+
+
+@shared_task(base=ProgressTask, bind=True)
+def spin(self: ProgressTask, delay: float = 0.01) -> str:
+    """Report progress until cancelled (or MAX_SECONDS pass)."""
+    deadline = time.monotonic() + MAX_SECONDS
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        self.progress(i, None, message="spinning")
+        time.sleep(delay)
+    return "never cancelled"
+
+
+@shared_task(base=ProgressTask, bind=True)
+def spawn(self: ProgressTask) -> str:
+    """Start a child task without naming an owner: it must inherit ours."""
+    return report.delay(2).id
+
+
+@shared_task
+def plain(x: int) -> int:
+    return x * 2
