@@ -42,9 +42,13 @@ class ConfirmationTimeout(ConfirmationError, TimeoutError):
     """
 
     def __init__(self, callback_id: str, timeout: float) -> None:
-        super().__init__(f"no answer to confirmation {callback_id} within {timeout:g} s")
+        # args are the constructor's: Celery rebuilds exceptions as cls(*args)
+        super().__init__(callback_id, timeout)
         self.callback_id = callback_id
         self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"no answer to confirmation {self.callback_id} within {self.timeout:g} s"
 
 
 class TaskCancelled(ConfirmationError):
@@ -56,8 +60,11 @@ class TaskCancelled(ConfirmationError):
     """
 
     def __init__(self, task_id: str | None) -> None:
-        super().__init__(f"task {task_id} was cancelled")
+        super().__init__(task_id)
         self.task_id = task_id
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} was cancelled"
 
 
 class NotInTaskError(CeleryWSError, RuntimeError):

@@ -117,9 +117,10 @@ class WebSocketManager:
     async def stop_server(self) -> None:
         """Close every connection with 1001 (going away) and stop reading Redis."""
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        if server is None:
+            return
+        server.close()
+        await server.wait_closed()
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,153 @@
+"""confirm_step() inside real tasks: answered, refused, timed out, cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from celery.states import REVOKED
+
+from tests import tasks
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def _request(client, task_id):
+    return await client.wait_for(
+        lambda f: f.get("type") == "task_step_result" and f.get("task_id") == task_id and f.get("callback_id")
+    )
+
+
+async def test_proceed_answer_reaches_the_waiting_task(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask.delay_for(user)
+        request = await _request(client, result.id)
+        assert request["step"] == "review" and request["step_number"] == 1
+        assert request["message"] == "Continue?" and request["result"] == {"rows": 3}
+        reply = await client.confirm(request["callback_id"], True, "looks fine")
+        assert reply == {"type": "confirmation_received", "callback_id": request["callback_id"], "proceed": True}
+        done = await client.wait_for_event("task_succeeded", task_id=result.id)
+        answered = await client.wait_for_event("confirmation_answered", task_id=result.id)
+    assert done["result"]["proceed"] is True and done["result"]["feedback"] == "looks fine"
+    assert done["result"]["answered_by"] == user and done["result"]["timed_out"] is False
+    assert answered["callback_id"] == request["callback_id"] and answered["answered_by"] == user
+
+
+async def test_refusal_returns_proceed_false(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask.delay_for(user)
+        request = await _request(client, result.id)
+        await client.confirm(request["callback_id"], False, "no")
+        done = await client.wait_for_event("task_succeeded", task_id=result.id)
+    assert done["result"]["proceed"] is False and done["result"]["feedback"] == "no"
+
+
+async def test_second_answer_is_refused_and_first_one_counts(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client, celery_ws_client(user_id=user) as tab2:
+        result = tasks.ask.delay_for(user)
+        request = await _request(client, result.id)
+        first, second = await asyncio.gather(
+            client.confirm(request["callback_id"], True, "first"),
+            tab2.confirm(request["callback_id"], False, "second"),
+        )
+        replies = sorted([first["type"], second["type"]])
+        assert replies == ["confirmation_received", "error"]
+        error = first if first["type"] == "error" else second
+        assert error["code"] == "already_answered"
+        winner = "first" if first["type"] == "confirmation_received" else "second"
+        done = await client.wait_for_event("task_succeeded", task_id=result.id)
+        assert done["result"]["feedback"] == winner
+        late = await client.confirm(request["callback_id"], True)
+        assert late["type"] == "error" and late["code"] == "already_answered"
+
+
+async def test_answer_sent_before_the_task_waits_is_not_lost(celery_ws_client, user):
+    """The request is stored before it is announced: answering the very first
+    frame works even though the task may not be blocking on BLPOP yet."""
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask.delay_for(user)
+        request = await _request(client, result.id)
+        await client.confirm(request["callback_id"], True)
+        done = await client.wait_for_event("task_succeeded", task_id=result.id)
+    assert done["result"]["proceed"] is True
+
+
+async def test_timeout_without_default_fails_the_task(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask.delay_for(user, timeout=0.5)
+        request = await _request(client, result.id)
+        expired = await client.wait_for_event("confirmation_expired", task_id=result.id)
+        failed = await client.wait_for_event("task_failed", task_id=result.id)
+        late = await client.confirm(request["callback_id"], True)
+    assert expired["callback_id"] == request["callback_id"]
+    assert failed["error_code"] == "ConfirmationTimeout"
+    assert late["type"] == "error" and late["code"] == "confirmation_expired"
+
+
+@pytest.mark.parametrize("default", [True, False])
+async def test_timeout_with_default_returns_the_default(celery_ws_client, user, default):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask.delay_for(user, timeout=0.3, default=default)
+        done = await client.wait_for_event("task_succeeded", task_id=result.id)
+    assert done["result"]["proceed"] is default and done["result"]["timed_out"] is True
+
+
+async def test_pending_confirmation_is_sent_to_a_late_subscriber(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as first:
+        result = tasks.ask.delay_for(user)
+        request = await _request(first, result.id)
+    async with celery_ws_client() as late:
+        await late.subscribe(user_id=user)
+        resent = await _request(late, result.id)
+        assert resent["callback_id"] == request["callback_id"] and resent["id"] == request["id"]
+        await late.confirm(resent["callback_id"], True)
+        await late.wait_for_event("task_succeeded", task_id=result.id)
+
+
+async def test_cancel_wakes_a_waiting_task_and_marks_it_revoked(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask.delay_for(user)
+        request = await _request(client, result.id)
+        reply = await client.cancel(result.id)
+        assert reply == {"type": "cancel_received", "task_id": result.id}
+        cancelled = await client.wait_for_event("task_cancelled", task_id=result.id)
+        assert cancelled["requested_by"] == user
+        late = await client.confirm(request["callback_id"], True)
+        assert late["type"] == "error" and late["code"] == "already_answered"
+        state = await eventually(lambda: result.state, REVOKED)
+    assert state == REVOKED
+    terminal = [f["type"] for f in client.frames if f.get("task_id") == result.id
+                and f["type"] in ("task_succeeded", "task_failed", "task_cancelled")]
+    assert terminal == ["task_cancelled"]
+
+
+async def test_cancel_stops_a_running_task_at_its_next_progress(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.spin.delay_for(user)
+        await client.wait_for_event("task_progress", task_id=result.id)
+        await client.cancel(result.id)
+        await client.wait_for_event("task_cancelled", task_id=result.id)
+        state = await eventually(lambda: result.state, REVOKED)
+    assert state == REVOKED
+    assert not [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_succeeded"]
+
+
+async def test_cancel_of_a_queued_task_stops_it_before_it_runs(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.report.apply_async_for(user, (3,), countdown=1.5)
+        await client.wait_for_event("task_sent", task_id=result.id)
+        await client.cancel(result.id)
+        await client.wait_for_event("task_cancelled", task_id=result.id)
+        state = await eventually(lambda: result.state, REVOKED, timeout=10)
+    assert state == REVOKED
+    started = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
+    assert started == []
+
+
+async def test_cancel_of_a_finished_task_is_refused(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.report.delay_for(user, 1)
+        await client.wait_for_event("task_succeeded", task_id=result.id)
+        reply = await client.cancel(result.id)
+    assert reply["type"] == "error" and reply["code"] == "task_finished"
