@@ -44,6 +44,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 
 from rich.console import Console
+from rich.markup import escape
+from rich.rule import Rule
 from rich.panel import Panel
 from rich.pretty import Pretty
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TaskProgressColumn, TextColumn
@@ -156,10 +158,12 @@ def start_child(stack: contextlib.ExitStack, name: str, argv: Sequence[str], env
 def choose_redis(stack: contextlib.ExitStack) -> str:
     url = os.environ.get("CELERY_WS_REDIS_URL", DEFAULT_REDIS_URL)
     if redis_reachable(url):
-        console.print(f"Redis: using [cyan]{url}[/]")
+        console.print(f"Redis: using [cyan]{escape(url)}[/]")
         return url
-    server = stack.enter_context(RedisServer())
-    console.print(f"Redis: nothing answers at {url}; started an embedded redis-server at [cyan]{server.url}[/]")
+    server = RedisServer()
+    stack.callback(server.close)
+    server.start()
+    console.print(f"Redis: nothing answers at {escape(url)}; started an embedded redis-server at [cyan]{server.url}[/]")
     return server.url
 
 
@@ -239,26 +243,34 @@ class EventView:
             self.progress(frame)
         elif kind == "task_step_result":
             self.step_result(frame)
-        elif kind == "task_succeeded":
-            self.line(frame, "[green]succeeded[/]")
-            console.print(Panel(Pretty(frame.get("result")), title="result", border_style="green", expand=False))
-        elif kind == "task_failed":
-            self.line(frame, f"[red]failed[/]: {frame.get('error_code')}: {frame.get('error_message')}")
+        elif kind in FINAL_EVENTS:
+            self.pause()
+            self.final(frame)
         elif kind == "confirmation_answered":
-            self.line(frame, f"proceed={frame.get('proceed')} answered by {frame.get('answered_by')}")
+            self.line(frame, escape(f"proceed={frame.get('proceed')} answered by {frame.get('answered_by')}"))
         else:
             self.line(frame, "")
 
+    def final(self, frame: Frame) -> None:
+        kind = frame.get("type")
+        if kind == "task_succeeded":
+            self.line(frame, "[green]succeeded[/]")
+            console.print(Panel(Pretty(frame.get("result")), title="result", border_style="green", expand=False))
+        elif kind == "task_failed":
+            self.line(frame, "[red]failed[/]: " + escape(f"{frame.get('error_code')}: {frame.get('error_message')}"))
+        else:
+            self.line(frame, f"[yellow]{escape(str(frame.get('reason') or ''))}[/]")
+
     def line(self, frame: Frame, text: str) -> None:
         elapsed = float(frame.get("timestamp") or time.time()) - self.started
-        console.print(f"  [dim]+{elapsed:5.2f}s[/] [bold]{frame.get('type')}[/] {text}".rstrip())
+        console.print(f"  [dim]+{elapsed:5.2f}s[/] [bold]{escape(str(frame.get('type')))}[/] {text}".rstrip())
 
     def progress(self, frame: Frame) -> None:
         message = frame.get("message") or "progress"
         current, total = frame.get("current") or 0, frame.get("total")
         if not self.live:
             percent = frame.get("progress")
-            self.line(frame, f"{current}/{total} ({percent}%) {message}")
+            self.line(frame, escape(f"{current}/{total} ({percent}%) {message}"))
             return
         if self._progress is None:
             self._progress = Progress(
@@ -267,17 +279,17 @@ class EventView:
             )
             self._progress.start()
         if message not in self._bars:
-            self._bars[message] = self._progress.add_task(message, total=total)
-        self._progress.update(self._bars[message], completed=current, total=total)
+            self._bars[message] = self._progress.add_task(message, total=total, completed=current)
+        self._progress.update(self._bars[message], completed=current, total=total, refresh=True)
 
     def step_result(self, frame: Frame) -> None:
         if frame.get("callback_id"):
-            return  # a question: ask() shows it
+            return  # a question: answer() shows it
         self.pause()
         body = f"{frame.get('message') or ''}\nstatus: {frame.get('status')}"
         if frame.get("result") is not None:
             body += f"\nresult: {frame.get('result')}"
-        console.print(Panel(body, title=f"step: {frame.get('step')}", expand=False))
+        console.print(Panel(escape(body), title=escape(f"step: {frame.get('step')}"), expand=False))
 
     def pause(self) -> None:
         """Stop the live bars (they stay on screen) so that text can follow them."""
@@ -324,19 +336,19 @@ async def decide() -> tuple[bool, str]:
     line = await read_line(f"  Proceed? [Y/n] ({ANSWER_TIMEOUT:.0f} s, then yes) ", ANSWER_TIMEOUT)
     if line is None:
         console.print("  no answer in time: proceeding")
-        return True, "no answer in time; approved by the demo"
+        return True, "approved by the demo after a timeout"
     proceed = line.strip().lower() not in {"n", "no"}
     return proceed, "approved in the demo" if proceed else "declined in the demo"
 
 
 async def answer(client: Client, frame: Frame) -> None:
-    console.print(Panel(f"{frame.get('message')}\n[dim]callback_id: {frame['callback_id']}[/]",
-                        title=f"the task asks ({frame.get('step')})", border_style="yellow", expand=False))
+    console.print(Panel(f"{escape(str(frame.get('message')))}\n[dim]callback_id: {escape(frame['callback_id'])}[/]",
+                        title=escape(f"the task asks ({frame.get('step')})"), border_style="yellow", expand=False))
     proceed, feedback = await decide()
     reply = await client.confirm(frame["callback_id"], proceed, feedback)
     if reply.get("type") != "confirmation_received":
         raise DemoError(f"the server refused the answer: {reply}")
-    console.print(f"  answered proceed={proceed} ({feedback}) -> [bold]{reply['type']}[/]")
+    console.print(f"  sent proceed={proceed}, got [bold]{reply['type']}[/] (feedback: {feedback})")
 
 
 # -- the client ----------------------------------------------------------------------
@@ -428,19 +440,20 @@ def run(stack: contextlib.ExitStack) -> bool:
                       f"({time.monotonic() - began:.1f} s).\n")
         outcome = asyncio.run(run_client(server_url, tasks, queue, deadline))
     except DemoError as exc:
-        console.print(f"\n[bold red]Demo failed:[/] {exc}")
+        console.print(f"\n[bold red]Demo failed:[/] {escape(str(exc))}")
         show_logs(children)
         return False
     summary(outcome, server_url, redis_url, log_dir, time.monotonic() - began)
     if not outcome.succeeded:
-        console.print(f"[bold red]The task did not succeed:[/] {outcome.final}")
+        console.print(f"[bold red]The task did not succeed:[/] {escape(str(outcome.final))}")
         show_logs(children)
     return outcome.succeeded
 
 
 def show_logs(children: list[Child]) -> None:
     for child in children:
-        console.print(Panel(child.tail(), title=f"last lines of {child.log}", expand=False))
+        console.print(Rule(f"last lines of {child.log}", align="left"))
+        console.print(child.tail(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -70,3 +70,10 @@ def spawn(self: ProgressTask) -> str:
 @shared_task
 def plain(x: int) -> int:
     return x * 2
+
+
+@shared_task(base=ProgressTask, bind=True)
+def import_rows(self: ProgressTask, path: str) -> str:
+    """Stands in for examples.tasks.import_rows in the README's snippets."""
+    self.progress(1, 1, message=f"imported {path}")
+    return path
