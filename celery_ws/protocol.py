@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 __all__ = [
     "ACTIONS",
+    "CLOSE_UNAUTHORIZED",
+    "Auth",
     "EVENT_TYPES",
     "TERMINAL_EVENT_TYPES",
     "Cancel",
@@ -76,8 +78,14 @@ ErrorCode = Literal[
     "task_finished",
     "not_found",
     "forbidden",
+    "rate_limited",
     "internal_error",
 ]
+
+#: Close codes the server uses besides the standard ones (1001 going away,
+#: 1008 policy violation: sustained rate-limit abuse, 1009 frame too big,
+#: 1013 connection limits).
+CLOSE_UNAUTHORIZED: Final = 4401
 
 
 # -- models shared with task code ---------------------------------------------------
@@ -139,13 +147,19 @@ class Cancel(_Action):
     user_id: Identifier | None = None
 
 
+class Auth(_Action):
+    action: Literal["auth"]
+    token: Annotated[str, StringConstraints(max_length=8192)]
+
+
 class Ping(_Action):
     model_config = ConfigDict(strict=True, extra="allow")
     action: Literal["ping"]
 
 
-ClientAction = Subscribe | Unsubscribe | Confirm | Cancel | Ping
+ClientAction = Subscribe | Unsubscribe | Confirm | Cancel | Ping | Auth
 _ACTION_MODELS: Final[dict[str, type[_Action]]] = {
+    "auth": Auth,
     "subscribe": Subscribe,
     "unsubscribe": Unsubscribe,
     "confirm": Confirm,

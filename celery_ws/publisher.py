@@ -62,6 +62,21 @@ def _finish(kind: str, answer: UserConfirmation, task_id: str | None) -> UserCon
     return answer
 
 
+def _requests(
+    step_result: TaskStepResult, owner: str, task_id: str | None, step: int | None,
+    callback_id: str, assignees: list[str] | None,
+) -> list[tuple[dict[str, Any], bool]]:
+    """The question for its owner (stored with the task's history) and a copy for
+    each other assignee, who does not otherwise see the owner's events."""
+    events = [(step_result_event(step_result, task_id=task_id, user_id=owner, step=step,
+                                 callback_id=callback_id), True)]
+    for user in dict.fromkeys(assignees or ()):
+        if user != owner:
+            copy = step_result_event(step_result, task_id=task_id, user_id=user, step=step, callback_id=callback_id)
+            events.append((copy, False))
+    return events
+
+
 def _expired_event(callback_id: str, task_id: str | None, user_id: str) -> dict[str, Any]:
     return event("confirmation_expired", task_id=task_id, user_id=user_id, callback_id=callback_id)
 
@@ -126,8 +141,10 @@ class Publisher:
                 assignees=assignees or [user_id], deadline=deadline,
             )
             pipe.execute()
-        request = step_result_event(step_result, task_id=task_id, user_id=user_id, step=step, callback_id=callback_id)
-        self.emit(request, callback_id=callback_id)
+        for request, routed in _requests(step_result, user_id, task_id, step, callback_id, assignees):
+            keys, args = emit_call(self.settings, request, callback_id=callback_id if routed else None,
+                                   route_by_task=routed)
+            self._emit(keys, args)
         return self.wait_for_answer(callback_id, deadline, timeout=timeout, default=default, task_id=task_id, user_id=user_id)
 
     def wait_for_answer(
@@ -206,8 +223,10 @@ class AsyncPublisher:
                 assignees=assignees or [user_id], deadline=deadline,
             )
             await pipe.execute()
-        request = step_result_event(step_result, task_id=task_id, user_id=user_id, step=step, callback_id=callback_id)
-        await self.emit(request, callback_id=callback_id)
+        for request, routed in _requests(step_result, user_id, task_id, step, callback_id, assignees):
+            keys, args = emit_call(self.settings, request, callback_id=callback_id if routed else None,
+                                   route_by_task=routed)
+            await self._emit(keys, args)
         return await self.wait_for_answer(callback_id, deadline, timeout=timeout, default=default, task_id=task_id, user_id=user_id)
 
     async def wait_for_answer(

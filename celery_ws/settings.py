@@ -9,10 +9,10 @@ Precedence, highest first: keyword arguments in code, environment variables,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import SettingsError
 from .keys import Keys
@@ -64,6 +64,50 @@ class Settings(BaseSettings):
         0.1, "progress_interval", "CELERY_WS_PROGRESS_INTERVAL", ge=0
     )
     emit_buffer: int = _setting(10_000, "emit_buffer", "CELERY_WS_EMIT_BUFFER", ge=10)
+
+    # -- security --
+    secret: SecretStr | None = _setting(None, "secret", "CELERY_WS_SECRET")
+    #: older secrets still accepted while tokens signed with them expire (rotation)
+    previous_secrets: Annotated[list[SecretStr], NoDecode] = _setting(
+        [], "previous_secrets", "CELERY_WS_PREVIOUS_SECRETS"
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = _setting(
+        "HS256", "jwt_algorithm", "CELERY_WS_JWT_ALGORITHM"
+    )
+    #: PEM public key (or a path to one) that verifies RS256/ES256 tokens
+    jwt_public_key: str | None = _setting(None, "jwt_public_key", "CELERY_WS_JWT_PUBLIC_KEY")
+    jwt_audience: str | None = _setting(None, "jwt_audience", "CELERY_WS_JWT_AUDIENCE")
+    jwt_issuer: str | None = _setting(None, "jwt_issuer", "CELERY_WS_JWT_ISSUER")
+    auth_timeout: float = _setting(5.0, "auth_timeout", "CELERY_WS_AUTH_TIMEOUT", gt=0)
+    insecure: bool = _setting(False, "insecure", "CELERY_WS_INSECURE")
+    allowed_origins: Annotated[list[str], NoDecode] = _setting(
+        [], "allowed_origins", "WEBSOCKET_ALLOWED_ORIGINS", "CELERY_WS_ALLOWED_ORIGINS"
+    )
+    max_message_size: int = _setting(
+        65_536, "max_message_size", "WEBSOCKET_MAX_MESSAGE_SIZE", "CELERY_WS_MAX_MESSAGE_SIZE", ge=256
+    )
+    max_connections_per_user: int = _setting(
+        50, "max_connections_per_user", "CELERY_WS_MAX_CONNECTIONS_PER_USER", ge=1
+    )
+    #: sustained client messages per second, and the burst allowed above it
+    rate_limit: float = _setting(20.0, "rate_limit", "CELERY_WS_RATE_LIMIT", gt=0)
+    rate_burst: int = _setting(60, "rate_burst", "CELERY_WS_RATE_BURST", ge=1)
+    #: unsent bytes after which a client that stopped reading is disconnected
+    write_buffer_limit: int = _setting(
+        1 << 20, "write_buffer_limit", "CELERY_WS_WRITE_BUFFER_LIMIT", ge=4096
+    )
+
+    @field_validator("allowed_origins", "previous_secrets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def token_mode(self) -> bool:
+        """Whether clients must authenticate: a secret or a public key is set."""
+        return self.secret is not None or self.jwt_public_key is not None
 
     @property
     def keys(self) -> Keys:

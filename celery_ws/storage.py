@@ -70,10 +70,16 @@ def emit_call(
     callback_id: str | None = None,
     producer: str | None = None,
     seq: int | None = None,
+    route_by_task: bool = True,
 ) -> Call:
-    """KEYS and ARGV for ``emit.lua``; ``producer``/``seq`` make a retry idempotent."""
+    """KEYS and ARGV for ``emit.lua``; ``producer``/``seq`` make a retry idempotent.
+
+    ``route_by_task=False`` sends an event to its user only, not to the task's
+    history and watchers (a copy of a question for an extra assignee).
+    """
     keys = settings.keys
-    user_id, task_id = event.get("user_id"), event.get("task_id")
+    user_id = event.get("user_id")
+    task_id = event.get("task_id") if route_by_task else None
     type_ = event["type"]
     return (
         [
@@ -124,7 +130,9 @@ def open_confirmation(
     }
     pipe.hset(keys.confirm(callback_id), mapping=record)
     pipe.expire(keys.confirm(callback_id), ttl)
-    pending = [keys.pending, keys.user_pending(owner)] + ([keys.task_pending(task_id)] if task_id else [])
+    pending = [keys.pending, *(keys.user_pending(user) for user in {owner, *assignees})]
+    if task_id:
+        pending.append(keys.task_pending(task_id))
     for key in pending:
         pipe.zadd(key, {callback_id: deadline})
         pipe.expire(key, ttl)

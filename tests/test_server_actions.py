@@ -105,6 +105,6 @@ async def test_connections_over_the_limit_are_closed_with_1013(celery_ws_redis_u
             await first.send(json.dumps({"action": "ping"}))
             assert json.loads(await first.recv())["type"] == "pong"
             assert second.state.name == "OPEN"
-        assert server.call(lambda: server.manager.get_status()["connections_rejected"]) == 1
+        assert server.call(lambda: server.manager.get_status()["connections_rejected_server_full"]) == 1
     finally:
         server.stop()

@@ -9,9 +9,10 @@ local state = c[1]
 if not state then return {'unknown_callback'} end
 if state ~= 'pending' then return {state} end
 if tonumber(c[2]) <= tonumber(ARGV[5]) then return {'expired'} end
+local assignees = cjson.decode(c[3])
 if ARGV[3] ~= '' then
   local allowed = false
-  for _, who in ipairs(cjson.decode(c[3])) do
+  for _, who in ipairs(assignees) do
     if who == ARGV[3] then allowed = true end
   end
   if not allowed then return {'forbidden'} end
@@ -22,5 +23,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 local cid = ARGV[2]
 redis.call('ZREM', ARGV[1] .. ':pending', cid)
 redis.call('ZREM', ARGV[1] .. ':user:' .. c[5] .. ':pending', cid)
+for _, who in ipairs(assignees) do redis.call('ZREM', ARGV[1] .. ':user:' .. who .. ':pending', cid) end
 if c[4] ~= '' then redis.call('ZREM', ARGV[1] .. ':task:' .. c[4] .. ':pending', cid) end
 return {'ok', c[4], c[5]}

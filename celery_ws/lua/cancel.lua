@@ -10,10 +10,14 @@ if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return {'finished', owner} 
 redis.call('HSET', KEYS[1], 'cancel', '1')
 for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local ck = ARGV[1] .. ':confirm:' .. cid
-  if redis.call('HGET', ck, 'state') == 'pending' then
+  local c = redis.call('HMGET', ck, 'state', 'assignees')
+  if c[1] == 'pending' then
     redis.call('HSET', ck, 'state', 'cancelled')
     redis.call('RPUSH', ck .. ':reply', ARGV[3])
     redis.call('EXPIRE', ck .. ':reply', ARGV[4])
+  end
+  if c[2] then
+    for _, who in ipairs(cjson.decode(c[2])) do redis.call('ZREM', ARGV[1] .. ':user:' .. who .. ':pending', cid) end
   end
   redis.call('ZREM', ARGV[1] .. ':user:' .. owner .. ':pending', cid)
   redis.call('ZREM', ARGV[1] .. ':pending', cid)

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from ..protocol import (
+    Auth,
     Cancel,
     ClientAction,
     Confirm,
@@ -64,7 +65,10 @@ class ActionHandler:
         store: ServerStore,
         publisher: AsyncPublisher,
         revoke: Revoke | None,
+        *,
+        token_mode: bool,
     ) -> None:
+        self.token_mode = token_mode
         self.registry = registry
         self.store = store
         self.publisher = publisher
@@ -94,11 +98,24 @@ class ActionHandler:
             return [_encode({"type": "unsubscribed", "user_id": action.user_id, "task_id": action.task_id})]
         if isinstance(action, Confirm):
             return await self.confirm(session, action)
+        if isinstance(action, Auth):
+            raise ProtocolError("invalid_message", "auth is only accepted as the first frame in token mode",
+                                field="action")
         return await self.cancel(session, action)
+
+    async def authenticated(self, session: Session, expires_at: float) -> list[bytes]:
+        """Token mode: a new connection follows its own user from the start."""
+        user_id = session.identity
+        assert user_id is not None
+        self.registry.subscribe(session, user_id=user_id, task_id=None)
+        welcome = _encode({"type": "authenticated", "user_id": user_id, "expires_at": expires_at})
+        return [welcome, *await self.store.pending_requests(user_id, None)]
 
     async def subscribe(self, session: Session, action: Subscribe) -> list[bytes]:
         if action.user_id is None and action.task_id is None:
             raise ProtocolError("invalid_message", "subscribe needs user_id or task_id", field="user_id")
+        if self.token_mode:
+            await self._authorize_subscription(session, action)
         self.registry.subscribe(session, user_id=action.user_id, task_id=action.task_id)
         if session.identity is None and action.user_id is not None:
             session.identity = action.user_id
@@ -106,6 +123,14 @@ class ActionHandler:
             {"type": "subscription_confirmed", "user_id": action.user_id, "task_id": action.task_id}
         )
         return [confirmed, *await self.store.pending_requests(action.user_id, action.task_id)]
+
+    async def _authorize_subscription(self, session: Session, action: Subscribe) -> None:
+        """A token's user may follow themself and the tasks they own, nothing else.
+        An unknown task is refused like a foreign one, so ids cannot be probed."""
+        if action.user_id is not None and action.user_id != session.identity:
+            raise ProtocolError("forbidden", "You may only subscribe to your own events", field="user_id")
+        if action.task_id is not None and await self.publisher.owner_of(action.task_id) != session.identity:
+            raise ProtocolError("forbidden", "You may only subscribe to your own tasks", field="task_id")
 
     async def confirm(self, session: Session, action: Confirm) -> list[bytes]:
         outcome, task_id, owner = await self.store.answer(

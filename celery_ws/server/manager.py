@@ -10,31 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
 
 from ..connections import async_client
+from ..exceptions import SettingsError
 from ..protocol import TaskStepResult, UserConfirmation, event, with_id
 from ..publisher import AsyncPublisher, Default
 from ..settings import Settings
 from .bus import EventBus, StreamEntry
+from .connection import ConnectionLoop
 from .handlers import ActionHandler, Revoke
-from .registry import Registry, Session
+from .registry import Registry
 from .store import ServerStore
 
 __all__ = ["WebSocketManager"]
 
 logger = logging.getLogger(__name__)
 
-#: a client whose unsent data passes this is not reading: drop it rather than
-#: buffer without bound or slow down delivery to everyone else
-WRITE_BUFFER_LIMIT = 1 << 20
 _COUNTS_INTERVAL = 1.0
 
 
@@ -70,13 +69,14 @@ class WebSocketManager:
         self._bus_redis = async_client(self.settings.redis_url, blocking=True)
         self.bus = EventBus(self._bus_redis, self.settings.keys.events, self._deliver)
         self.store = ServerStore(self.publisher.redis, self.settings)
-        self.handler = ActionHandler(self.registry, self.store, self.publisher, revoke)
+        self.handler = ActionHandler(self.registry, self.store, self.publisher, revoke,
+                                     token_mode=self.settings.token_mode)
+        self.connections = ConnectionLoop(self.settings, self.registry, self.handler, self._count_connection)
         self._server: Server | None = None
         self._background: list[asyncio.Task[None]] = []
         self.pending_callbacks = 0
         self.started_at: float | None = None
-        self.stats = {"events_delivered": 0, "messages_sent": 0, "slow_clients_dropped": 0,
-                      "connections_total": 0, "connections_rejected": 0}
+        self.stats: Counter[str] = Counter()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -99,14 +99,18 @@ class WebSocketManager:
     async def start_server(self) -> Server:
         if self._server is not None:
             return self._server
+        self._check_exposure()
         self._background = [
             asyncio.create_task(self.bus.run(), name="celery-ws-bus"),
             asyncio.create_task(self._refresh_counts(), name="celery-ws-counts"),
         ]
+        origins = [*self.settings.allowed_origins, None] if self.settings.allowed_origins else None
         self._server = await serve(
-            self._handle_connection,
+            self.connections.run,
             self.settings.host,
             self.settings.port,
+            origins=origins,  # None in the list: non-browser clients send no Origin
+            max_size=self.settings.max_message_size,
             ping_interval=self.settings.ping_interval,
             ping_timeout=self.settings.ping_timeout,
         )
@@ -140,6 +144,22 @@ class WebSocketManager:
         server = await self.start_server()
         await server.wait_closed()
 
+    def _check_exposure(self) -> None:
+        """Like Redis' protected mode: open mode trusts clients to say who they
+        are, which is only acceptable on loopback or when the operator insists."""
+        if self.settings.token_mode:
+            return
+        if not _is_loopback(self.settings.host) and not self.settings.insecure:
+            raise SettingsError(
+                f"refusing open mode on {self.settings.host}: any client could read and answer any "
+                "user's tasks. Set CELERY_WS_SECRET (token mode) or pass --insecure / CELERY_WS_INSECURE=1"
+            )
+        logger.warning("OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
+                       "every unsubscribed connection sees every event")
+
+    def _count_connection(self, outcome: str) -> None:
+        self.stats[f"connections_{outcome}"] += 1
+
     async def _refresh_counts(self) -> None:
         """Keep the figures that live in Redis fresh for the synchronous get_status()."""
         while True:
@@ -148,24 +168,6 @@ class WebSocketManager:
             await asyncio.sleep(_COUNTS_INTERVAL)
 
     # -- connections ----------------------------------------------------------------
-
-    async def _handle_connection(self, connection: ServerConnection) -> None:
-        if len(self.registry) >= self.settings.max_connections:
-            # a close code, unlike an HTTP 503, reaches browser code (seed: 1013)
-            self.stats["connections_rejected"] += 1
-            await connection.close(CloseCode.TRY_AGAIN_LATER, "Server connection limit reached")
-            return
-        session = Session(connection)
-        self.registry.add(session)
-        self.stats["connections_total"] += 1
-        try:
-            async for raw in connection:
-                for frame in await self.handler.handle(session, raw):
-                    await connection.send(frame.decode())
-        except ConnectionClosed:
-            pass
-        finally:
-            self.registry.remove(session)
 
     def _deliver(self, entries: list[StreamEntry]) -> None:
         """Route a batch from the bus; encode each event once for all its targets."""
@@ -177,10 +179,12 @@ class WebSocketManager:
             self.stats["events_delivered"] += 1
 
     def _send_all(self, connections: Iterable[ServerConnection], text: str) -> int:
+        """A client that stopped reading is dropped rather than allowed to grow
+        the server's memory or slow delivery to everyone else."""
         healthy = []
         for conn in connections:
             transport = conn.transport
-            if transport is not None and transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            if transport is not None and transport.get_write_buffer_size() > self.settings.write_buffer_limit:
                 logger.warning("dropping a client that stopped reading (%s)", conn.remote_address)
                 self.stats["slow_clients_dropped"] += 1
                 transport.abort()
@@ -236,3 +240,12 @@ class WebSocketManager:
             **self.registry.counts(),
             **self.stats,
         }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

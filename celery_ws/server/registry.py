@@ -83,6 +83,9 @@ class Registry:
             return self._firehose | by_user if by_user else self._firehose
         return self._firehose | by_task | (by_user or set())
 
+    def user_connections(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
     def counts(self) -> dict[str, int]:
         return {"users": len(self._by_user), "tasks": len(self._by_task), "firehose": len(self._firehose)}
 
