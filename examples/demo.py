@@ -43,12 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
 
+from celery.result import AsyncResult
 from rich.console import Console
 from rich.markup import escape
-from rich.rule import Rule
 from rich.panel import Panel
 from rich.pretty import Pretty
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.rule import Rule
 from rich.table import Table
 
 from celery_ws.client import Client, Frame
@@ -66,6 +67,7 @@ ANSWER_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 LOG_TAIL_LINES = 25
 
+SETTINGS_PREFIXES = ("CELERY_WS_", "WEBSOCKET_")
 FINAL_EVENTS = frozenset({"task_succeeded", "task_failed", "task_cancelled"})
 
 console = Console(highlight=False)
@@ -103,16 +105,6 @@ class Child:
     process: subprocess.Popen[bytes]
     log: Path
 
-    @classmethod
-    def start(cls, name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path) -> Child:
-        log = log_dir / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        return cls(name, process, log)
-
     @property
     def running(self) -> bool:
         return self.process.poll() is None
@@ -144,12 +136,38 @@ class Child:
         return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
-def start_child(stack: contextlib.ExitStack, name: str, argv: Sequence[str], env: dict[str, str],
-                log_dir: Path) -> Child:
-    child = Child.start(name, argv, env, log_dir)
-    stack.callback(child.stop)
-    console.print(f"  {name:<7} pid {child.process.pid}, log [cyan]{child.log}[/]")
-    return child
+@dataclass
+class Processes:
+    """The demo's children: one environment, one log directory, stopped together
+    (the last started first)."""
+
+    env: dict[str, str]
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str]) -> Child:
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        child = Child(name, process, log)
+        self.children.append(child)
+        console.print(f"  {name:<7} pid {process.pid}, log [cyan]{escape(str(log))}[/]")
+        return child
+
+    def stop_all(self) -> None:
+        running = [child for child in reversed(self.children) if child.running]
+        if running:
+            console.print(f"[dim]Stopping the {' and the '.join(child.name for child in running)}...[/]")
+        for child in running:
+            child.stop()
+
+    def show_logs(self) -> None:
+        for child in self.children:
+            console.print(Rule(f"last lines of {escape(str(child.log))}", align="left"))
+            console.print(child.tail(), markup=False, highlight=False, soft_wrap=True)
 
 
 # -- setting up: Redis, server, worker -----------------------------------------------
@@ -162,63 +180,62 @@ def choose_redis(stack: contextlib.ExitStack) -> str:
         return url
     server = RedisServer()
     stack.callback(server.close)
-    server.start()
-    console.print(f"Redis: nothing answers at {escape(url)}; started an embedded redis-server at [cyan]{server.url}[/]")
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        raise DemoError(f"no Redis at {url}, and no embedded one either: {exc}") from None
+    console.print(f"Redis: nothing answers at {escape(url)}; "
+                  f"started an embedded redis-server at [cyan]{server.url}[/]")
     return server.url
 
 
-def child_env(redis_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CELERY_WS_REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "PYTHONUNBUFFERED": "1",
-    }
+def use_demo_settings(redis_url: str) -> dict[str, str]:
+    """Set this process' environment for the demo and return it for the children.
+
+    Every process must agree on the settings, and the demo shows the defaults:
+    celery-ws variables meant for some other deployment (a key prefix, a
+    secret) are dropped; only the Redis URL is set.
+    """
+    for name in [n for n in os.environ if n.startswith(SETTINGS_PREFIXES)]:
+        del os.environ[name]
+    os.environ.update(CELERY_WS_REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url)
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def load_tasks(redis_url: str) -> ModuleType:
-    """Import ``examples.tasks`` for this process, configured for ``redis_url``
-    (the module reads its Redis URL from the environment when imported)."""
-    os.environ["CELERY_WS_REDIS_URL"] = redis_url
-    os.environ["CELERY_BROKER_URL"] = redis_url
+def load_tasks() -> ModuleType:
+    """``examples.tasks``, imported only once the environment names the Redis to use."""
     import examples.tasks
 
     return examples.tasks
 
 
-def start_server(stack: contextlib.ExitStack, env: dict[str, str], log_dir: Path, deadline: Deadline) -> tuple[Child, str]:
+def start_server(processes: Processes, deadline: Deadline) -> str:
     port = free_port()
-    argv = [sys.executable, "-m", "celery_ws", "serve", "--app", "examples.tasks:app", "--port", str(port)]
-    server = start_child(stack, "server", argv, env, log_dir)
-    wait_for_port(server, port, deadline)
-    return server, f"ws://127.0.0.1:{port}"
-
-
-def wait_for_port(child: Child, port: int, deadline: Deadline) -> None:
+    server = processes.start("server", [
+        sys.executable, "-m", "celery_ws", "serve", "--app", "examples.tasks:app",
+        "--host", "127.0.0.1", "--port", str(port),
+    ])
     limit = Deadline.after(deadline.remaining(SERVER_START_TIMEOUT))
     while not limit.passed:
-        child.check_running()
+        server.check_running()
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
+            return f"ws://127.0.0.1:{port}"
         time.sleep(0.1)
-    raise DemoError(f"the {child.name} did not listen on port {port} in time")
+    raise DemoError(f"the server did not listen on port {port} in time")
 
 
-def start_worker(stack: contextlib.ExitStack, env: dict[str, str], log_dir: Path, queue: str) -> tuple[Child, str]:
+def start_worker(processes: Processes, tasks: ModuleType, queue: str, deadline: Deadline) -> str:
+    """Start a worker consuming only ``queue``; return its node name once it answers a ping."""
     nodename = f"{queue}@{socket.gethostname()}"
-    argv = [
+    worker = processes.start("worker", [
         sys.executable, "-m", "celery", "-A", "examples.tasks", "worker", "-P", "prefork", "-c", "2",
         "--without-mingle", "--without-gossip", "-l", "warning", "-Q", queue, "-n", nodename,
-    ]
-    return start_child(stack, "worker", argv, env, log_dir), nodename
-
-
-def wait_for_worker(tasks: ModuleType, worker: Child, nodename: str, deadline: Deadline) -> None:
+    ])
     limit = Deadline.after(deadline.remaining(WORKER_START_TIMEOUT))
     while not limit.passed:
         worker.check_running()
-        if tasks.app.control.ping(destination=[nodename], timeout=1.0):
-            return
+        if tasks.app.control.ping(destination=[nodename], timeout=max(0.1, limit.remaining(1.0))):
+            return nodename
     raise DemoError(f"the worker {nodename} did not answer a ping in time")
 
 
@@ -255,9 +272,11 @@ class EventView:
         kind = frame.get("type")
         if kind == "task_succeeded":
             self.line(frame, "[green]succeeded[/]")
-            console.print(Panel(Pretty(frame.get("result")), title="result", border_style="green", expand=False))
+            result = Pretty(frame.get("result"))
+            console.print(Panel(result, title="result", border_style="green", expand=False))
         elif kind == "task_failed":
-            self.line(frame, "[red]failed[/]: " + escape(f"{frame.get('error_code')}: {frame.get('error_message')}"))
+            error = f"{frame.get('error_code')}: {frame.get('error_message')}"
+            self.line(frame, f"[red]failed[/]: {escape(error)}")
         else:
             self.line(frame, f"[yellow]{escape(str(frame.get('reason') or ''))}[/]")
 
@@ -342,8 +361,9 @@ async def decide() -> tuple[bool, str]:
 
 
 async def answer(client: Client, frame: Frame) -> None:
-    console.print(Panel(f"{escape(str(frame.get('message')))}\n[dim]callback_id: {escape(frame['callback_id'])}[/]",
-                        title=escape(f"the task asks ({frame.get('step')})"), border_style="yellow", expand=False))
+    question = f"{escape(str(frame.get('message')))}\n[dim]callback_id: {escape(frame['callback_id'])}[/]"
+    title = escape(f"the task asks ({frame.get('step')})")
+    console.print(Panel(question, title=title, border_style="yellow", expand=False))
     proceed, feedback = await decide()
     reply = await client.confirm(frame["callback_id"], proceed, feedback)
     if reply.get("type") != "confirmation_received":
@@ -364,6 +384,11 @@ class Outcome:
         return self.final is not None and self.final.get("type") == "task_succeeded"
 
 
+def start_import(tasks: ModuleType, queue: str) -> AsyncResult:
+    import_rows = tasks.import_rows
+    return import_rows.apply_async_for(USER_ID, ("orders.csv",), {"rows": 60, "delay": 0.03}, queue=queue)
+
+
 async def watch(server_url: str, tasks: ModuleType, queue: str, outcome: Outcome) -> None:
     view = EventView()
     async with Client(server_url) as client:
@@ -373,9 +398,7 @@ async def watch(server_url: str, tasks: ModuleType, queue: str, outcome: Outcome
             raise DemoError(f"subscribe failed: {reply}")
         console.print(f"Connected to {server_url} as [bold]{USER_ID}[/] and subscribed.")
         start = len(client.frames)
-        result = await asyncio.to_thread(
-            tasks.import_rows.apply_async_for, USER_ID, ("orders.csv",), {"rows": 60, "delay": 0.03}, queue=queue
-        )
+        result = await asyncio.to_thread(start_import, tasks, queue)
         console.print(f"Started import_rows [dim]{result.id}[/] on queue {queue}:")
         try:
             async for frame in client.events(start=start):
@@ -422,38 +445,33 @@ def summary(outcome: Outcome, server_url: str, redis_url: str, log_dir: Path, el
 def run(stack: contextlib.ExitStack) -> bool:
     began = time.monotonic()
     deadline = Deadline.after(DEMO_TIMEOUT)
-    redis_url = choose_redis(stack)
-    env = child_env(redis_url)
-    tasks = load_tasks(redis_url)
-    log_dir = Path(tempfile.mkdtemp(prefix="celery-ws-demo-"))
+    try:
+        redis_url = choose_redis(stack)
+    except DemoError as exc:
+        console.print(f"[bold red]Demo failed:[/] {escape(str(exc))}")
+        return False
+    env = use_demo_settings(redis_url)
+    tasks = load_tasks()
+    processes = Processes(env, Path(tempfile.mkdtemp(prefix="celery-ws-demo-")))
+    stack.callback(processes.stop_all)
     queue = f"demo-{uuid.uuid4().hex[:8]}"
 
     console.print("Starting the celery-ws server and a Celery worker:")
-    children: list[Child] = []
     try:
-        server, server_url = start_server(stack, env, log_dir, deadline)
-        children.append(server)
-        worker, nodename = start_worker(stack, env, log_dir, queue)
-        children.append(worker)
-        wait_for_worker(tasks, worker, nodename, deadline)
+        server_url = start_server(processes, deadline)
+        nodename = start_worker(processes, tasks, queue, deadline)
         console.print(f"Server at [cyan]{server_url}[/], worker [cyan]{nodename}[/] ready "
                       f"({time.monotonic() - began:.1f} s).\n")
         outcome = asyncio.run(run_client(server_url, tasks, queue, deadline))
     except DemoError as exc:
         console.print(f"\n[bold red]Demo failed:[/] {escape(str(exc))}")
-        show_logs(children)
+        processes.show_logs()
         return False
-    summary(outcome, server_url, redis_url, log_dir, time.monotonic() - began)
+    summary(outcome, server_url, redis_url, processes.log_dir, time.monotonic() - began)
     if not outcome.succeeded:
         console.print(f"[bold red]The task did not succeed:[/] {escape(str(outcome.final))}")
-        show_logs(children)
+        processes.show_logs()
     return outcome.succeeded
-
-
-def show_logs(children: list[Child]) -> None:
-    for child in children:
-        console.print(Rule(f"last lines of {child.log}", align="left"))
-        console.print(child.tail(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -481,7 +499,6 @@ def main() -> int:
         return 130
     finally:
         with interrupts_ignored():
-            console.print("[dim]Stopping the worker and the server...[/]")
             stack.close()
 
 
