@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .publisher import AsyncPublisher, Publisher
     from .server.manager import WebSocketManager
     from .settings import Settings
+    from .tokens import issue_token
     from .worker.confirm import confirm_step
     from .worker.integration import CeleryWS
     from .worker.ownership import OWNER_HEADER
@@ -49,6 +50,7 @@ __all__ = [
     "WebSocketManager",
     "__version__",
     "confirm_step",
+    "issue_token",
 ]
 
 _LAZY = {
@@ -68,6 +70,7 @@ _LAZY = {
     "ProgressTask": ".worker.task",
     "confirm_step": ".worker.confirm",
     "OWNER_HEADER": ".worker.ownership",
+    "issue_token": ".tokens",
 }
 
 

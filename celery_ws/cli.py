@@ -45,10 +45,12 @@ def ws() -> None:
 @click.option("--host", help="Address to listen on [WEBSOCKET_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port to listen on [WEBSOCKET_PORT, default 8765].")
 @click.option("--redis-url", help="Redis carrying the events [CELERY_WS_REDIS_URL].")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Allow open mode (no CELERY_WS_SECRET) on a non-loopback address.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
 def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int | None,
-          redis_url: str | None, log_level: str) -> None:
+          redis_url: str | None, insecure: bool | None, log_level: str) -> None:
     """Run the WebSocket server."""
     from .exceptions import SettingsError
     from .server.manager import WebSocketManager
@@ -56,7 +58,8 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
 
     _configure_logging(log_level)
     app = _load_app(app_path) if app_path else getattr(ctx.obj, "app", None)
-    overrides = {k: v for k, v in {"host": host, "port": port, "redis_url": redis_url}.items() if v is not None}
+    given = {"host": host, "port": port, "redis_url": redis_url, "insecure": insecure}
+    overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings.load(app.conf if app is not None else None, **overrides)
     except SettingsError as exc:
@@ -67,7 +70,11 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
 
     async def run() -> None:
         manager = WebSocketManager(settings=settings, revoke=revoke if app is not None else None)
-        server = await manager.start_server()
+        try:
+            server = await manager.start_server()
+        except SettingsError as exc:
+            await manager.stop_server()
+            raise click.ClickException(str(exc)) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.close)
@@ -78,6 +85,23 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
         await manager.stop_server()
 
     asyncio.run(run())
+
+
+@ws.command()
+@click.argument("user_id")
+@click.option("--ttl", default=3600, show_default=True, help="Seconds until the token expires.")
+@click.option("--app", "app_path", metavar="MODULE:APP", help="Celery app whose app.conf holds the settings.")
+def token(user_id: str, ttl: int, app_path: str | None) -> None:
+    """Mint a connection token for USER_ID (signed with CELERY_WS_SECRET)."""
+    from .exceptions import SettingsError
+    from .settings import Settings
+    from .tokens import issue_token
+
+    app = _load_app(app_path) if app_path else None
+    try:
+        click.echo(issue_token(user_id, ttl=ttl, settings=Settings.load(app.conf if app else None)))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def main() -> None:

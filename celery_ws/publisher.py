@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from .connections import async_client, sync_client
@@ -98,6 +99,14 @@ class Publisher:
     def emit(self, event: dict[str, Any], *, callback_id: str | None = None) -> EmitResult:
         keys, args = emit_call(self.settings, event, callback_id=callback_id)
         return EmitResult.from_reply(self._emit(keys, args))
+
+    def emit_many(self, events: Iterable[dict[str, Any]]) -> list[EmitResult]:
+        """Store many events in one round trip, in order."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                keys, args = emit_call(self.settings, event)
+                self._emit(keys, args, client=pipe)
+            return [EmitResult.from_reply(reply) for reply in pipe.execute()]
 
     def broadcast(self, message: dict[str, Any]) -> str | None:
         """Send to every connection; returns the event id."""

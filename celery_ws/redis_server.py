@@ -61,21 +61,24 @@ class RedisServer:
         persistent: keep an append-only file, so data survives ``stop()``/``start()``.
     """
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False, password: str | None = None) -> None:
         self.port = port or free_port()
         self.persistent = persistent
+        self.password = password
         self._dir = tempfile.TemporaryDirectory(prefix="celery-ws-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         args = [
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", self._dir.name, "--save", "", "--protected-mode", "yes",
             "--appendonly", "yes" if self.persistent else "no",
+            *(["--requirepass", self.password] if self.password else []),
         ]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + _START_TIMEOUT
