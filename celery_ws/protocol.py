@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 __all__ = [
     "ACTIONS",
     "CLOSE_UNAUTHORIZED",
+    "SUBPROTOCOL",
     "Auth",
     "EVENT_TYPES",
     "TERMINAL_EVENT_TYPES",
@@ -81,6 +82,9 @@ ErrorCode = Literal[
     "rate_limited",
     "internal_error",
 ]
+
+#: The versioned subprotocol; selected when a client offers it, optional otherwise.
+SUBPROTOCOL: Final = "celery-ws.v1"
 
 #: Close codes the server uses besides the standard ones (1001 going away,
 #: 1008 policy violation: sustained rate-limit abuse, 1009 frame too big,

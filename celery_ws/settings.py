@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         1 << 20, "write_buffer_limit", "CELERY_WS_WRITE_BUFFER_LIMIT", ge=4096
     )
 
+    # -- protocol and page --
+    #: permessage-deflate: less bandwidth, about 50 KiB more memory per connection
+    compression: bool = _setting(True, "compression", "WEBSOCKET_COMPRESSION", "CELERY_WS_COMPRESSION")
+    serve_page: bool = _setting(True, "serve_page", "CELERY_WS_SERVE_PAGE")
+
     @field_validator("allowed_origins", "previous_secrets", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -127,6 +127,7 @@ def open_confirmation(
         "step": "" if step is None else step,
         "assignees": dumps(assignees),
         "deadline": repr(deadline),
+        "asked_at": repr(time.time()),
     }
     pipe.hset(keys.confirm(callback_id), mapping=record)
     pipe.expire(keys.confirm(callback_id), ttl)

@@ -2,9 +2,9 @@
 -- KEYS: 1 confirmation hash, 2 reply list
 -- ARGV: 1 key prefix, 2 callback id, 3 answering user ('' = anonymous, open mode
 --       only), 4 answer JSON, 5 now (Unix seconds), 6 ttl
--- Returns {'ok', task_id, owner} or {error state}: unknown_callback, answered,
+-- Returns {'ok', task_id, owner, asked_at} or {error state}: unknown_callback, answered,
 -- expired, cancelled, forbidden.
-local c = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'assignees', 'task_id', 'owner')
+local c = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'assignees', 'task_id', 'owner', 'asked_at')
 local state = c[1]
 if not state then return {'unknown_callback'} end
 if state ~= 'pending' then return {state} end
@@ -25,4 +25,4 @@ redis.call('ZREM', ARGV[1] .. ':pending', cid)
 redis.call('ZREM', ARGV[1] .. ':user:' .. c[5] .. ':pending', cid)
 for _, who in ipairs(assignees) do redis.call('ZREM', ARGV[1] .. ':user:' .. who .. ':pending', cid) end
 if c[4] ~= '' then redis.call('ZREM', ARGV[1] .. ':task:' .. c[4] .. ':pending', cid) end
-return {'ok', c[4], c[5]}
+return {'ok', c[4], c[5], c[6]}

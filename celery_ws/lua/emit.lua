@@ -8,7 +8,7 @@
 -- ARGV: 1 payload (JSON without id), 2 owner, 3 event type, 4 terminal ('1'/'0'),
 --       5 producer sequence number (''), 6 global maxlen, 7 history maxlen, 8 ttl,
 --       9 task id ('')
--- Stream entries hold the payload (d) and its routing: owner (u) and task (t).
+-- Stream entries hold the payload (d), its routing: owner (u) and task (t), and its type (y).
 -- Returns {id or '', cancelled '1' or ''}; id is '' when the event was dropped.
 local payload, owner, etype, terminal, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[8])
@@ -35,10 +35,10 @@ if task ~= '' then
   redis.call('EXPIRE', task, ttl)
 end
 
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'd', payload, 'u', owner, 't', ARGV[9])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'd', payload, 'u', owner, 't', ARGV[9], 'y', etype)
 for i = 2, 3 do
   if KEYS[i] ~= '' then
-    redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[7], id, 'd', payload, 'u', owner, 't', ARGV[9])
+    redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[7], id, 'd', payload, 'u', owner, 't', ARGV[9], 'y', etype)
     redis.call('EXPIRE', KEYS[i], ttl)
   end
 end

@@ -19,8 +19,8 @@ __all__ = ["EventBus", "StreamEntry"]
 
 logger = logging.getLogger(__name__)
 
-#: (event id, payload JSON without id, owner or b"", task id or b"")
-StreamEntry = tuple[bytes, bytes, bytes, bytes]
+#: (event id, payload JSON without id, owner or b"", task id or b"", type)
+StreamEntry = tuple[bytes, bytes, bytes, bytes, bytes]
 
 _BLOCK_MS = 1000
 _COUNT = 1000
@@ -29,12 +29,13 @@ _BACKOFF_CAP = 2.0
 
 
 class EventBus:
-    def __init__(self, client: redis.asyncio.Redis, stream: str, deliver: Callable[[list[StreamEntry]], None]) -> None:
+    def __init__(self, client: redis.asyncio.Redis, stream: str, deliver: Callable[[list[StreamEntry]], None],
+                 on_reconnect: Callable[[], None]) -> None:
         self._redis = client
         self._stream = stream
         self._deliver = deliver
+        self._on_reconnect = on_reconnect
         self.last_id: bytes | None = None
-        self.reconnects = 0
         self.connected = False
 
     async def run(self) -> None:
@@ -51,7 +52,7 @@ class EventBus:
                 if self.connected:
                     logger.warning("lost Redis (%s); reconnecting", exc)
                 self.connected = False
-                self.reconnects += 1
+                self._on_reconnect()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_CAP)
                 continue
@@ -60,7 +61,7 @@ class EventBus:
             entries = reply[0][1]
             self.last_id = entries[-1][0]
             batch = [
-                (entry_id, fields[b"d"], fields.get(b"u", b""), fields.get(b"t", b""))
+                (entry_id, fields[b"d"], fields.get(b"u", b""), fields.get(b"t", b""), fields.get(b"y", b""))
                 for entry_id, fields in entries
             ]
             try:

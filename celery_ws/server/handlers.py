@@ -30,6 +30,7 @@ from ..protocol import (
     parse_action,
 )
 from ..publisher import AsyncPublisher
+from .metrics import Metrics
 from .registry import Registry, Session
 from .store import ServerStore
 
@@ -65,9 +66,11 @@ class ActionHandler:
         store: ServerStore,
         publisher: AsyncPublisher,
         revoke: Revoke | None,
+        metrics: Metrics,
         *,
         token_mode: bool,
     ) -> None:
+        self.metrics = metrics
         self.token_mode = token_mode
         self.registry = registry
         self.store = store
@@ -77,6 +80,11 @@ class ActionHandler:
     async def handle(self, session: Session, raw: str | bytes) -> list[bytes]:
         try:
             action = parse_action(raw)
+        except ProtocolError as exc:
+            self.metrics.messages_in.labels("invalid").inc()
+            return [_encode(exc.frame())]
+        self.metrics.messages_in.labels(action.action).inc()
+        try:
             return await self.dispatch(session, action)
         except ProtocolError as exc:
             return [_encode(exc.frame())]
@@ -133,17 +141,17 @@ class ActionHandler:
             raise ProtocolError("forbidden", "You may only subscribe to your own tasks", field="task_id")
 
     async def confirm(self, session: Session, action: Confirm) -> list[bytes]:
-        outcome, task_id, owner = await self.store.answer(
-            action.callback_id, session.identity, action.proceed, action.feedback
-        )
-        if outcome != "ok":
-            code, message = _ANSWER_REFUSALS.get(outcome, ("internal_error", outcome))
+        answered = await self.store.answer(action.callback_id, session.identity, action.proceed, action.feedback)
+        if answered.outcome != "ok":
+            code, message = _ANSWER_REFUSALS.get(answered.outcome, ("internal_error", answered.outcome))
             raise ProtocolError(code, message, callback_id=action.callback_id)
+        if answered.asked_at is not None:
+            self.metrics.answer_latency.observe(max(0.0, time.time() - answered.asked_at))
         await self.publisher.emit(
             event(
                 "confirmation_answered",
-                task_id=task_id or None,
-                user_id=owner,
+                task_id=answered.task_id,
+                user_id=answered.owner,
                 callback_id=action.callback_id,
                 proceed=action.proceed,
                 answered_by=session.identity,

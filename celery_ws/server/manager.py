@@ -13,20 +13,24 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import redis
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from ..connections import async_client
 from ..exceptions import SettingsError
-from ..protocol import TaskStepResult, UserConfirmation, event, with_id
+from ..protocol import SUBPROTOCOL, TaskStepResult, UserConfirmation, event, with_id
 from ..publisher import AsyncPublisher, Default
 from ..settings import Settings
 from .bus import EventBus, StreamEntry
 from .connection import ConnectionLoop
 from .handlers import ActionHandler, Revoke
+from .http import HttpEndpoints
+from .metrics import Metrics
 from .registry import Registry
 from .store import ServerStore
 
@@ -35,6 +39,7 @@ __all__ = ["WebSocketManager"]
 logger = logging.getLogger(__name__)
 
 _COUNTS_INTERVAL = 1.0
+_HEALTH_TIMEOUT = 1.0
 
 
 class WebSocketManager:
@@ -65,18 +70,20 @@ class WebSocketManager:
             overrides["port"] = port
         self.settings = settings.model_copy(update=overrides) if settings else Settings.load(**overrides)
         self.registry = Registry()
+        self.metrics = Metrics(lambda: len(self.registry))
         self.publisher = AsyncPublisher(settings=self.settings)
         self._bus_redis = async_client(self.settings.redis_url, blocking=True)
-        self.bus = EventBus(self._bus_redis, self.settings.keys.events, self._deliver)
+        self.bus = EventBus(self._bus_redis, self.settings.keys.events, self._deliver,
+                            on_reconnect=self.metrics.redis_reconnects.inc)
         self.store = ServerStore(self.publisher.redis, self.settings)
-        self.handler = ActionHandler(self.registry, self.store, self.publisher, revoke,
+        self.handler = ActionHandler(self.registry, self.store, self.publisher, revoke, self.metrics,
                                      token_mode=self.settings.token_mode)
-        self.connections = ConnectionLoop(self.settings, self.registry, self.handler, self._count_connection)
+        self.connections = ConnectionLoop(self.settings, self.registry, self.handler,
+                                          lambda outcome: self.metrics.connection_outcomes.labels(outcome).inc())
+        self.http = HttpEndpoints(self, serve_page=self.settings.serve_page)
         self._server: Server | None = None
         self._background: list[asyncio.Task[None]] = []
-        self.pending_callbacks = 0
         self.started_at: float | None = None
-        self.stats: Counter[str] = Counter()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -96,6 +103,10 @@ class WebSocketManager:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def ready(self) -> bool:
+        return self.running and self.bus.connected
+
     async def start_server(self) -> Server:
         if self._server is not None:
             return self._server
@@ -109,10 +120,17 @@ class WebSocketManager:
             self.connections.run,
             self.settings.host,
             self.settings.port,
+            # WebSocket
             origins=origins,  # None in the list: non-browser clients send no Origin
-            max_size=self.settings.max_message_size,
+            select_subprotocol=_select_subprotocol,
+            compression="deflate" if self.settings.compression else None,
+            # HTTP
+            process_request=self.http.process_request,
+            # Timeouts
             ping_interval=self.settings.ping_interval,
             ping_timeout=self.settings.ping_timeout,
+            # Limits
+            max_size=self.settings.max_message_size,
         )
         self.started_at = time.time()
         logger.info("celery-ws listening on ws://%s:%d", self.host, self.port)
@@ -121,10 +139,9 @@ class WebSocketManager:
     async def stop_server(self) -> None:
         """Close every connection with 1001 (going away) and stop reading Redis."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        await server.wait_closed()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -157,26 +174,25 @@ class WebSocketManager:
         logger.warning("OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
                        "every unsubscribed connection sees every event")
 
-    def _count_connection(self, outcome: str) -> None:
-        self.stats[f"connections_{outcome}"] += 1
-
     async def _refresh_counts(self) -> None:
         """Keep the figures that live in Redis fresh for the synchronous get_status()."""
         while True:
-            with contextlib.suppress(Exception):
-                self.pending_callbacks = await self.store.pending_count()
+            with contextlib.suppress(redis.RedisError, OSError):
+                self.metrics.pending_confirmations.set(await self.store.pending_count())
             await asyncio.sleep(_COUNTS_INTERVAL)
 
-    # -- connections ----------------------------------------------------------------
+    # -- delivery -------------------------------------------------------------------
 
     def _deliver(self, entries: list[StreamEntry]) -> None:
         """Route a batch from the bus; encode each event once for all its targets."""
-        for event_id, payload, owner, task_id in entries:
+        now = time.time()
+        for event_id, payload, owner, task_id, type_ in entries:
             targets = self.registry.targets(owner.decode() or None, task_id.decode() or None)
             if targets:
                 sent = self._send_all(targets, with_id(event_id, payload).decode())
-                self.stats["messages_sent"] += sent
-            self.stats["events_delivered"] += 1
+                self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)
+            stored_at = int(event_id.split(b"-", 1)[0]) / 1000
+            self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
 
     def _send_all(self, connections: Iterable[ServerConnection], text: str) -> int:
         """A client that stopped reading is dropped rather than allowed to grow
@@ -184,14 +200,47 @@ class WebSocketManager:
         healthy = []
         for conn in connections:
             transport = conn.transport
-            if transport is not None and transport.get_write_buffer_size() > self.settings.write_buffer_limit:
+            if conn.state is not State.OPEN or transport is None or transport.is_closing():
+                self.metrics.send_failures.inc()
+                continue
+            if transport.get_write_buffer_size() > self.settings.write_buffer_limit:
                 logger.warning("dropping a client that stopped reading (%s)", conn.remote_address)
-                self.stats["slow_clients_dropped"] += 1
+                self.metrics.slow_clients.inc()
                 transport.abort()
                 continue
             healthy.append(conn)
         broadcast(healthy, text)
         return len(healthy)
+
+    # -- health and status ------------------------------------------------------------
+
+    async def redis_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(_HEALTH_TIMEOUT):
+                return bool(await self.publisher.redis.ping())
+        except (redis.RedisError, OSError, TimeoutError):
+            return False
+
+    def metrics_exposition(self, accept: str) -> tuple[bytes, str]:
+        return self.metrics.exposition(accept)
+
+    def get_connection_count(self) -> int:
+        return len(self.registry)
+
+    def get_status(self) -> dict[str, Any]:
+        figures = self.metrics.snapshot()
+        return {
+            "running": self.running,
+            "host": self.host,
+            "port": self.port,
+            "active_connections": len(self.registry),
+            "pending_callbacks": figures.get("pending_confirmations", 0),
+            "redis_connected": self.bus.connected,
+            "uptime": time.time() - self.started_at if self.started_at and self.running else 0.0,
+            "mode": "token" if self.settings.token_mode else "open",
+            **self.registry.counts(),
+            **figures,
+        }
 
     # -- the seed's API ---------------------------------------------------------------
 
@@ -224,22 +273,11 @@ class WebSocketManager:
             await self.publisher.emit(event("heartbeat", task_id=task_id, user_id=user_id, interval=interval))
             await asyncio.sleep(interval)
 
-    def get_connection_count(self) -> int:
-        return len(self.registry)
 
-    def get_status(self) -> dict[str, Any]:
-        return {
-            "running": self.running,
-            "host": self.host,
-            "port": self.port,
-            "active_connections": len(self.registry),
-            "pending_callbacks": self.pending_callbacks,
-            "redis_connected": self.bus.connected,
-            "redis_reconnects": self.bus.reconnects,
-            "uptime": time.time() - self.started_at if self.started_at else 0.0,
-            **self.registry.counts(),
-            **self.stats,
-        }
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """``celery-ws.v1`` when offered; a client that offers none (a plain browser
+    ``new WebSocket(url)``) still connects."""
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
 
 
 def _is_loopback(host: str) -> bool:

@@ -4,6 +4,7 @@ finding the confirmations a person has yet to answer."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import redis.asyncio
 
@@ -11,7 +12,17 @@ from ..protocol import with_id
 from ..settings import Settings
 from ..storage import ANSWER, CANCEL, answer_call, answer_payload, cancel_call, text
 
-__all__ = ["ServerStore"]
+__all__ = ["Answered", "ServerStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What became of an answer: ``ok``, or why it was refused."""
+
+    outcome: str
+    task_id: str | None = None
+    owner: str | None = None
+    asked_at: float | None = None
 
 
 class ServerStore:
@@ -23,14 +34,15 @@ class ServerStore:
 
     async def answer(
         self, callback_id: str, answered_by: str | None, proceed: bool, feedback: str | None
-    ) -> tuple[str, str | None, str | None]:
-        """Returns ``('ok', task_id, owner)`` or ``(refusal, None, None)``."""
+    ) -> Answered:
         keys, args = answer_call(
             self.settings, callback_id, answered_by, answer_payload(proceed, feedback, answered_by)
         )
-        reply = [text(part) for part in await self._answer(keys, args)]
-        return (reply[0] or "unknown_callback", reply[1] if len(reply) > 1 else None,
-                reply[2] if len(reply) > 2 else None)
+        outcome, *details = [text(part) for part in await self._answer(keys, args)]
+        if outcome != "ok":
+            return Answered(outcome or "unknown_callback")
+        task_id, owner, asked_at = details
+        return Answered("ok", task_id or None, owner, float(asked_at) if asked_at else None)
 
     async def cancel(self, task_id: str, requested_by: str | None) -> tuple[str, str | None]:
         """Returns ``('ok', owner)`` or ``(refusal, owner or None)``."""

@@ -1,0 +1,100 @@
+"""Plain HTTP on the WebSocket port: health, readiness, metrics, status, and
+the browser client and page.
+
+``websockets`` hands every request to ``process_request`` before the upgrade;
+a request that asks to upgrade goes on to the WebSocket handshake, anything
+else is answered here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from importlib.resources import files
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from ..protocol import dumps
+
+__all__ = ["HttpEndpoints", "StatusSource"]
+
+
+class StatusSource(Protocol):
+    def get_status(self) -> dict[str, Any]: ...
+    def metrics_exposition(self, accept: str) -> tuple[bytes, str]: ...
+    async def redis_ok(self) -> bool: ...
+    @property
+    def ready(self) -> bool: ...
+
+
+Handler = Callable[[ServerConnection, Request], Awaitable[Response]]
+
+_STATIC = files("celery_ws").joinpath("static")
+
+
+def response(status: HTTPStatus, body: bytes, content_type: str, *, cache: str = "no-store") -> Response:
+    headers = Headers([
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", cache),
+        ("X-Content-Type-Options", "nosniff"),
+    ])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def json_response(status: HTTPStatus, value: Any) -> Response:
+    return response(status, dumps(value) + b"\n", "application/json")
+
+
+class HttpEndpoints:
+    def __init__(self, source: StatusSource, *, serve_page: bool) -> None:
+        self.source = source
+        self.routes: dict[str, Handler] = {
+            "/healthz": self.healthz,
+            "/readyz": self.readyz,
+            "/metrics": self.metrics,
+            "/status": self.status,
+            "/celery-ws.js": self.static("celery-ws.js", "text/javascript; charset=utf-8"),
+        }
+        if serve_page:
+            self.routes["/"] = self.static("index.html", "text/html; charset=utf-8")
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        handler = self.routes.get(urlsplit(request.path).path)
+        if handler is None:
+            return response(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
+        return await handler(connection, request)
+
+    async def healthz(self, connection: ServerConnection, request: Request) -> Response:
+        """Alive and able to reach Redis; a load balancer's liveness probe."""
+        redis_ok = await self.source.redis_ok()
+        status = self.source.get_status()
+        body = {"status": "ok" if redis_ok else "unavailable", "redis": redis_ok,
+                "connections": status["active_connections"]}
+        return json_response(HTTPStatus.OK if redis_ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
+
+    async def readyz(self, connection: ServerConnection, request: Request) -> Response:
+        """Ready for new connections: reading events and not shutting down."""
+        ready = self.source.ready
+        return json_response(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, {"ready": ready})
+
+    async def metrics(self, connection: ServerConnection, request: Request) -> Response:
+        body, content_type = self.source.metrics_exposition(request.headers.get("Accept", ""))
+        return response(HTTPStatus.OK, body, content_type)
+
+    async def status(self, connection: ServerConnection, request: Request) -> Response:
+        return json_response(HTTPStatus.OK, self.source.get_status())
+
+    def static(self, name: str, content_type: str) -> Handler:
+        async def serve(connection: ServerConnection, request: Request) -> Response:
+            resource = _STATIC.joinpath(name)
+            if not resource.is_file():
+                return response(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
+            return response(HTTPStatus.OK, resource.read_bytes(), content_type, cache="no-cache")
+        return serve
