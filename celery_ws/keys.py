@@ -8,6 +8,7 @@ Layout (``cws`` is the configurable prefix)::
     cws:task:{task}            hash    owner, final (terminal event type), cancel flag
     cws:user:{user}:pending    zset    the user's open confirmations, scored by deadline
     cws:task:{task}:pending    zset    the task's open confirmations, scored by deadline
+    cws:running                zset    running tasks, scored by when their lease runs out
     cws:pending                zset    every open confirmation, scored by deadline
     cws:confirm:{callback}     hash    one confirmation: state, owner, assignees, deadline,
                                        the request event, the answer
@@ -41,6 +42,10 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}:running"
 
     @property
     def pending(self) -> str:

@@ -36,9 +36,11 @@ __all__ = [
     "TaskStepResult",
     "Unsubscribe",
     "UserConfirmation",
+    "EventId",
     "dumps",
     "error_frame",
     "event",
+    "event_order",
     "json_safe",
     "loads",
     "parse_action",
@@ -125,11 +127,16 @@ class _Action(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+#: An event id as Redis streams make them: milliseconds-sequence.
+EventId = Annotated[str, StringConstraints(max_length=41, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
+
+
 class Subscribe(_Action):
     action: Literal["subscribe"]
     user_id: Identifier | None = None
     task_id: Identifier | None = None
-    last_event_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    #: replay what was missed after this event, then go live
+    last_event_id: EventId | None = None
 
 
 class Unsubscribe(_Action):
@@ -154,6 +161,7 @@ class Cancel(_Action):
 class Auth(_Action):
     action: Literal["auth"]
     token: Annotated[str, StringConstraints(max_length=8192)]
+    last_event_id: EventId | None = None
 
 
 class Ping(_Action):
@@ -251,6 +259,13 @@ def progress_event(
         progress=percent,
         message=message,
     )
+
+
+def event_order(event_id: bytes | str) -> tuple[int, int]:
+    """Sort key of an event id ("1700000000000-3" → (1700000000000, 3))."""
+    text = event_id.decode() if isinstance(event_id, bytes) else event_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def with_id(event_id: bytes, payload: bytes) -> bytes:

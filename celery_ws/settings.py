@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         0.1, "progress_interval", "CELERY_WS_PROGRESS_INTERVAL", ge=0
     )
     emit_buffer: int = _setting(10_000, "emit_buffer", "CELERY_WS_EMIT_BUFFER", ge=10)
+    #: a running task's heartbeat; servers report it lost after three missed beats
+    heartbeat_interval: float = _setting(
+        10.0, "heartbeat_interval", "CELERY_WS_HEARTBEAT_INTERVAL", ge=0.05
+    )
 
     # -- security --
     secret: SecretStr | None = _setting(None, "secret", "CELERY_WS_SECRET")

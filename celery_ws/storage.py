@@ -35,7 +35,9 @@ __all__ = [
 
 
 def _lua(name: str) -> str:
-    return files("celery_ws").joinpath("lua", f"{name}.lua").read_text()
+    """A script with the shared helpers of ``common.lua`` in front."""
+    lua = files("celery_ws").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
 EMIT: Final = _lua("emit")
@@ -71,11 +73,14 @@ def emit_call(
     producer: str | None = None,
     seq: int | None = None,
     route_by_task: bool = True,
+    lease: float | None = None,
 ) -> Call:
     """KEYS and ARGV for ``emit.lua``; ``producer``/``seq`` make a retry idempotent.
 
     ``route_by_task=False`` sends an event to its user only, not to the task's
     history and watchers (a copy of a question for an extra assignee).
+    ``lease`` (seconds) marks the task as running until then: its heartbeats
+    renew the lease, and a server reports the task lost when it runs out.
     """
     keys = settings.keys
     user_id = event.get("user_id")
@@ -89,6 +94,7 @@ def emit_call(
             keys.task(task_id) if task_id else "",
             keys.confirm(callback_id) if callback_id else "",
             keys.producer(producer) if producer else "",
+            keys.running if task_id else "",
         ],
         [
             dumps(event),
@@ -100,6 +106,9 @@ def emit_call(
             settings.history_max_events,
             settings.history_ttl,
             task_id or "",
+            "" if lease is None else lease,
+            time.time(),
+            keys.prefix,
         ],
     )
 
@@ -164,8 +173,8 @@ def answer_call(settings: Settings, callback_id: str, answered_by: str | None, a
 def cancel_call(settings: Settings, task_id: str, requested_by: str | None) -> Call:
     keys = settings.keys
     return (
-        [keys.task(task_id), keys.task_pending(task_id)],
-        [keys.prefix, requested_by or "", CANCELLED_REPLY, settings.history_ttl],
+        [keys.task(task_id)],
+        [keys.prefix, task_id, requested_by or "", CANCELLED_REPLY, settings.history_ttl],
     )
 
 

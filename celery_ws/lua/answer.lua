@@ -2,17 +2,16 @@
 -- KEYS: 1 confirmation hash, 2 reply list
 -- ARGV: 1 key prefix, 2 callback id, 3 answering user ('' = anonymous, open mode
 --       only), 4 answer JSON, 5 now (Unix seconds), 6 ttl
--- Returns {'ok', task_id, owner, asked_at} or {error state}: unknown_callback, answered,
--- expired, cancelled, forbidden.
+-- Returns {'ok', task_id, owner, asked_at} or {error state}: unknown_callback,
+-- answered, expired, cancelled, closed, forbidden.
 local c = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'assignees', 'task_id', 'owner', 'asked_at')
 local state = c[1]
 if not state then return {'unknown_callback'} end
 if state ~= 'pending' then return {state} end
 if tonumber(c[2]) <= tonumber(ARGV[5]) then return {'expired'} end
-local assignees = cjson.decode(c[3])
 if ARGV[3] ~= '' then
   local allowed = false
-  for _, who in ipairs(assignees) do
+  for _, who in ipairs(cjson.decode(c[3])) do
     if who == ARGV[3] then allowed = true end
   end
   if not allowed then return {'forbidden'} end
@@ -20,9 +19,5 @@ end
 redis.call('HSET', KEYS[1], 'state', 'answered', 'answer', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-local cid = ARGV[2]
-redis.call('ZREM', ARGV[1] .. ':pending', cid)
-redis.call('ZREM', ARGV[1] .. ':user:' .. c[5] .. ':pending', cid)
-for _, who in ipairs(assignees) do redis.call('ZREM', ARGV[1] .. ':user:' .. who .. ':pending', cid) end
-if c[4] ~= '' then redis.call('ZREM', ARGV[1] .. ':task:' .. c[4] .. ':pending', cid) end
+unindex_confirmation(ARGV[1], ARGV[2], c[5], c[4], c[3])
 return {'ok', c[4], c[5], c[6]}

@@ -4,14 +4,16 @@
 -- replay can never disagree.
 --
 -- KEYS: 1 global stream, 2 user stream, 3 task stream, 4 task hash,
---       5 confirmation hash, 6 producer sequence key   ('' when not applicable)
+--       5 confirmation hash, 6 producer sequence key, 7 running-task lease zset
+--       ('' when not applicable)
 -- ARGV: 1 payload (JSON without id), 2 owner, 3 event type, 4 terminal ('1'/'0'),
 --       5 producer sequence number (''), 6 global maxlen, 7 history maxlen, 8 ttl,
---       9 task id ('')
+--       9 task id (''), 10 lease seconds ('' = no lease change), 11 now (Unix seconds),
+--       12 key prefix
 -- Stream entries hold the payload (d), its routing: owner (u) and task (t), and its type (y).
 -- Returns {id or '', cancelled '1' or ''}; id is '' when the event was dropped.
 local payload, owner, etype, terminal, seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local ttl = tonumber(ARGV[8])
+local ttl, task_id, lease, now = tonumber(ARGV[8]), ARGV[9], ARGV[10], tonumber(ARGV[11])
 local task = KEYS[4]
 
 local cancelled = ''
@@ -29,17 +31,41 @@ if seq ~= '' then
   redis.call('SET', KEYS[6], seq, 'EX', ttl)
 end
 
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'd', payload, 'u', owner, 't', task_id, 'y', etype)
+local with_id = '{"id":"' .. id .. '",' .. string.sub(payload, 2)
+
 if task ~= '' then
   if owner ~= '' then redis.call('HSETNX', task, 'owner', owner) end
-  if terminal == '1' then redis.call('HSET', task, 'final', etype) end
+  -- the latest state, for a page opened late
+  if terminal == '1' then
+    redis.call('HSET', task, 'final', etype, 'state:final', with_id)
+    -- nobody will wait for these answers any more
+    close_task_confirmations(ARGV[12], task_id, 'closed', nil, ttl)
+  elseif etype == 'task_progress' then
+    redis.call('HSET', task, 'state:progress', with_id)
+  elseif etype == 'task_step_result' then
+    redis.call('HSET', task, 'state:step', with_id)
+  end
   redis.call('EXPIRE', task, ttl)
 end
 
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'd', payload, 'u', owner, 't', ARGV[9], 'y', etype)
-for i = 2, 3 do
-  if KEYS[i] ~= '' then
-    redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[7], id, 'd', payload, 'u', owner, 't', ARGV[9], 'y', etype)
-    redis.call('EXPIRE', KEYS[i], ttl)
+-- a running task holds a lease that its heartbeats renew; servers report it lost
+-- when the lease runs out
+if KEYS[7] ~= '' and task_id ~= '' then
+  if terminal == '1' then
+    redis.call('ZREM', KEYS[7], task_id)
+  elseif lease ~= '' then
+    redis.call('ZADD', KEYS[7], now + tonumber(lease), task_id)
+  end
+end
+
+-- heartbeats are live-only: they would crowd real events out of the history
+if etype ~= 'heartbeat' then
+  for i = 2, 3 do
+    if KEYS[i] ~= '' then
+      redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[7], id, 'd', payload, 'u', owner, 't', task_id, 'y', etype)
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
   end
 end
 if KEYS[5] ~= '' then

@@ -38,9 +38,9 @@ class EventBus:
         self.last_id: bytes | None = None
         self.connected = False
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event) -> None:
         backoff = _BACKOFF_START
-        while True:
+        while not stopping.is_set():
             try:
                 if self.last_id is None:
                     newest = await self._redis.xrevrange(self._stream, count=1)

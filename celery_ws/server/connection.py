@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +28,8 @@ from .limits import TokenBucket
 from .registry import Registry, Session
 
 __all__ = ["ConnectionLoop"]
+
+_EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class ConnectionLoop:
             self.count("rejected_server_full")
             await connection.close(CloseCode.TRY_AGAIN_LATER, "Server connection limit reached")
             return
-        identity = await self._authenticate(connection) if self.verifier else None
+        identity, last_event_id = await self._authenticate(connection) if self.verifier else (None, None)
         if self.verifier and identity is None:
             return
         if identity and self.registry.user_connections(identity.user_id) >= self.settings.max_connections_per_user:
@@ -60,8 +63,8 @@ class ConnectionLoop:
         expiry = self._close_at_expiry(connection, identity) if identity else None
         try:
             if identity is not None:
-                for frame in await self.handler.authenticated(session, identity.expires_at):
-                    await connection.send(frame.decode())
+                frames = await self.handler.authenticated(session, identity.expires_at, last_event_id)
+                await self._send(session, frames)
             await self._read(session)
         except ConnectionClosed:
             pass
@@ -82,28 +85,35 @@ class ConnectionLoop:
                 await connection.send(dumps(error_frame(
                     "rate_limited", f"Over {self.settings.rate_limit:g} messages/s: slow down")).decode())
                 continue
-            for frame in await self.handler.handle(session, raw):
-                await connection.send(frame.decode())
+            await self._send(session, await self.handler.handle(session, raw))
+
+    async def _send(self, session: Session, frames: list[bytes]) -> None:
+        """Send replies, then any live events held back while they were made."""
+        for frame in frames:
+            await session.connection.send(frame.decode())
+        for text in self.registry.release(session):
+            await session.connection.send(text)
 
     # -- token mode ---------------------------------------------------------------------
 
-    async def _authenticate(self, connection: ServerConnection) -> Identity | None:
+    async def _authenticate(self, connection: ServerConnection) -> tuple[Identity | None, str | None]:
+        """The token's identity and the ``last_event_id`` to resume from, from the
+        request (query string, header) or a first ``auth`` frame."""
         assert self.verifier is not None
-        token = _token_from_request(connection)
+        token, last_event_id = _from_request(connection)
         try:
             if token is None:
-                token = await self._first_message_token(connection)
-            return self.verifier.verify(token)
+                token, last_event_id = await self._first_message(connection)
+            return self.verifier.verify(token), last_event_id
         except InvalidToken as exc:
             self.count("rejected_unauthorized")
             await connection.close(CLOSE_UNAUTHORIZED, str(exc)[:120])
-            return None
         except (TimeoutError, ConnectionClosed):
             self.count("rejected_unauthorized")
             await connection.close(CLOSE_UNAUTHORIZED, "Authentication required")
-            return None
+        return None, None
 
-    async def _first_message_token(self, connection: ServerConnection) -> str:
+    async def _first_message(self, connection: ServerConnection) -> tuple[str, str | None]:
         raw = await asyncio.wait_for(connection.recv(), self.settings.auth_timeout)
         try:
             action = parse_action(raw)
@@ -111,7 +121,7 @@ class ConnectionLoop:
             raise InvalidToken("Authentication required") from None
         if not isinstance(action, Auth):
             raise InvalidToken("Authentication required")
-        return action.token
+        return action.token, action.last_event_id
 
     def _close_at_expiry(self, connection: ServerConnection, identity: Identity) -> asyncio.TimerHandle:
         def expire() -> None:
@@ -119,13 +129,18 @@ class ConnectionLoop:
         return asyncio.get_running_loop().call_later(max(0.0, identity.expires_at - time.time()), expire)
 
 
-def _token_from_request(connection: ServerConnection) -> str | None:
+def _from_request(connection: ServerConnection) -> tuple[str | None, str | None]:
+    """``(token, last_event_id)`` from the query string or the Authorization header.
+    A malformed ``last_event_id`` is ignored: the client then gets live events only."""
     request = connection.request
     if request is None:
-        return None
-    tokens = parse_qs(urlsplit(request.path).query).get("token")
-    if tokens:
-        return tokens[0]
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+        return None, None
+    query = parse_qs(urlsplit(request.path).query)
+    last_event_id = next(iter(query.get("last_event_id", [])), None)
+    if last_event_id is not None and not _EVENT_ID.fullmatch(last_event_id):
+        last_event_id = None
+    if query.get("token"):
+        return query["token"][0], last_event_id
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    token = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    return token, last_event_id

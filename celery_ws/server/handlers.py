@@ -45,6 +45,7 @@ _ANSWER_REFUSALS: dict[str, tuple[Any, str]] = {
     "unknown_callback": ("unknown_callback", "Unknown callback_id"),
     "answered": ("already_answered", "This confirmation was answered already"),
     "cancelled": ("already_answered", "This confirmation was closed: its task was cancelled"),
+    "closed": ("already_answered", "This confirmation was closed: its task has ended"),
     "expired": ("confirmation_expired", "This confirmation expired"),
     "forbidden": ("forbidden", "You may not answer this confirmation"),
 }
@@ -111,26 +112,46 @@ class ActionHandler:
                                 field="action")
         return await self.cancel(session, action)
 
-    async def authenticated(self, session: Session, expires_at: float) -> list[bytes]:
-        """Token mode: a new connection follows its own user from the start."""
+    async def authenticated(self, session: Session, expires_at: float, last_event_id: str | None) -> list[bytes]:
+        """Token mode: a new connection follows its own user from the start, and
+        catches up from ``last_event_id`` when it is a reconnect."""
         user_id = session.identity
         assert user_id is not None
-        self.registry.subscribe(session, user_id=user_id, task_id=None)
         welcome = _encode({"type": "authenticated", "user_id": user_id, "expires_at": expires_at})
-        return [welcome, *await self.store.pending_requests(user_id, None)]
+        return [welcome, *await self._follow(session, user_id, None, last_event_id)]
 
     async def subscribe(self, session: Session, action: Subscribe) -> list[bytes]:
         if action.user_id is None and action.task_id is None:
             raise ProtocolError("invalid_message", "subscribe needs user_id or task_id", field="user_id")
         if self.token_mode:
             await self._authorize_subscription(session, action)
-        self.registry.subscribe(session, user_id=action.user_id, task_id=action.task_id)
         if session.identity is None and action.user_id is not None:
             session.identity = action.user_id
-        confirmed = _encode(
-            {"type": "subscription_confirmed", "user_id": action.user_id, "task_id": action.task_id}
-        )
-        return [confirmed, *await self.store.pending_requests(action.user_id, action.task_id)]
+        return await self._follow(session, action.user_id, action.task_id, action.last_event_id)
+
+    async def _follow(self, session: Session, user_id: str | None, task_id: str | None,
+                      last_event_id: str | None) -> list[bytes]:
+        """Subscribe, then send what the client must see before live events:
+        the confirmation, missed events (replay) and open questions.
+
+        During a replay the connection's live events are held by the registry
+        (released by the caller once these frames are sent), so nothing falls
+        into the gap between history and live delivery and nothing is sent twice.
+        """
+        if last_event_id is not None:
+            self.registry.hold(session)
+        self.registry.subscribe(session, user_id=user_id, task_id=task_id)
+        confirmed: dict[str, Any] = {"type": "subscription_confirmed", "user_id": user_id, "task_id": task_id}
+        replay: list[bytes] = []
+        if last_event_id is not None:
+            confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
+            session.replayed = {event_id for event_id, _ in history}
+            replay = [frame for _, frame in history]
+        if task_id is not None:
+            confirmed["state"] = await self.store.task_state(task_id)
+        pending = await self.store.pending_requests(user_id, task_id)
+        replayed = set(replay)
+        return [_encode(confirmed), *replay, *(frame for frame in pending if frame not in replayed)]
 
     async def _authorize_subscription(self, session: Session, action: Subscribe) -> None:
         """A token's user may follow themself and the tasks they own, nothing else.

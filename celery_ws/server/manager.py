@@ -38,8 +38,9 @@ __all__ = ["WebSocketManager"]
 
 logger = logging.getLogger(__name__)
 
-_COUNTS_INTERVAL = 1.0
+_HOUSEKEEPING_INTERVAL = 1.0
 _HEALTH_TIMEOUT = 1.0
+_STOP_TIMEOUT = 5.0
 
 
 class WebSocketManager:
@@ -83,6 +84,9 @@ class WebSocketManager:
         self.http = HttpEndpoints(self, serve_page=self.settings.serve_page)
         self._server: Server | None = None
         self._background: list[asyncio.Task[None]] = []
+        # loops watch this as well as being cancelled: redis-py can swallow a
+        # cancellation that lands while it connects
+        self._stopping = asyncio.Event()
         self.started_at: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -111,9 +115,10 @@ class WebSocketManager:
         if self._server is not None:
             return self._server
         self._check_exposure()
+        self._stopping.clear()
         self._background = [
-            asyncio.create_task(self.bus.run(), name="celery-ws-bus"),
-            asyncio.create_task(self._refresh_counts(), name="celery-ws-counts"),
+            asyncio.create_task(self.bus.run(self._stopping), name="celery-ws-bus"),
+            asyncio.create_task(self._housekeeping(), name="celery-ws-housekeeping"),
         ]
         origins = [*self.settings.allowed_origins, None] if self.settings.allowed_origins else None
         self._server = await serve(
@@ -142,10 +147,11 @@ class WebSocketManager:
         if server is not None:
             server.close()
             await server.wait_closed()
+        self._stopping.set()
         for task in self._background:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._background:
+            await asyncio.wait(self._background, timeout=_STOP_TIMEOUT)
         self._background = []
         await self.publisher.aclose()
         await self._bus_redis.aclose()
@@ -174,12 +180,26 @@ class WebSocketManager:
         logger.warning("OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
                        "every unsubscribed connection sees every event")
 
-    async def _refresh_counts(self) -> None:
-        """Keep the figures that live in Redis fresh for the synchronous get_status()."""
-        while True:
+    async def _housekeeping(self) -> None:
+        """Once a second: report tasks whose worker stopped beating, and refresh
+        the figures that live in Redis for the synchronous get_status()."""
+        while not self._stopping.is_set():
             with contextlib.suppress(redis.RedisError, OSError):
+                await self._report_lost_tasks()
                 self.metrics.pending_confirmations.set(await self.store.pending_count())
-            await asyncio.sleep(_COUNTS_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), _HOUSEKEEPING_INTERVAL)
+
+    async def _report_lost_tasks(self) -> None:
+        """A task whose lease ran out lost its worker (killed, or its machine
+        died). Every replica may report it: only the first terminal event counts."""
+        for task_id, lease_end in await self.store.expired_leases():
+            owner = await self.publisher.owner_of(task_id)
+            lost = event("task_failed", task_id=task_id, user_id=owner, error_code="WorkerLost",
+                         error_message="the worker stopped sending heartbeats: the task is lost",
+                         lease_expired_at=lease_end)
+            if (await self.publisher.emit(lost)).id is None:
+                await self.store.forget_lease(task_id)
 
     # -- delivery -------------------------------------------------------------------
 
@@ -189,16 +209,20 @@ class WebSocketManager:
         for event_id, payload, owner, task_id, type_ in entries:
             targets = self.registry.targets(owner.decode() or None, task_id.decode() or None)
             if targets:
-                sent = self._send_all(targets, with_id(event_id, payload).decode())
+                sent = self._send_all(targets, event_id, with_id(event_id, payload).decode())
                 self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)
             stored_at = int(event_id.split(b"-", 1)[0]) / 1000
             self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
 
-    def _send_all(self, connections: Iterable[ServerConnection], text: str) -> int:
+    def _send_all(self, connections: Iterable[ServerConnection], event_id: bytes, text: str) -> int:
         """A client that stopped reading is dropped rather than allowed to grow
         the server's memory or slow delivery to everyone else."""
         healthy = []
+        holding = self.registry.holding
         for conn in connections:
+            if holding and conn in holding:
+                holding[conn].append((event_id, text))
+                continue
             transport = conn.transport
             if conn.state is not State.OPEN or transport is None or transport.is_closing():
                 self.metrics.send_failures.inc()

@@ -26,6 +26,8 @@ class Session:
     identity: str | None = None
     users: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)
+    #: ids of the events just replayed, so live events held meanwhile are not sent twice
+    replayed: set[bytes] = field(default_factory=set)
 
 
 class Registry:
@@ -34,6 +36,8 @@ class Registry:
         self._firehose: set[ServerConnection] = set()
         self._by_user: defaultdict[str, set[ServerConnection]] = defaultdict(set)
         self._by_task: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+        #: connections being replayed to: their live events wait here, in order
+        self.holding: dict[ServerConnection, list[tuple[bytes, str]]] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -43,8 +47,19 @@ class Registry:
         if session.firehose:
             self._firehose.add(session.connection)
 
+    def hold(self, session: Session) -> None:
+        """Keep live events for ``session`` aside until :meth:`release`."""
+        self.holding.setdefault(session.connection, [])
+
+    def release(self, session: Session) -> list[str]:
+        """The live events held during a replay, minus those the replay sent."""
+        held = self.holding.pop(session.connection, [])
+        replayed, session.replayed = session.replayed, set()
+        return [text for event_id, text in held if event_id not in replayed]
+
     def remove(self, session: Session) -> None:
         conn = session.connection
+        self.holding.pop(conn, None)
         self.sessions.pop(conn, None)
         self._firehose.discard(conn)
         for user in session.users:

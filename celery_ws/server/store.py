@@ -4,11 +4,12 @@ finding the confirmations a person has yet to answer."""
 from __future__ import annotations
 
 import time
+from typing import Any
 from dataclasses import dataclass
 
 import redis.asyncio
 
-from ..protocol import with_id
+from ..protocol import event_order, loads, with_id
 from ..settings import Settings
 from ..storage import ANSWER, CANCEL, answer_call, answer_payload, cancel_call, text
 
@@ -50,6 +51,41 @@ class ServerStore:
         reply = [text(part) for part in await self._cancel(keys, args)]
         return reply[0] or "not_found", reply[1] if len(reply) > 1 else None
 
+    async def history(self, user_id: str | None, task_id: str | None, after: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        """Events after ``after`` from the user's and/or the task's history, in
+        order, and whether that is all of them (False: the window was trimmed
+        past ``after``, so some are gone)."""
+        keys = self.settings.keys
+        streams = ([keys.user_events(user_id)] if user_id else []) + ([keys.task_events(task_id)] if task_id else [])
+        recovered = True
+        found: dict[bytes, bytes] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrange(stream, count=1)
+                pipe.xrange(stream, min=f"({after}", count=self.settings.history_max_events)
+            replies = await pipe.execute()
+        for oldest, entries in zip(replies[::2], replies[1::2], strict=True):
+            if oldest and event_order(oldest[0][0]) > event_order(after):
+                recovered = False
+            for event_id, fields in entries:
+                found[event_id] = with_id(event_id, fields[b"d"])
+        return recovered, sorted(found.items(), key=lambda item: event_order(item[0]))
+
+    async def task_state(self, task_id: str) -> dict[str, Any]:
+        """The task's latest progress, step result and final event, for a late viewer."""
+        progress, step, final = await self.redis.hmget(
+            self.settings.keys.task(task_id), "state:progress", "state:step", "state:final")
+        return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
+
+    async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
+        """Running tasks whose heartbeats stopped: ``(task_id, when the lease ran out)``."""
+        expired = await self.redis.zrangebyscore(self.settings.keys.running, "-inf", time.time(),
+                                                 start=0, num=limit, withscores=True)
+        return [(task_id.decode(), float(score)) for task_id, score in expired]
+
+    async def forget_lease(self, task_id: str) -> None:
+        await self.redis.zrem(self.settings.keys.running, task_id)
+
     async def pending_count(self) -> int:
         """Open confirmations across all replicas; forgets ones past their deadline."""
         key, now = self.settings.keys.pending, time.time()
@@ -81,3 +117,7 @@ class ServerStore:
             for event_id, payload, state in records
             if event_id and payload and state == b"pending"
         ]
+
+
+def _json(raw: bytes | None) -> Any:
+    return loads(raw) if raw else None

@@ -13,6 +13,11 @@ it has stored already, so a batch retried after an ambiguous failure is stored
 once. The thread learns from each write whether the task was cancelled, which
 lets ``progress()`` notice a cancel without a Redis round trip.
 
+The same thread sends a ``heartbeat`` for every task running in this process
+each ``heartbeat_interval``. Each beat renews the task's lease in Redis; when a
+worker dies without a word (SIGKILL, power loss), the lease runs out and a
+server reports the task lost.
+
 One emitter exists per process: after a prefork fork the child builds its own
 (threads and sockets do not survive ``fork``).
 """
@@ -30,7 +35,7 @@ from typing import Any
 import redis
 
 from ..connections import sync_client
-from ..protocol import progress_event
+from ..protocol import event, progress_event
 from ..settings import Settings
 from ..storage import EMIT, EmitResult, emit_call
 
@@ -42,8 +47,11 @@ _BACKOFF_START = 0.05
 _BACKOFF_CAP = 2.0
 _BATCH = 500
 
-# (event, callback_id, seq)
-_Entry = tuple[dict[str, Any], "str | None", int]
+#: missed heartbeats after which a task counts as lost
+LOST_AFTER_BEATS = 3
+
+# (event, callback_id, seq, lease seconds or None)
+_Entry = tuple[dict[str, Any], "str | None", int, "float | None"]
 
 
 class Emitter:
@@ -62,6 +70,9 @@ class Emitter:
         self._next_progress = 0.0
         self._in_flight = 0
         self._cancelled: set[str] = set()
+        self._running: dict[str, str] = {}
+        self._lease = LOST_AFTER_BEATS * settings.heartbeat_interval
+        self._next_beat = time.monotonic() + settings.heartbeat_interval
         self._thread = threading.Thread(target=self._run, name="celery-ws-emitter", daemon=True)
         self._thread.start()
 
@@ -78,7 +89,18 @@ class Emitter:
                 self._cond.notify()
         return task_id in self._cancelled
 
-    def emit(self, event: dict[str, Any], *, callback_id: str | None = None) -> None:
+    def started(self, event: dict[str, Any]) -> None:
+        """Queue ``task_started`` and keep the task's lease alive until ``finished``."""
+        with self._cond:
+            self._running[event["task_id"]] = event["user_id"]
+        self.emit(event, lease=self._lease)
+
+    def finished(self, task_id: str) -> None:
+        with self._cond:
+            self._running.pop(task_id, None)
+        self._cancelled.discard(task_id)
+
+    def emit(self, event: dict[str, Any], *, callback_id: str | None = None, lease: float | None = None) -> None:
         """Queue an event for Redis, after the task's pending progress."""
         with self._cond:
             if len(self._queue) >= self.settings.emit_buffer:
@@ -90,7 +112,7 @@ class Emitter:
             if task_id is not None and task_id in self._progress:
                 self._queue.append(self._progress_entry(task_id))
             self._seq += 1
-            self._queue.append((event, callback_id, self._seq))
+            self._queue.append((event, callback_id, self._seq, lease))
             self._cond.notify()
 
     def is_cancelled(self, task_id: str) -> bool:
@@ -98,9 +120,6 @@ class Emitter:
 
     def mark_cancelled(self, task_id: str) -> None:
         self._cancelled.add(task_id)
-
-    def forget(self, task_id: str) -> None:
-        self._cancelled.discard(task_id)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far, progress included, is in Redis."""
@@ -120,24 +139,36 @@ class Emitter:
     def _progress_entry(self, task_id: str) -> _Entry:
         user_id, current, total, message, timestamp = self._progress.pop(task_id)
         self._seq += 1
-        return progress_event(task_id, user_id, current, total, message, timestamp), None, self._seq
+        return progress_event(task_id, user_id, current, total, message, timestamp), None, self._seq, None
+
+    def _heartbeats(self) -> None:
+        """Queue a heartbeat for each running task; called with the lock held."""
+        interval = self.settings.heartbeat_interval
+        for task_id, owner in self._running.items():
+            self._seq += 1
+            beat = event("heartbeat", task_id=task_id, user_id=owner, interval=interval)
+            self._queue.append((beat, None, self._seq, self._lease))
+        self._next_beat = time.monotonic() + interval
 
     def _next_batch(self) -> list[_Entry]:
         with self._cond:
             while True:
+                if self._running and time.monotonic() >= self._next_beat:
+                    self._heartbeats()
                 if self._queue:
                     count = min(len(self._queue), _BATCH)
                     batch = [self._queue.popleft() for _ in range(count)]
                     break
+                beat_in = self._next_beat - time.monotonic() if self._running else None
                 if self._progress:
                     wait = self._next_progress - time.monotonic()
                     if wait <= 0:
                         batch = [self._progress_entry(t) for t in list(self._progress)]
                         self._next_progress = time.monotonic() + self.settings.progress_interval
                         break
-                    self._cond.wait(wait)
+                    self._cond.wait(wait if beat_in is None else min(wait, beat_in))
                 else:
-                    self._cond.wait()
+                    self._cond.wait(beat_in)
             self._in_flight = len(batch)
             return batch
 
@@ -154,10 +185,9 @@ class Emitter:
         while True:
             try:
                 with self._redis.pipeline(transaction=False) as pipe:
-                    for event, callback_id, seq in batch:
-                        keys, args = emit_call(
-                            self.settings, event, callback_id=callback_id, producer=self._producer, seq=seq
-                        )
+                    for entry, callback_id, seq, lease in batch:
+                        keys, args = emit_call(self.settings, entry, callback_id=callback_id,
+                                               producer=self._producer, seq=seq, lease=lease)
                         self._script(keys, args, client=pipe)
                     replies = pipe.execute()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -170,7 +200,7 @@ class Emitter:
                 logger.exception("could not store %d events; dropped", len(batch))
                 self.dropped += len(batch)
                 return
-            for (event, _, _), reply in zip(batch, replies, strict=True):
-                if EmitResult.from_reply(reply).cancelled and event.get("task_id"):
-                    self._cancelled.add(event["task_id"])
+            for (entry, _, _, _), reply in zip(batch, replies, strict=True):
+                if EmitResult.from_reply(reply).cancelled and entry.get("task_id"):
+                    self._cancelled.add(entry["task_id"])
             return

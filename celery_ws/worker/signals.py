@@ -70,7 +70,7 @@ def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None,
 def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     ws, owner = _ws_for(sender), owner_of(sender.request)
     if ws and owner and task_id:
-        _emit(ws, "task_started", task_id, owner, name=sender.name)
+        ws.emitter().started(event("task_started", task_id=task_id, user_id=owner, name=sender.name))
 
 
 def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
@@ -112,9 +112,9 @@ def on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None
     ws = _ws_for(sender)
     if ws is not None and task_id is not None and owner_of(sender.request):
         emitter = ws.emitter()
+        emitter.finished(task_id)
         if not emitter.flush(_FLUSH_AFTER_TASK):
             logger.warning("events of task %s not yet in Redis after %.0f s", task_id, _FLUSH_AFTER_TASK)
-        emitter.forget(task_id)
 
 
 _HANDLERS = (

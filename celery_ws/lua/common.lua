@@ -1,0 +1,33 @@
+-- Helpers prepended to every script (scripts cannot call each other).
+
+-- Forget a confirmation in every pending index: global, its task's, and the
+-- per-user ones of its owner and assignees.
+local function unindex_confirmation(prefix, cid, owner, task_id, assignees_json)
+  redis.call('ZREM', prefix .. ':pending', cid)
+  if owner and owner ~= '' then redis.call('ZREM', prefix .. ':user:' .. owner .. ':pending', cid) end
+  if task_id and task_id ~= '' then redis.call('ZREM', prefix .. ':task:' .. task_id .. ':pending', cid) end
+  if assignees_json then
+    for _, who in ipairs(cjson.decode(assignees_json)) do
+      redis.call('ZREM', prefix .. ':user:' .. who .. ':pending', cid)
+    end
+  end
+end
+
+-- Close every open confirmation of a task with new_state; when reply is given,
+-- push it so a worker blocked on the answer wakes up.
+local function close_task_confirmations(prefix, task_id, new_state, reply, ttl)
+  local pending_key = prefix .. ':task:' .. task_id .. ':pending'
+  for _, cid in ipairs(redis.call('ZRANGE', pending_key, 0, -1)) do
+    local ck = prefix .. ':confirm:' .. cid
+    local c = redis.call('HMGET', ck, 'state', 'owner', 'assignees')
+    if c[1] == 'pending' then
+      redis.call('HSET', ck, 'state', new_state)
+      if reply then
+        redis.call('RPUSH', ck .. ':reply', reply)
+        redis.call('EXPIRE', ck .. ':reply', ttl)
+      end
+    end
+    unindex_confirmation(prefix, cid, c[2], task_id, c[3])
+  end
+  redis.call('DEL', pending_key)
+end
