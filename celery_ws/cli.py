@@ -104,5 +104,30 @@ def token(user_id: str, ttl: int, app_path: str | None) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@ws.command()
+@click.argument("task_id", required=False)
+@click.option("--user", "user_id", help="Watch this user's tasks (all of them) instead of one task.")
+@click.option("--url", default="ws://127.0.0.1:8765", show_default=True, help="The celery-ws server.")
+@click.option("--token", envvar="CELERY_WS_TOKEN", help="Connection token for token mode [CELERY_WS_TOKEN].")
+@click.option("--yes", is_flag=True, help="Answer every question with yes.")
+@click.option("--follow", is_flag=True, help="With --user: keep watching after a task ends, until Ctrl-C.")
+def watch(task_id: str | None, user_id: str | None, url: str, token: str | None, yes: bool, follow: bool) -> None:
+    """Show TASK_ID's (or a user's) progress and answer its questions.
+
+    Exits 0 when the task succeeded, 1 when it failed, 2 when it was cancelled
+    (with --user: the first task that ends), 4 on connection or token errors,
+    130 on Ctrl-C.
+    """
+    from .watch import EXIT_INTERRUPTED, watch as run_watch
+
+    if task_id is None and user_id is None and token is None:
+        raise click.UsageError("give a TASK_ID, --user USER or --token TOKEN")
+    try:
+        code = asyncio.run(run_watch(url, task_id=task_id, user_id=user_id, token=token, yes=yes, follow=follow))
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
 def main() -> None:
     ws(prog_name="celery-ws")

@@ -13,6 +13,8 @@ Layout (``cws`` is the configurable prefix)::
     cws:confirm:{callback}     hash    one confirmation: state, owner, assignees, deadline,
                                        the request event, the answer
     cws:confirm:{callback}:reply list  the answer, pushed once; the worker BLPOPs it
+    cws:ack:{message}          string  the user an acknowledged send went to
+    cws:ack:{message}:acks     list    one entry per acknowledgement; the sender BLPOPs it
     cws:producer:{producer}    string  last sequence number stored from one worker process
 
 The Lua scripts in ``celery_ws/lua`` derive the per-user and per-task keys
@@ -62,6 +64,12 @@ class Keys:
 
     def confirm_reply(self, callback_id: str) -> str:
         return f"{self.prefix}:confirm:{callback_id}:reply"
+
+    def ack(self, message_id: str) -> str:
+        return f"{self.prefix}:ack:{message_id}"
+
+    def ack_list(self, message_id: str) -> str:
+        return f"{self.prefix}:ack:{message_id}:acks"
 
     def producer(self, producer_id: str) -> str:
         return f"{self.prefix}:producer:{producer_id}"

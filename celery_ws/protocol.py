@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 __all__ = [
     "ACTIONS",
     "CLOSE_UNAUTHORIZED",
+    "Ack",
     "SUBPROTOCOL",
     "Auth",
     "EVENT_TYPES",
@@ -76,6 +77,8 @@ ErrorCode = Literal[
     "invalid_message",
     "unknown_action",
     "unknown_callback",
+    "unknown_message",
+    "invalid_answer",
     "already_answered",
     "confirmation_expired",
     "task_finished",
@@ -118,6 +121,8 @@ class UserConfirmation(BaseModel):
     answered_by: str | None = None
     answered_at: float | None = None
     timed_out: bool = False
+    #: the validated answer (an ``answer_model`` instance) for typed confirmations
+    data: Any = None
 
 
 # -- client → server ----------------------------------------------------------------
@@ -150,6 +155,13 @@ class Confirm(_Action):
     callback_id: Identifier
     proceed: bool
     feedback: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    #: the form's answer, for a confirmation that sent an ``answer_schema``
+    data: dict[str, Any] | None = None
+
+
+class Ack(_Action):
+    action: Literal["ack"]
+    message_id: Identifier
 
 
 class Cancel(_Action):
@@ -169,8 +181,9 @@ class Ping(_Action):
     action: Literal["ping"]
 
 
-ClientAction = Subscribe | Unsubscribe | Confirm | Cancel | Ping | Auth
+ClientAction = Subscribe | Unsubscribe | Confirm | Cancel | Ping | Auth | Ack
 _ACTION_MODELS: Final[dict[str, type[_Action]]] = {
+    "ack": Ack,
     "auth": Auth,
     "subscribe": Subscribe,
     "unsubscribe": Unsubscribe,
@@ -303,7 +316,9 @@ def step_result_event(
     user_id: str | None,
     step: int | None = None,
     callback_id: str | None = None,
+    answer_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    fields = {"answer_schema": answer_schema} if answer_schema is not None else {}
     return event(
         "task_step_result",
         task_id=task_id,
@@ -311,6 +326,7 @@ def step_result_event(
         **result.model_dump(mode="json"),
         step_number=step,
         callback_id=callback_id,
+        **fields,
     )
 
 

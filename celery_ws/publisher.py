@@ -4,6 +4,10 @@ Like python-socketio's write-only managers, a publisher never talks to a
 WebSocket: it writes to Redis, and every ``celery-ws serve`` replica delivers
 from there. :class:`Publisher` is for synchronous code, :class:`AsyncPublisher`
 for asyncio code; they differ only in ``await``.
+
+Waiting for an answer survives Redis restarts and failovers: the question and
+its answer live in Redis, so a wait that loses its connection reconnects with
+backoff, reads what happened meanwhile and keeps its deadline.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import redis
+from pydantic import BaseModel, ValidationError
+
 from .connections import async_client, sync_client
-from .exceptions import ConfirmationTimeout, TaskCancelled
+from .exceptions import ConfirmationError, ConfirmationTimeout, TaskCancelled
 from .protocol import TaskStepResult, UserConfirmation, event, message_event, step_result_event
 from .settings import Settings
 from .storage import (
@@ -35,51 +42,90 @@ __all__ = ["AsyncPublisher", "Default", "Publisher"]
 Default = UserConfirmation | bool | None
 
 _MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"; never ask for less than this
+_BACKOFF_START = 0.05
+_BACKOFF_CAP = 2.0
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+_CLOSE_GRACE = 30.0  # how long past its deadline a wait keeps trying to record the timeout
+
+
+class _Question:
+    """One confirmation request: everything both publishers need, no I/O."""
+
+    def __init__(self, settings: Settings, step_result: TaskStepResult, owner: str, task_id: str | None,
+                 step: int | None, timeout: float | None, default: Default, assignees: list[str] | None,
+                 answer_model: type[BaseModel] | None) -> None:
+        self.settings = settings
+        self.callback_id = uuid.uuid4().hex
+        self.timeout = settings.callback_timeout if timeout is None else timeout
+        self.deadline = time.time() + self.timeout
+        self.owner, self.task_id, self.step = owner, task_id, step
+        self.default = default
+        self.assignees = list(dict.fromkeys(assignees or [owner]))
+        self.answer_model = answer_model
+        self.schema = answer_model.model_json_schema() if answer_model is not None else None
+        self.step_result = step_result
+
+    def open(self, pipe: Any) -> None:
+        open_confirmation(pipe, self.settings, self.callback_id, owner=self.owner, task_id=self.task_id,
+                          step=self.step, assignees=self.assignees, deadline=self.deadline, schema=self.schema)
+
+    def requests(self) -> list[tuple[list[str], list[Any]]]:
+        """The question for its owner (stored with the task's history) and a copy
+        for each other assignee, who does not otherwise see the owner's events."""
+        calls = []
+        for user in dict.fromkeys([self.owner, *self.assignees]):
+            is_owner = user == self.owner
+            request = step_result_event(self.step_result, task_id=self.task_id, user_id=user, step=self.step,
+                                        callback_id=self.callback_id, answer_schema=self.schema)
+            calls.append(emit_call(self.settings, request, callback_id=self.callback_id if is_owner else None,
+                                   route_by_task=is_owner))
+        return calls
+
+    @property
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+    @property
+    def reply_key(self) -> str:
+        return self.settings.keys.confirm_reply(self.callback_id)
+
+    def answered(self, raw: bytes | str) -> UserConfirmation:
+        kind, answer = confirmation_from_reply(self.callback_id, raw)
+        if kind == "cancelled":
+            raise TaskCancelled(self.task_id)
+        if self.answer_model is not None and answer.proceed:
+            try:
+                answer = answer.model_copy(update={"data": self.answer_model.model_validate(answer.data)})
+            except ValidationError as exc:
+                raise ConfirmationError(f"answer to {self.callback_id} does not fit its model: {exc}") from None
+        return answer
+
+    def expired_event(self) -> dict[str, Any]:
+        return event("confirmation_expired", task_id=self.task_id, user_id=self.owner, callback_id=self.callback_id)
+
+    def closed(self, state: str, answer: bytes | None) -> UserConfirmation | None:
+        """What a closed confirmation means: an answer, a default, or an exception;
+        None while it is still open."""
+        if state == "answered" and answer:
+            return self.answered(answer)
+        if state == "cancelled":
+            raise TaskCancelled(self.task_id)
+        if state in ("expired", "closed", "unknown_callback"):
+            return self.timed_out()
+        return None
+
+    def timed_out(self) -> UserConfirmation:
+        if self.default is None:
+            raise ConfirmationTimeout(self.callback_id, self.timeout)
+        if isinstance(self.default, bool):
+            return UserConfirmation(proceed=self.default, callback_id=self.callback_id, timed_out=True)
+        return self.default.model_copy(update={"callback_id": self.callback_id, "timed_out": True})
 
 
 def _settings(redis_url: str | None, settings: Settings | None) -> Settings:
     if settings is not None:
         return settings
     return Settings.load(**({"redis_url": redis_url} if redis_url else {}))
-
-
-def _ask(settings: Settings, timeout: float | None) -> tuple[str, float, float]:
-    """A new callback id, its deadline and the timeout that applies."""
-    timeout = settings.callback_timeout if timeout is None else timeout
-    return uuid.uuid4().hex, time.time() + timeout, timeout
-
-
-def _on_timeout(callback_id: str, timeout: float, default: Default) -> UserConfirmation:
-    if default is None:
-        raise ConfirmationTimeout(callback_id, timeout)
-    if isinstance(default, bool):
-        return UserConfirmation(proceed=default, callback_id=callback_id, timed_out=True)
-    return default.model_copy(update={"callback_id": callback_id, "timed_out": True})
-
-
-def _finish(kind: str, answer: UserConfirmation, task_id: str | None) -> UserConfirmation:
-    if kind == "cancelled":
-        raise TaskCancelled(task_id)
-    return answer
-
-
-def _requests(
-    step_result: TaskStepResult, owner: str, task_id: str | None, step: int | None,
-    callback_id: str, assignees: list[str] | None,
-) -> list[tuple[dict[str, Any], bool]]:
-    """The question for its owner (stored with the task's history) and a copy for
-    each other assignee, who does not otherwise see the owner's events."""
-    events = [(step_result_event(step_result, task_id=task_id, user_id=owner, step=step,
-                                 callback_id=callback_id), True)]
-    for user in dict.fromkeys(assignees or ()):
-        if user != owner:
-            copy = step_result_event(step_result, task_id=task_id, user_id=user, step=step, callback_id=callback_id)
-            events.append((copy, False))
-    return events
-
-
-def _expired_event(callback_id: str, task_id: str | None, user_id: str) -> dict[str, Any]:
-    return event("confirmation_expired", task_id=task_id, user_id=user_id, callback_id=callback_id)
 
 
 class Publisher:
@@ -103,8 +149,8 @@ class Publisher:
     def emit_many(self, events: Iterable[dict[str, Any]]) -> list[EmitResult]:
         """Store many events in one round trip, in order."""
         with self.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                keys, args = emit_call(self.settings, event)
+            for item in events:
+                keys, args = emit_call(self.settings, item)
                 self._emit(keys, args, client=pipe)
             return [EmitResult.from_reply(reply) for reply in pipe.execute()]
 
@@ -118,6 +164,15 @@ class Publisher:
     def send_to_task(self, task_id: str, message: dict[str, Any]) -> str | None:
         """Send to the task's owner and to whoever watches the task."""
         return self.emit(message_event(message, user_id=self.owner_of(task_id), task_id=task_id)).id
+
+    def send_with_ack(self, user_id: str, message: dict[str, Any], timeout: float = 5.0) -> bool:
+        """Send to ``user_id`` and wait until one of their connections, on any
+        replica, acknowledges it: True, or False after ``timeout``."""
+        message_id = uuid.uuid4().hex
+        keys = self.settings.keys
+        self.redis.set(keys.ack(message_id), user_id, ex=int(timeout) + 60)
+        self.emit(message_event({**message, "message_id": message_id, "requires_ack": True}, user_id=user_id))
+        return self._blocking.blpop([keys.ack_list(message_id)], timeout=max(timeout, _MIN_BLOCK)) is not None
 
     def owner_of(self, task_id: str) -> str | None:
         return text(self.redis.hget(self.settings.keys.task(task_id), "owner"))
@@ -135,52 +190,63 @@ class Publisher:
         timeout: float | None = None,
         default: Default = None,
         assignees: list[str] | None = None,
+        answer_model: type[BaseModel] | None = None,
     ) -> UserConfirmation:
         """Show ``step_result`` to ``user_id`` and block until they answer.
+
+        Args:
+            answer_model: a pydantic model the answer's ``data`` must fit; its
+                JSON Schema goes with the question so a page can render a form.
 
         Raises:
             ConfirmationTimeout: nobody answered within ``timeout`` and no
                 ``default`` was given.
             TaskCancelled: the task was cancelled while waiting.
         """
-        callback_id, deadline, timeout = _ask(self.settings, timeout)
-        with self.redis.pipeline(transaction=True) as pipe:
-            open_confirmation(
-                pipe, self.settings, callback_id, owner=user_id, task_id=task_id, step=step,
-                assignees=assignees or [user_id], deadline=deadline,
-            )
-            pipe.execute()
-        for request, routed in _requests(step_result, user_id, task_id, step, callback_id, assignees):
-            keys, args = emit_call(self.settings, request, callback_id=callback_id if routed else None,
-                                   route_by_task=routed)
-            self._emit(keys, args)
-        return self.wait_for_answer(callback_id, deadline, timeout=timeout, default=default, task_id=task_id, user_id=user_id)
+        question = _Question(self.settings, step_result, user_id, task_id, step, timeout, default,
+                             assignees, answer_model)
+        self._retrying(question, self._ask)
+        return self._wait(question)
 
-    def wait_for_answer(
-        self,
-        callback_id: str,
-        deadline: float,
-        *,
-        timeout: float,
-        default: Default,
-        task_id: str | None,
-        user_id: str,
-    ) -> UserConfirmation:
-        reply_key = self.settings.keys.confirm_reply(callback_id)
-        remaining = deadline - time.time()
-        while remaining > 0:
-            popped = self._blocking.blpop([reply_key], timeout=max(remaining, _MIN_BLOCK))
+    def _ask(self, question: _Question) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            question.open(pipe)
+            pipe.execute()
+        for keys, args in question.requests():
+            self._emit(keys, args)
+
+    def _wait(self, question: _Question) -> UserConfirmation:
+        while question.remaining > 0:
+            try:
+                popped = self._blocking.blpop([question.reply_key], timeout=max(question.remaining, _MIN_BLOCK))
+            except _REDIS_DOWN:
+                # Redis restarted or failed over: was it answered meanwhile?
+                confirm_key = self.settings.keys.confirm(question.callback_id)
+                state, answer = self._retrying(question, lambda q: self.redis.hmget(confirm_key, "state", "answer"))
+                decided = question.closed(text(state) or "unknown_callback", answer)
+                if decided is not None:
+                    return decided
+                continue
             if popped is not None:
-                return _finish(*confirmation_from_reply(callback_id, popped[1]), task_id)
-            remaining = deadline - time.time()
-        keys, args = expire_call(self.settings, callback_id)
-        state, *rest = self._expire(keys, args)
+                return question.answered(popped[1])
+        keys, args = expire_call(self.settings, question.callback_id)
+        state, *rest = self._retrying(question, lambda q: self._expire(keys, args), past_deadline=True)
         if text(state) == "expired":
-            self.emit(_expired_event(callback_id, task_id, user_id))
-            return _on_timeout(callback_id, timeout, default)
-        if text(state) == "cancelled":
-            raise TaskCancelled(task_id)
-        return confirmation_from_reply(callback_id, rest[0])[1]  # answered as time ran out
+            self.emit(question.expired_event())
+        return question.closed(text(state) or "expired", rest[0] if rest else None) or question.timed_out()
+
+    def _retrying(self, question: _Question, operation: Any, *, past_deadline: bool = False) -> Any:
+        """Run ``operation(question)``, retrying while Redis is unreachable and the
+        question's deadline (plus a grace period to close it) has not passed."""
+        backoff = _BACKOFF_START
+        while True:
+            try:
+                return operation(question)
+            except _REDIS_DOWN:
+                if question.remaining < (-_CLOSE_GRACE if past_deadline else 0):
+                    raise
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_CAP)
 
 
 class AsyncPublisher:
@@ -211,6 +277,13 @@ class AsyncPublisher:
         owner = await self.owner_of(task_id)
         return (await self.emit(message_event(message, user_id=owner, task_id=task_id))).id
 
+    async def send_with_ack(self, user_id: str, message: dict[str, Any], timeout: float = 5.0) -> bool:
+        message_id = uuid.uuid4().hex
+        keys = self.settings.keys
+        await self.redis.set(keys.ack(message_id), user_id, ex=int(timeout) + 60)
+        await self.emit(message_event({**message, "message_id": message_id, "requires_ack": True}, user_id=user_id))
+        return await self._blocking.blpop([keys.ack_list(message_id)], timeout=max(timeout, _MIN_BLOCK)) is not None
+
     async def owner_of(self, task_id: str) -> str | None:
         return text(await self.redis.hget(self.settings.keys.task(task_id), "owner"))
 
@@ -224,42 +297,21 @@ class AsyncPublisher:
         timeout: float | None = None,
         default: Default = None,
         assignees: list[str] | None = None,
+        answer_model: type[BaseModel] | None = None,
     ) -> UserConfirmation:
-        callback_id, deadline, timeout = _ask(self.settings, timeout)
+        question = _Question(self.settings, step_result, user_id, task_id, step, timeout, default,
+                             assignees, answer_model)
         async with self.redis.pipeline(transaction=True) as pipe:
-            open_confirmation(
-                pipe, self.settings, callback_id, owner=user_id, task_id=task_id, step=step,
-                assignees=assignees or [user_id], deadline=deadline,
-            )
+            question.open(pipe)
             await pipe.execute()
-        for request, routed in _requests(step_result, user_id, task_id, step, callback_id, assignees):
-            keys, args = emit_call(self.settings, request, callback_id=callback_id if routed else None,
-                                   route_by_task=routed)
+        for keys, args in question.requests():
             await self._emit(keys, args)
-        return await self.wait_for_answer(callback_id, deadline, timeout=timeout, default=default, task_id=task_id, user_id=user_id)
-
-    async def wait_for_answer(
-        self,
-        callback_id: str,
-        deadline: float,
-        *,
-        timeout: float,
-        default: Default,
-        task_id: str | None,
-        user_id: str,
-    ) -> UserConfirmation:
-        reply_key = self.settings.keys.confirm_reply(callback_id)
-        remaining = deadline - time.time()
-        while remaining > 0:
-            popped = await self._blocking.blpop([reply_key], timeout=max(remaining, _MIN_BLOCK))
+        while question.remaining > 0:
+            popped = await self._blocking.blpop([question.reply_key], timeout=max(question.remaining, _MIN_BLOCK))
             if popped is not None:
-                return _finish(*confirmation_from_reply(callback_id, popped[1]), task_id)
-            remaining = deadline - time.time()
-        keys, args = expire_call(self.settings, callback_id)
+                return question.answered(popped[1])
+        keys, args = expire_call(self.settings, question.callback_id)
         state, *rest = await self._expire(keys, args)
         if text(state) == "expired":
-            await self.emit(_expired_event(callback_id, task_id, user_id))
-            return _on_timeout(callback_id, timeout, default)
-        if text(state) == "cancelled":
-            raise TaskCancelled(task_id)
-        return confirmation_from_reply(callback_id, rest[0])[1]
+            await self.emit(question.expired_event())
+        return question.closed(text(state) or "expired", rest[0] if rest else None) or question.timed_out()

@@ -123,6 +123,7 @@ def open_confirmation(
     step: int | None,
     assignees: list[str],
     deadline: float,
+    schema: dict[str, Any] | None = None,
 ) -> None:
     """Queue on ``pipe`` (a transaction, sync or asyncio) the writes that open a
     confirmation. They must reach Redis before the request event is emitted, so an
@@ -137,6 +138,7 @@ def open_confirmation(
         "assignees": dumps(assignees),
         "deadline": repr(deadline),
         "asked_at": repr(time.time()),
+        **({"schema": dumps(schema)} if schema is not None else {}),
     }
     pipe.hset(keys.confirm(callback_id), mapping=record)
     pipe.expire(keys.confirm(callback_id), ttl)
@@ -196,6 +198,7 @@ def confirmation_from_reply(callback_id: str, raw: bytes | str) -> tuple[ReplyKi
         callback_id=callback_id,
         answered_by=reply.get("answered_by"),
         answered_at=reply.get("answered_at"),
+        data=reply.get("data"),
     )
 
 

@@ -77,3 +77,48 @@ def import_rows(self: ProgressTask, path: str) -> str:
     """Stands in for examples.tasks.import_rows in the README's snippets."""
     self.progress(1, 1, message=f"imported {path}")
     return path
+
+
+@shared_task(base=ProgressTask, bind=True)
+def progress_then_ask(self: ProgressTask, steps: int = 20, delay: float = 0.1,
+                      timeout: float = 20) -> dict[str, Any]:
+    """Browser tests: progress, a step result, a question, then more progress."""
+    delay = min(delay, MAX_SECONDS / (4 * max(steps, 1)))
+    for i in range(steps):
+        self.progress(i + 1, 2 * steps, message=f"Preparing row {i + 1} of {steps}")
+        time.sleep(delay)
+    self.step_result(TaskStepResult(step="prepare", result={"rows": steps}, completed=True,
+                                    message=f"Prepared {steps} rows", status="completed"))
+    answer = confirm_step(
+        TaskStepResult(step="write", message=f"Write {steps} rows?", status="waiting", result={"rows": steps}),
+        step=2, timeout=timeout,
+    )
+    if not answer.proceed:
+        return {"written": 0, "feedback": answer.feedback}
+    for i in range(steps):
+        self.progress(steps + i + 1, 2 * steps, message=f"Writing row {i + 1} of {steps}")
+        time.sleep(delay)
+    return {"written": steps, "feedback": answer.feedback, "answered_by": answer.answered_by}
+
+
+@shared_task(base=ProgressTask, bind=True)
+def slow_progress(self: ProgressTask, steps: int = 40, delay: float = 0.1) -> str:
+    """Browser tests: steady progress for steps * delay seconds, then success."""
+    delay = min(delay, MAX_SECONDS / max(steps, 1))
+    for i in range(steps):
+        self.progress(i + 1, steps, message=f"Step {i + 1} of {steps}")
+        time.sleep(delay)
+    return "finished"
+
+
+@shared_task(base=ProgressTask, bind=True)
+def report_and_ask(self: ProgressTask, n: int = 5, delay: float = 0.05, timeout: float = 20) -> dict[str, Any]:
+    """Progress, a step result, then a question: everything a watcher shows (tests/test_watch.py)."""
+    for i in range(n):
+        time.sleep(delay)
+        self.progress(i + 1, n, message="checking")
+    self.step_result(TaskStepResult(step="validation", result={"rows": n, "errors": 0}, completed=True,
+                                    message="all rows valid", status="completed"))
+    answer = confirm_step(TaskStepResult(step="write", message="Write the rows?", status="waiting"),
+                          step=2, timeout=timeout)
+    return answer.model_dump()

@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
+from jsonschema import Draft202012Validator
 
 from ..protocol import (
+    Ack,
     Auth,
     Cancel,
     ClientAction,
@@ -107,10 +109,23 @@ class ActionHandler:
             return [_encode({"type": "unsubscribed", "user_id": action.user_id, "task_id": action.task_id})]
         if isinstance(action, Confirm):
             return await self.confirm(session, action)
+        if isinstance(action, Ack):
+            return await self.ack(session, action)
         if isinstance(action, Auth):
             raise ProtocolError("invalid_message", "auth is only accepted as the first frame in token mode",
                                 field="action")
-        return await self.cancel(session, action)
+        if isinstance(action, Cancel):
+            return await self.cancel(session, action)
+        raise AssertionError(f"unhandled action {action.action}")  # parse_action knows more than dispatch
+
+    async def ack(self, session: Session, action: Ack) -> list[bytes]:
+        """A client received a ``requires_ack`` message; wake its sender."""
+        outcome = await self.store.ack(action.message_id, session.identity)
+        if outcome == "unknown":
+            raise ProtocolError("unknown_message", "Unknown or expired message_id", message_id=action.message_id)
+        if outcome == "forbidden":
+            raise ProtocolError("forbidden", "This message was not sent to you", message_id=action.message_id)
+        return [_encode({"type": "ack_received", "message_id": action.message_id})]
 
     async def authenticated(self, session: Session, expires_at: float, last_event_id: str | None) -> list[bytes]:
         """Token mode: a new connection follows its own user from the start, and
@@ -162,7 +177,11 @@ class ActionHandler:
             raise ProtocolError("forbidden", "You may only subscribe to your own tasks", field="task_id")
 
     async def confirm(self, session: Session, action: Confirm) -> list[bytes]:
-        answered = await self.store.answer(action.callback_id, session.identity, action.proceed, action.feedback)
+        schema = await self.store.answer_schema(action.callback_id)
+        if schema is not None and action.proceed:
+            _check_answer(schema, action)
+        answered = await self.store.answer(action.callback_id, session.identity, action.proceed, action.feedback,
+                                           action.data)
         if answered.outcome != "ok":
             code, message = _ANSWER_REFUSALS.get(answered.outcome, ("internal_error", answered.outcome))
             raise ProtocolError(code, message, callback_id=action.callback_id)
@@ -193,3 +212,14 @@ class ActionHandler:
         if self.revoke is not None:
             await self.revoke(action.task_id)
         return [_encode({"type": "cancel_received", "task_id": action.task_id})]
+
+
+def _check_answer(schema: dict[str, Any], action: Confirm) -> None:
+    """Refuse an answer that does not fit the question's form, naming the fields,
+    so the person can fix it while the task keeps waiting."""
+    problems = list(Draft202012Validator(schema).iter_errors(action.data or {}))
+    if problems:
+        fields = sorted({".".join(str(part) for part in problem.path) or "data" for problem in problems})
+        detail = "; ".join(sorted(problem.message for problem in problems))
+        raise ProtocolError("invalid_answer", f"The answer does not fit the form: {detail}",
+                            callback_id=action.callback_id, fields=fields)

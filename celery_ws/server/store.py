@@ -34,10 +34,10 @@ class ServerStore:
         self._cancel = client.register_script(CANCEL)
 
     async def answer(
-        self, callback_id: str, answered_by: str | None, proceed: bool, feedback: str | None
+        self, callback_id: str, answered_by: str | None, proceed: bool, feedback: str | None, data: Any = None
     ) -> Answered:
         keys, args = answer_call(
-            self.settings, callback_id, answered_by, answer_payload(proceed, feedback, answered_by)
+            self.settings, callback_id, answered_by, answer_payload(proceed, feedback, answered_by, data)
         )
         outcome, *details = [text(part) for part in await self._answer(keys, args)]
         if outcome != "ok":
@@ -76,6 +76,24 @@ class ServerStore:
         progress, step, final = await self.redis.hmget(
             self.settings.keys.task(task_id), "state:progress", "state:step", "state:final")
         return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
+
+    async def answer_schema(self, callback_id: str) -> dict[str, Any] | None:
+        """The JSON Schema a typed confirmation's answer must fit, if any."""
+        return _json(await self.redis.hget(self.settings.keys.confirm(callback_id), "schema"))  # type: ignore[no-any-return]
+
+    async def ack(self, message_id: str, user_id: str | None) -> str:
+        """``ok``, ``unknown`` or ``forbidden`` (acknowledging someone else's message)."""
+        keys = self.settings.keys
+        recipient = text(await self.redis.get(keys.ack(message_id)))
+        if recipient is None:
+            return "unknown"
+        if user_id is not None and user_id != recipient:
+            return "forbidden"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.ack_list(message_id), user_id or "")
+            pipe.expire(keys.ack_list(message_id), 60)
+            await pipe.execute()
+        return "ok"
 
     async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
         """Running tasks whose heartbeats stopped: ``(task_id, when the lease ran out)``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import current_task
+from pydantic import BaseModel
 
 from ..exceptions import NotInTaskError, TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation
@@ -30,6 +31,7 @@ def confirm_step(
     timeout: float | None = None,
     default: Default = None,
     assignees: list[str] | None = None,
+    answer_model: type[BaseModel] | None = None,
     task: Any = None,
 ) -> UserConfirmation:
     """Ask the running task's owner to proceed or cancel, and wait for the answer.
@@ -41,6 +43,10 @@ def confirm_step(
         default: returned when nobody answers in time (``True``/``False`` or a
             UserConfirmation); without it a timeout raises.
         assignees: users allowed to answer; the task's owner when None.
+        answer_model: a pydantic model for a typed answer: its JSON Schema goes
+            with the question (a page can render it as a form), answers that do
+            not fit are refused while the task keeps waiting, and the validated
+            instance is the returned confirmation's ``data``.
 
     Raises:
         NotInTaskError: called outside a task, or in a task without an owner.
@@ -65,5 +71,6 @@ def confirm_step(
     if emitter.is_cancelled(request.id):
         raise TaskCancelled(request.id)
     return ws.publisher().notify_user(
-        step_result, owner, request.id, step, timeout=timeout, default=default, assignees=assignees
+        step_result, owner, request.id, step, timeout=timeout, default=default, assignees=assignees,
+        answer_model=answer_model,
     )

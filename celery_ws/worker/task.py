@@ -23,6 +23,7 @@ from typing import Any
 
 from celery import Task
 from celery.result import AsyncResult
+from pydantic import BaseModel
 
 from ..exceptions import TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, step_result_event
@@ -88,9 +89,11 @@ class ProgressTask(Task):  # type: ignore[misc]
         timeout: float | None = None,
         default: Default = None,
         assignees: list[str] | None = None,
+        answer_model: type[BaseModel] | None = None,
     ) -> UserConfirmation:
         """:func:`~celery_ws.confirm_step` for this task."""
-        return confirm_step(result, step=step, timeout=timeout, default=default, assignees=assignees, task=self)
+        return confirm_step(result, step=step, timeout=timeout, default=default, assignees=assignees,
+                            answer_model=answer_model, task=self)
 
     @property
     def is_cancelled(self) -> bool:

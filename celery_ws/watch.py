@@ -1,0 +1,334 @@
+"""``celery-ws watch``: follow tasks from a terminal and answer their questions.
+
+    celery-ws watch TASK_ID               # one task; exits with its outcome
+    celery-ws watch --user alice          # alice's tasks; exits when the first one ends
+    celery-ws watch --user alice --follow # ... or until Ctrl-C
+
+Exit status: 0 the task succeeded, 1 it failed, 2 it was cancelled, 4 the
+connection could not be made, was refused (bad token) or was given up on,
+130 Ctrl-C. With ``--user`` (or a token and no task id) the first task that
+ends decides the status, unless ``--follow`` keeps watching until Ctrl-C.
+
+Why it is built this way: the screen is a view of the event stream and the
+keyboard is just another event source. Standard input is read by one daemon
+thread that feeds a queue, so the event loop never blocks on it: progress
+keeps arriving while a question waits, and a question answered in another tab
+(``confirmation_answered``) or expired withdraws the prompt instead of
+leaving a stale one. The client reconnects by itself, so a server restart
+only shows as a line on the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.pretty import Pretty
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from .client import Client, Frame
+from .protocol import TERMINAL_EVENT_TYPES
+
+__all__ = ["EXIT_CODES", "watch"]
+
+EXIT_CODES = {"task_succeeded": 0, "task_failed": 1, "task_cancelled": 2}
+EXIT_CONNECTION = 4
+EXIT_INTERRUPTED = 130
+_STATUS_POLL = 0.25  # seconds between checks of the connection state, for the status line
+_YES = {"y", "yes"}
+_NO = {"n", "no"}
+
+
+class LineReader:
+    """Lines typed on standard input, as an asyncio queue.
+
+    One daemon thread does blocking ``os.read`` calls: a thread still waiting
+    at exit neither delays it nor holds ``sys.stdin``'s lock, and it works for
+    terminals, pipes and files alike (``loop.add_reader`` refuses files)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()  # None: end of input
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def put(line: str | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is asking
+                loop.call_soon_threadsafe(self.lines.put_nowait, line)
+
+        def read() -> None:
+            pending = b""
+            while True:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if pending:
+                        put(pending.decode(errors="replace"))
+                    put(None)
+                    return
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    put(line.decode(errors="replace").rstrip("\r"))
+
+        self._thread = threading.Thread(target=read, name="celery-ws-watch-stdin", daemon=True)
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Forget lines typed before a question was asked."""
+        while not self.lines.empty():
+            if self.lines.get_nowait() is None:
+                self.lines.put_nowait(None)
+                return
+
+    async def readline(self) -> str | None:
+        self.start()
+        return await self.lines.get()
+
+
+@dataclass
+class View:
+    """Progress bars per task, step results and outcomes as lines and panels.
+
+    Bars are paused (left on screen) before anything else is printed, and
+    redrawn from the last known values afterwards."""
+
+    console: Console
+    _progress: Progress | None = None
+    _bars: dict[str, TaskID] = field(default_factory=dict)
+    _last: dict[str, tuple[float, float | None, str]] = field(default_factory=dict)
+
+    def progress(self, frame: Frame) -> None:
+        task_id = str(frame.get("task_id"))
+        current, total = float(frame.get("current") or 0), frame.get("total")
+        label = f"{task_id[:8]} {frame.get('message') or ''}".rstrip()
+        self._last[task_id] = (current, float(total) if total is not None else None, label)
+        if not self.console.is_terminal:
+            percent = frame.get("progress")
+            shown = f"{current:g}/{total:g}" if total is not None else f"{current:g}"
+            self.line(f"[cyan]{escape(task_id[:8])}[/] progress {shown}"
+                      + (f" ({percent}%)" if percent is not None else "")
+                      + f" {escape(str(frame.get('message') or ''))}")
+            return
+        self._draw(task_id)
+
+    def _draw(self, task_id: str) -> None:
+        current, total, label = self._last[task_id]
+        if self._progress is None:
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TaskProgressColumn(), console=self.console)
+            self._progress.start()
+        if task_id not in self._bars:
+            self._bars[task_id] = self._progress.add_task(label, total=total, completed=current)
+        self._progress.update(self._bars[task_id], description=label, completed=current, total=total,
+                              refresh=True)
+
+    def pause(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._bars.clear()
+
+    def line(self, text: str) -> None:
+        self.pause()
+        self.console.print(text)
+
+    def step_result(self, frame: Frame) -> None:
+        status = frame.get("status") or ""
+        body = escape(str(frame.get("message") or ""))
+        if frame.get("result") is not None:
+            body += f"\nresult: {escape(repr(frame.get('result')))}"
+        title = escape(f"{str(frame.get('task_id'))[:8]} step {frame.get('step')} [{status}]")
+        self.pause()
+        self.console.print(Panel(body, title=title, expand=False))
+
+    def question(self, frame: Frame) -> None:
+        title = escape(f"{str(frame.get('task_id'))[:8]} asks (step {frame.get('step')})")
+        body = escape(str(frame.get("message") or ""))
+        if frame.get("result") is not None:
+            body += f"\n{escape(repr(frame.get('result')))}"
+        self.pause()
+        self.console.print(Panel(body, title=title, border_style="yellow", expand=False))
+
+    def outcome(self, frame: Frame) -> None:
+        kind, task = frame.get("type"), escape(str(frame.get("task_id"))[:8])
+        if kind == "task_succeeded":
+            self.line(f"[green]{task} succeeded[/]")
+            self.console.print(Pretty(frame.get("result")))
+        elif kind == "task_failed":
+            self.line(f"[red]{task} failed[/]: {escape(str(frame.get('error_code')))}: "
+                      f"{escape(str(frame.get('error_message')))}")
+        else:
+            self.line(f"[yellow]{task} cancelled[/] ({escape(str(frame.get('reason') or ''))}"
+                      f" by {escape(str(frame.get('requested_by')))})")
+
+
+class Watcher:
+    def __init__(self, client: Client, view: View, stdin: LineReader, *, task_id: str | None,
+                 yes: bool, follow: bool) -> None:
+        self.client = client
+        self.view = view
+        self.stdin = stdin
+        self.task_id = task_id
+        self.yes = yes
+        self.follow = follow
+        self.questions: deque[Frame] = deque()
+        self.asking: tuple[str, asyncio.Task[None]] | None = None  # callback_id, prompt
+        self.answered: set[str] = set()  # answered from here: their confirmation_answered is ours
+
+    async def run(self) -> int:
+        status = asyncio.create_task(self._connection_status())
+        try:
+            async for frame in self.client.events():
+                outcome = await self.handle(frame)
+                if outcome is not None:
+                    return outcome
+        finally:
+            status.cancel()
+            if self.asking is not None:
+                self.asking[1].cancel()
+            self.view.pause()
+        reason = self.client.auth_error or "the connection closed"
+        self.view.line(f"[red]{escape(str(reason))}[/]")
+        return EXIT_CONNECTION
+
+    async def handle(self, frame: Frame) -> int | None:
+        kind = frame.get("type")
+        if self.task_id is not None and frame.get("task_id") not in (None, self.task_id):
+            return None
+        if kind == "task_progress":
+            self.view.progress(frame)
+        elif kind == "task_step_result" and frame.get("callback_id"):
+            self.questions.append(frame)
+            self._next_question()
+        elif kind == "task_step_result":
+            self.view.step_result(frame)
+        elif kind in ("confirmation_answered", "confirmation_expired"):
+            self._withdraw(frame)
+        elif kind in ("task_sent", "task_started", "task_retrying"):
+            extra = f" {frame.get('reason')}" if kind == "task_retrying" else f" {frame.get('name') or ''}"
+            self.view.line(f"[dim]{escape(str(frame.get('task_id'))[:8])} {kind}{escape(extra)}[/]")
+        elif kind == "error":
+            self.view.line(f"[red]server error[/] {escape(str(frame.get('code')))}: "
+                           f"{escape(str(frame.get('message')))}")
+        elif kind in TERMINAL_EVENT_TYPES:
+            self.view.outcome(frame)
+            if not self.follow:
+                return EXIT_CODES[str(kind)]
+        return None
+
+    # -- questions ------------------------------------------------------------------
+
+    def _next_question(self) -> None:
+        if self.asking is None and self.questions:
+            frame = self.questions.popleft()
+            prompt = asyncio.create_task(self._ask(frame))
+            self.asking = (str(frame["callback_id"]), prompt)
+            prompt.add_done_callback(self._asked)
+
+    def _asked(self, prompt: asyncio.Task[None]) -> None:
+        if not prompt.cancelled() and prompt.exception() is not None:
+            self.view.line(f"[red]could not answer: {escape(repr(prompt.exception()))}[/]")
+        self.asking = None
+        self._next_question()
+
+    def _withdraw(self, frame: Frame) -> None:
+        callback_id = frame.get("callback_id")
+        if callback_id in self.answered:
+            return
+        self.questions = deque(q for q in self.questions if q.get("callback_id") != callback_id)
+        if self.asking is not None and self.asking[0] == callback_id:
+            self.asking[1].cancel()
+            how = "expired" if frame.get("type") == "confirmation_expired" else \
+                f"answered by {frame.get('answered_by')} (proceed={frame.get('proceed')})"
+            self.view.line(f"\n[yellow]the question was {escape(how)}[/]")
+        elif frame.get("type") == "confirmation_expired":
+            self.view.line(f"[yellow]a question of {escape(str(frame.get('task_id'))[:8])} expired[/]")
+
+    async def _ask(self, frame: Frame) -> None:
+        self.view.question(frame)
+        if self.yes:
+            proceed, feedback = True, "approved with --yes"
+            self.answered.add(str(frame["callback_id"]))
+            self.view.line("Proceed? \\[y/n] y (--yes)")
+        else:
+            answer = await self._prompt()
+            if answer is None:
+                self.view.line("[yellow]no more input: leaving the question unanswered[/]")
+                return
+            proceed, feedback = answer
+        self.answered.add(str(frame["callback_id"]))
+        reply = await self.client.confirm(str(frame["callback_id"]), proceed, feedback)
+        if reply.get("type") == "confirmation_received":
+            self.view.line(f"sent: proceed={proceed}" + (f", feedback {feedback!r}" if feedback else ""))
+        else:
+            self.view.line(f"[red]answer refused[/]: {escape(str(reply.get('code')))}: "
+                           f"{escape(str(reply.get('message')))}")
+
+    async def _prompt(self) -> tuple[bool, str | None] | None:
+        """``y``/``n``, optionally followed by feedback on the same line; None at end of input."""
+        self.stdin.drain()
+        while True:
+            self.view.console.print("Proceed? \\[y/n] (a note may follow the answer) ", end="")
+            line = await self.stdin.readline()
+            if line is None:
+                return None
+            word, _, feedback = line.strip().partition(" ")
+            if word.lower() in _YES | _NO:
+                return word.lower() in _YES, feedback.strip() or None
+
+    async def _connection_status(self) -> None:
+        """A line when the connection drops and when it is back."""
+        was_up, reconnects = True, self.client.reconnects
+        while not self.client.closed.is_set():
+            up = self.client.connected.is_set()
+            if was_up and not up:
+                self.view.line("[yellow]connection lost, reconnecting...[/]")
+            if self.client.reconnects != reconnects:
+                reconnects = self.client.reconnects
+                self.view.line("[green]reconnected[/]")
+            was_up = up
+            await asyncio.sleep(_STATUS_POLL)
+
+
+async def watch(url: str, *, task_id: str | None = None, user_id: str | None = None, token: str | None = None,
+                yes: bool = False, follow: bool = False, console: Console | None = None,
+                stdin_fd: int | None = None) -> int:
+    """Watch a task (or a user's tasks) until it ends; returns the exit status."""
+    console = console or Console(highlight=False)
+    view = View(console)
+    try:
+        client = await Client(url, token=token, reconnect=True).__aenter__()
+    except Exception as exc:  # noqa: BLE001 - refused, unreachable, bad URL: all reported the same way
+        console.print(f"[red]cannot connect to {escape(url)}[/]: {escape(str(exc))}")
+        return EXIT_CONNECTION
+    try:
+        if task_id is not None or user_id is not None:
+            try:
+                reply = await client.subscribe(user_id=None if task_id else user_id, task_id=task_id)
+            except TimeoutError:
+                console.print(f"[red]no subscription: {escape(str(client.auth_error or 'no reply'))}[/]")
+                return EXIT_CONNECTION
+            if reply.get("type") != "subscription_confirmed":
+                console.print(f"[red]subscribe refused[/]: {escape(str(reply.get('message')))}")
+                return EXIT_CONNECTION
+        who = f"task {task_id}" if task_id else f"user {user_id or '(from the token)'}"
+        console.print(f"Watching {escape(who)} on {escape(url)}" + (" (answering yes)" if yes else ""))
+        stdin = LineReader(sys.stdin.fileno() if stdin_fd is None else stdin_fd)
+        return await Watcher(client, view, stdin, task_id=task_id, yes=yes, follow=follow).run()
+    finally:
+        await client.close()

@@ -1,0 +1,380 @@
+"""The built-in page (/, celery-ws.js) and the seed's own JavaScript client, in
+a real headless Chromium against a real ``celery-ws serve`` process and real
+Celery tasks."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from celery.result import AsyncResult
+from celery.states import REVOKED
+
+from tests import tasks
+
+from .conftest import REPO, ServeProcess, screenshot
+
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(120)]
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser fixture skips with the reason
+    expect = None
+
+
+def open_page(page: Any, server: ServeProcess, user: str) -> None:
+    page.goto(f"{server.http_url}/?user={user}")
+    expect(page.locator("#state")).to_have_text("open")
+    page.wait_for_selector("body[data-ready]", state="attached")  # subscription_confirmed arrived
+
+
+def card(page: Any, task_id: str) -> Any:
+    return page.locator(f'[data-task-id="{task_id}"]')
+
+
+def progress_value(page: Any, task_id: str) -> float | None:
+    return card(page, task_id).locator(".progress").evaluate("p => p.hasAttribute('value') ? p.value : null")
+
+
+def wait_until(page: Any, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``check`` while letting Playwright dispatch page events (dialogs)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {check}")
+        page.wait_for_timeout(100)
+
+
+def test_progress_then_question_then_success(page, server, user):
+    open_page(page, server, user)
+    result = tasks.progress_then_ask.delay_for(user, steps=20, delay=0.1)
+    task = card(page, result.id)
+    expect(task).to_have_attribute("data-status", "running")
+
+    # the bar moves: a first value under 50 %, then a larger one
+    page.wait_for_function(
+        "id => { const p = document.querySelector(`[data-task-id='${id}'] .progress`);"
+        " return p && p.hasAttribute('value') && p.value > 0 && p.value < 40; }", arg=result.id)
+    first = progress_value(page, result.id)
+    page.wait_for_function(
+        "([id, v]) => document.querySelector(`[data-task-id='${id}'] .progress`).value > v",
+        arg=[result.id, first])
+    expect(task.locator(".percent")).to_have_text(re.compile(r"^\d+%$"))
+    expect(task.locator(".message")).to_contain_text("Preparing row")
+    screenshot(page, "progress")
+
+    question = task.locator(".question")
+    expect(question.locator("button.proceed")).to_be_visible()
+    expect(question).to_contain_text("Write 20 rows?")
+    expect(task.locator(".steps")).to_contain_text("Prepared 20 rows")
+    assert progress_value(page, result.id) == 50
+    question.locator("input.feedback").fill("ship it <b>now</b>")
+    screenshot(page, "question")
+
+    question.locator("button.proceed").click()
+    expect(task).to_have_attribute("data-status", "succeeded")
+    expect(task.locator(".status")).to_have_text("succeeded")
+    expect(task.locator(".question")).to_have_count(0)
+    expect(task.locator(".steps")).to_contain_text(f"Proceeded by {user}")
+    expect(task.locator("button.cancel-task")).to_be_hidden()
+    assert progress_value(page, result.id) == 100
+    # event text is shown as text, never parsed as HTML
+    expect(task.locator(".outcome")).to_contain_text("ship it <b>now</b>")
+    screenshot(page, "success")
+    assert result.get(timeout=10) == {"written": 20, "feedback": "ship it <b>now</b>", "answered_by": user}
+
+
+def test_cancel_task_and_decline_question(page, server, user):
+    open_page(page, server, user)
+
+    # "Cancel task" on a running task
+    spinning = tasks.spin.delay_for(user, delay=0.02)
+    task = card(page, spinning.id)
+    expect(task.locator(".message")).to_have_text("spinning")
+    task.locator("button.cancel-task").click()
+    expect(task).to_have_attribute("data-status", "cancelled")
+    expect(task.locator(".status")).to_have_text("cancelled")
+    expect(task.locator(".outcome")).to_contain_text(f"by {user}")
+    expect(task.locator("button.cancel-task")).to_be_hidden()
+    wait_until(page, lambda: spinning.state == REVOKED, timeout=15)
+    screenshot(page, "cancelled")
+
+    # "Cancel task" while the task waits on a question: the question goes away
+    waiting = tasks.progress_then_ask.delay_for(user, steps=2, delay=0.01)
+    task = card(page, waiting.id)
+    expect(task.locator(".question button.proceed")).to_be_visible()
+    task.locator("button.cancel-task").click()
+    expect(task).to_have_attribute("data-status", "cancelled")
+    expect(task.locator(".question")).to_have_count(0)
+    wait_until(page, lambda: waiting.state == REVOKED, timeout=15)
+
+    # "Cancel" on the question: the task gets proceed=False and the feedback
+    declined = tasks.progress_then_ask.delay_for(user, steps=2, delay=0.01)
+    task = card(page, declined.id)
+    question = task.locator(".question")
+    expect(question.locator("button.cancel")).to_be_visible()
+    question.locator("input.feedback").fill("not today")
+    question.locator("button.cancel").click()
+    expect(task).to_have_attribute("data-status", "succeeded")
+    expect(task.locator(".steps")).to_contain_text(f"Declined by {user}")
+    assert declined.get(timeout=10) == {"written": 0, "feedback": "not today"}
+
+
+@pytest.mark.timeout(150)
+def test_reconnect_shows_the_events_missed_while_the_server_was_down(page, server, user):
+    open_page(page, server, user)
+    result = tasks.slow_progress.delay_for(user, steps=50, delay=0.1)  # about 5 s
+    task = card(page, result.id)
+    page.wait_for_function(
+        "id => { const p = document.querySelector(`[data-task-id='${id}'] .progress`);"
+        " return p && p.hasAttribute('value') && p.value > 0; }", arg=result.id)
+
+    server.stop()
+    expect(page.locator("#state")).to_have_text("reconnecting")
+    seen_before = progress_value(page, result.id)
+    assert seen_before is not None and seen_before < 100
+    screenshot(page, "reconnecting")
+
+    # the task ends while no server is running: the page cannot know yet
+    assert AsyncResult(result.id).get(timeout=30) == "finished"
+    expect(page.locator("#state")).to_have_text("reconnecting")
+    expect(task).to_have_attribute("data-status", "running")
+
+    server.start()  # same port
+    expect(page.locator("#state")).to_have_text("open", timeout=30_000)
+    expect(task).to_have_attribute("data-status", "succeeded", timeout=15_000)
+    assert progress_value(page, result.id) == 100
+    expect(task.locator(".message")).to_have_text("Step 50 of 50")  # the last progress event, replayed
+    expect(page.locator("#notice")).to_be_empty()  # no history_lost
+    screenshot(page, "recovered")
+
+
+# The seed design's Appendix C client, unchanged except for its URL.
+SEED_CLIENT = (
+    "const ws = new WebSocket('ws://localhost:8765'); ws.onopen = function(event) { console.log('WebSocket "
+    "connection established'); setInterval(() => { ws.send(JSON.stringify({ action: 'ping', timestamp: "
+    "Date.now() })); }, 30000); }; ws.onmessage = function(event) { const data = JSON.parse(event.data); "
+    "console.log('Message received:', data); if (data.type === 'task_step_result') { const proceed = "
+    "confirm(data.message); ws.send(JSON.stringify({ action: 'confirm', callback_id: data.callback_id, "
+    "proceed: proceed, feedback: proceed ? 'Agree to continue' : 'Cancel execution' })); } }; ws.onclose = "
+    "function(event) { console.log('WebSocket connection closed'); };"
+)
+
+
+@pytest.fixture
+def seed_page_url(server: ServeProcess) -> Iterator[str]:
+    """A loopback HTTP server with one page holding exactly the seed's script."""
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>seed client</title></head><body>"
+        f"<script>{SEED_CLIENT.replace('ws://localhost:8765', server.url)}</script></body></html>"
+    ).encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def test_seed_javascript_client_answers_a_confirmation(page, seed_page_url, user):
+    dialogs: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    with page.expect_console_message(lambda m: m.text == "WebSocket connection established"):
+        page.goto(seed_page_url)
+    result = tasks.ask.delay_for(user)
+    wait_until(page, result.ready, timeout=30)
+    answer = result.get(timeout=1)
+    assert answer["proceed"] is True and answer["feedback"] == "Agree to continue"
+    assert answer["answered_by"] is None  # an unsubscribed open-mode connection answers anonymously
+    assert "Continue?" in dialogs
+    assert any(log.startswith("console.log: Message received:") for log in page.console_logs)
+
+
+# -- token mode ----------------------------------------------------------------------
+
+SECRET = "browser-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture
+def token_server(celery_ws_redis_url: str, tmp_path: Any) -> Iterator[ServeProcess]:
+    proc = ServeProcess(celery_ws_redis_url, tmp_path, env={"CELERY_WS_SECRET": SECRET}).start()
+    yield proc
+    proc.stop()
+
+
+def test_token_mode_page_follows_its_user_and_resumes_after_a_restart(page, token_server, user):
+    from celery_ws.settings import Settings
+    from celery_ws.tokens import issue_token
+
+    token = issue_token(user, ttl=600, settings=Settings.load(secret=SECRET))
+    page.goto(f"{token_server.http_url}/?token={token}")
+    expect(page.locator("#state")).to_have_text("open")
+    page.wait_for_selector("body[data-ready]", state="attached")  # the "authenticated" frame arrived
+    result = tasks.slow_progress.delay_for(user, steps=30, delay=0.1)
+    task = card(page, result.id)
+    expect(task.locator(".message")).to_contain_text("Step")
+
+    token_server.stop()
+    expect(page.locator("#state")).to_have_text("reconnecting")
+    assert AsyncResult(result.id).get(timeout=30) == "finished"
+    token_server.start()
+    expect(page.locator("#state")).to_have_text("open", timeout=30_000)
+    expect(task).to_have_attribute("data-status", "succeeded", timeout=15_000)
+    expect(page.locator("#notice")).to_be_empty()
+
+
+def test_token_mode_page_with_a_bad_token_stops_and_says_why(page, token_server):
+    page.goto(f"{token_server.http_url}/?token=not-a-token")
+    expect(page.locator("#state")).to_have_text("closed")
+    expect(page.locator("#notice")).to_contain_text("Not signed in")
+    page.wait_for_timeout(1500)  # longer than the first backoff steps: still no new attempt
+    assert page.evaluate("window.celeryWs.state") == "closed"
+    screenshot(page, "unauthorized")
+
+
+# -- celery-ws.js against a scripted socket: the protocol details ----------------------
+
+FAKE_WEBSOCKET = """
+window.sockets = [];
+class FakeSocket {
+  constructor(url, protocols) {
+    this.url = url; this.protocols = protocols; this.readyState = 0; this.sent = [];
+    window.sockets.push(this);
+  }
+  send(data) { this.sent.push(JSON.parse(data)); }
+  close(code, reason) { this.readyState = 3; }
+  open() { this.readyState = 1; this.onopen({}); }
+  message(frame) { this.onmessage({data: JSON.stringify(frame)}); }
+  drop(code, reason) { this.readyState = 3; this.onclose({code: code, reason: reason || ""}); }
+}
+window.WebSocket = FakeSocket;
+window.sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+window.recorder = () => {
+  const log = {events: [], progress: [], steps: [], questions: [], closed: [], done: [], errors: [], states: []};
+  const add = name => e => log[name].push(e);
+  return {log, options: {onEvent: add("events"), onProgress: add("progress"), onStepResult: add("steps"),
+    onConfirmationRequest: add("questions"), onConfirmationClosed: add("closed"), onDone: add("done"),
+    onError: add("errors"), onStateChange: add("states"), minDelay: 20, maxDelay: 80, pingInterval: 0}};
+};
+"""
+
+
+@pytest.fixture
+def scripted_page(page: Any) -> Any:
+    page.set_content("<!doctype html><title>celery-ws.js</title>")
+    page.add_script_tag(content=FAKE_WEBSOCKET)
+    page.add_script_tag(content=(REPO / "celery_ws" / "static" / "celery-ws.js").read_text())
+    return page
+
+
+def test_client_open_mode_protocol(scripted_page):
+    out = scripted_page.evaluate("""async () => {
+      const {log, options} = recorder();
+      const c = new CeleryWS.Client("ws://h/", {...options, userId: "u1", taskId: "t9"});
+      c.connect();
+      const s1 = sockets[0];
+      s1.open();
+      s1.message({type: "subscription_confirmed", user_id: "u1", task_id: null});
+      s1.message({id: "1795651777522-9", type: "task_progress", task_id: "t1", progress: 10});
+      s1.message({id: "1795651777522-10", type: "task_progress", task_id: "t1", progress: 20});
+      s1.message({id: "1795651777522-9", type: "task_progress", task_id: "t1", progress: 10});  // duplicate
+      s1.message({id: "1795651777521-99", type: "task_step_result", task_id: "t1", callback_id: "cb1"});
+      s1.message({id: "1795651777523-0", type: "task_step_result", task_id: "t1", callback_id: null,
+                  requires_ack: true, message_id: "m1"});
+      s1.message({id: "1795651777523-1", type: "confirmation_answered", task_id: "t1", callback_id: "cb1"});
+      s1.message({id: "1795651777523-2", type: "task_succeeded", task_id: "t1", result: 1});
+      s1.message({type: "error", code: "already_answered", callback_id: "cb1"});
+      c.confirm("cb1", true, "fine");
+      c.cancel("t1");
+      const lastBeforeDrop = c.lastEventId;
+      s1.drop(1001, "going away");
+      const stateAfterDrop = c.state;
+      for (let i = 0; i < 50 && sockets.length < 2; i++) await sleep(20);
+      c.cancel("t2");  // while reconnecting: queued until subscribed
+      const s2 = sockets[1];
+      s2.open();
+      s2.message({type: "subscription_confirmed", user_id: "u1", task_id: null, recovered: false});
+      s2.message({id: "1795651777523-2", type: "task_succeeded", task_id: "t1", result: 1});  // replayed twice
+      s2.drop(4401, "Token expired");
+      await sleep(300);
+      return {log, sent1: s1.sent, sent2: s2.sent, protocols: s1.protocols, url: s1.url, count: sockets.length,
+              state: c.state, lastBeforeDrop, stateAfterDrop,
+              cmp: [CeleryWS.compareEventIds("1-10", "1-9"), CeleryWS.compareEventIds("2-0", "10-0"),
+                    CeleryWS.compareEventIds("5-5", "5-5")]};
+    }""")
+    assert out["protocols"] == ["celery-ws.v1"] and out["url"] == "ws://h/"
+    assert out["sent1"] == [
+        {"action": "subscribe", "user_id": "u1"},
+        {"action": "subscribe", "task_id": "t9"},
+        {"action": "ack", "message_id": "m1"},
+        {"action": "confirm", "callback_id": "cb1", "proceed": True, "feedback": "fine"},
+        {"action": "cancel", "task_id": "t1"},
+    ]
+    assert out["lastBeforeDrop"] == "1795651777523-2" and out["stateAfterDrop"] == "reconnecting"
+    assert out["sent2"] == [
+        {"action": "subscribe", "user_id": "u1", "last_event_id": "1795651777523-2"},
+        {"action": "subscribe", "task_id": "t9", "last_event_id": "1795651777523-2"},
+        {"action": "cancel", "task_id": "t2"},
+    ]
+    log = out["log"]
+    assert [e["progress"] for e in log["progress"]] == [10, 20]
+    assert [e["callback_id"] for e in log["questions"]] == ["cb1"]
+    assert [e["message_id"] for e in log["steps"]] == ["m1"]
+    assert [e["type"] for e in log["closed"]] == ["confirmation_answered"]
+    assert [e["type"] for e in log["done"]] == ["task_succeeded"]
+    assert [e["code"] for e in log["errors"]] == ["already_answered", "history_lost", "unauthorized"]
+    assert log["errors"][2]["message"] == "Token expired"
+    assert len([e for e in log["events"] if e.get("id")]) == 6  # each event once
+    assert log["states"] == ["connecting", "open", "reconnecting", "open", "closed"]
+    assert out["count"] == 2 and out["state"] == "closed"  # no reconnect after 4401
+    assert out["cmp"] == [1, -1, 0]
+
+
+def test_client_token_mode_protocol(scripted_page):
+    out = scripted_page.evaluate("""async () => {
+      const {log, options} = recorder();
+      const c = new CeleryWS.Client("ws://h/", {...options, token: "a b&c", taskId: "t9"});
+      c.connect();
+      const s1 = sockets[0];
+      s1.open();
+      const sentBeforeAuth = s1.sent.length;
+      s1.message({type: "authenticated", user_id: "u1", expires_at: 0});
+      s1.message({id: "17-3", type: "task_progress", task_id: "t9", progress: 5});
+      s1.drop(1006, "");
+      for (let i = 0; i < 50 && sockets.length < 2; i++) await sleep(20);
+      const s2 = sockets[1];
+      s2.open();
+      s2.message({type: "authenticated", user_id: "u1", expires_at: 0});
+      c.close();
+      await sleep(300);
+      return {urls: sockets.map(s => s.url), sentBeforeAuth, sent1: s1.sent, sent2: s2.sent,
+              count: sockets.length, states: log.states};
+    }""")
+    assert out["urls"] == ["ws://h/?token=a%20b%26c", "ws://h/?token=a%20b%26c&last_event_id=17-3"]
+    assert out["sentBeforeAuth"] == 0
+    assert out["sent1"] == [{"action": "subscribe", "task_id": "t9"}]
+    assert out["sent2"] == [{"action": "subscribe", "task_id": "t9", "last_event_id": "17-3"}]
+    assert out["count"] == 2 and out["states"][-1] == "closed"

@@ -1,0 +1,160 @@
+"""``celery-ws watch`` in a pseudo-terminal, against a real server, worker and
+Redis: it draws progress, shows step results, prompts, sends the typed answer
+and exits with the task's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from celery_ws.redis_server import free_port
+from tests import tasks
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+STEP_TIMEOUT = 20.0
+EXIT_TIMEOUT = 20.0
+
+
+class Terminal:
+    """A child process on a pseudo-terminal; everything it printed, as plain text."""
+
+    def __init__(self, argv: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
+        env.update(TERM="xterm-256color", COLUMNS="100", LINES="40", PYTHONUNBUFFERED="1")
+        self.master, slave = os.openpty()
+        self.process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=slave, stdout=slave, stderr=slave,
+                                        start_new_session=True)
+        os.close(slave)
+        self.raw = b""
+
+    @property
+    def screen(self) -> str:
+        return ANSI.sub("", self.raw.decode(errors="replace"))
+
+    def _pump(self, seconds: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], seconds)
+        if ready:
+            try:
+                self.raw += os.read(self.master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                time.sleep(seconds)
+
+    def expect(self, text: str, timeout: float = STEP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self._pump(0.1)
+                if text in self.screen:
+                    return
+                raise AssertionError(f"{text!r} not shown (exit {self.process.poll()}); screen:\n{self.screen}")
+            self._pump(0.1)
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def wait(self, timeout: float = EXIT_TIMEOUT) -> int:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self._pump(0.1)
+        for _ in range(5):  # what is still in the terminal's buffer
+            self._pump(0.02)
+        if self.process.poll() is None:
+            raise AssertionError(f"watch did not exit; screen:\n{self.screen}")
+        return self.process.returncode
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[Terminal]]:
+    opened: list[Terminal] = []
+    yield opened
+    for term in opened:
+        term.close()
+
+
+def watch(terminal: list[Terminal], *args: str) -> Terminal:
+    term = Terminal([sys.executable, "-m", "celery_ws", "watch", *args])
+    terminal.append(term)
+    return term
+
+
+def test_watch_a_user_answer_the_prompt_and_exit_0(celery_ws_server, user, terminal):
+    term = watch(terminal, "--user", user, "--url", celery_ws_server.url)
+    term.expect("Watching user")  # subscribed
+    result = tasks.report_and_ask.delay_for(user, 5)
+    term.expect("Proceed?")
+    term.type("y looks good\n")
+    assert term.wait() == 0
+    screen = term.screen
+    assert "5/5" in screen and "checking" in screen, screen  # the progress bar, complete
+    assert "validation" in screen and "all rows valid" in screen, screen  # the step result
+    assert "Write the rows?" in screen and "sent: proceed=True" in screen, screen
+    assert "succeeded" in screen and "looks good" in screen, screen  # the result carries the feedback
+    assert result.get(timeout=10)["feedback"] == "looks good"
+
+
+def test_watch_a_task_with_yes(celery_ws_server, user, terminal):
+    result = tasks.ask.delay_for(user)
+    term = watch(terminal, result.id, "--url", celery_ws_server.url, "--yes")
+    assert term.wait() == 0  # the open question is re-sent on subscribe and answered
+    assert "Continue?" in term.screen and "(--yes)" in term.screen
+    assert result.get(timeout=10)["proceed"] is True
+
+
+def test_refusing_still_exits_0_and_a_failed_task_exits_1(celery_ws_server, user, terminal):
+    term = watch(terminal, "--user", user, "--url", celery_ws_server.url)
+    term.expect("Watching user")
+    result = tasks.ask.delay_for(user)
+    term.expect("Proceed?")
+    term.type("maybe\n")  # not an answer: asked again
+    term.type("n\n")
+    assert term.wait() == 0
+    assert result.get(timeout=10)["proceed"] is False
+
+    term = watch(terminal, "--user", user, "--url", celery_ws_server.url)
+    term.expect("Watching user")
+    tasks.fail.delay_for(user)
+    assert term.wait() == 1
+    assert "failed" in term.screen and "ValueError" in term.screen
+
+
+def test_a_cancelled_task_exits_2(celery_ws_server, user, terminal, celery_ws_client):
+    result = tasks.spin.delay_for(user)
+    term = watch(terminal, result.id, "--url", celery_ws_server.url)
+    term.expect("Watching task")
+
+    async def cancel() -> None:  # from elsewhere: the owner's other tab
+        async with celery_ws_client(user_id=user) as client:
+            await client.wait_for_event("task_progress", task_id=result.id)
+            assert (await client.cancel(result.id))["type"] == "cancel_received"
+    asyncio.run(cancel())
+    assert term.wait() == 2
+    assert "cancelled" in term.screen
+
+
+def test_unreachable_server_exits_4(terminal):
+    term = watch(terminal, "--user", "nobody", "--url", f"ws://127.0.0.1:{free_port()}")
+    assert term.wait() == 4
+    assert "cannot connect" in term.screen
