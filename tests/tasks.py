@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from celery import shared_task
+from pydantic import BaseModel
 
 from celery_ws import ProgressTask, TaskStepResult, confirm_step
 
@@ -122,3 +123,28 @@ def report_and_ask(self: ProgressTask, n: int = 5, delay: float = 0.05, timeout:
     answer = confirm_step(TaskStepResult(step="write", message="Write the rows?", status="waiting"),
                           step=2, timeout=timeout)
     return answer.model_dump()
+
+
+class RowLimit(BaseModel):
+    rows: int
+    note: str = ""
+
+
+@shared_task(base=ProgressTask, bind=True)
+def ask_typed(self: ProgressTask) -> dict[str, Any]:
+    answer = self.confirm(TaskStepResult(step="limit", message="How many rows?", status="waiting"),
+                          timeout=20, answer_model=RowLimit)
+    if not answer.proceed:
+        return {"model": None}
+    return {"model": type(answer.data).__name__, **answer.data.model_dump()}
+
+
+@shared_task(base=ProgressTask, bind=True)
+def step_by_step(self: ProgressTask, steps: int = 10, delay: float = 0.5) -> int:
+    """Fault tests: a step result every ``delay`` seconds, so an outage lands mid-task."""
+    delay = min(delay, MAX_SECONDS / max(steps, 1))
+    for i in range(steps):
+        self.progress(i + 1, steps)
+        self.step_result(step=f"step-{i}", message=f"step {i} done", status="completed", result={"i": i})
+        time.sleep(delay)
+    return steps

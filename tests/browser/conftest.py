@@ -9,19 +9,13 @@ missing: ``apt-get install -y chromium`` and ``pip install playwright`` (no
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from celery_ws.redis_server import free_port
+from tests.processes import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
@@ -34,71 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-_START_TIMEOUT = 20.0
-_STOP_TIMEOUT = 10.0
-
-
-class ServeProcess:
-    """``python -m celery_ws serve`` on a fixed loopback port; open mode unless
-    ``env`` sets ``CELERY_WS_SECRET``."""
-
-    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self.redis_url = redis_url
-        self.env = env or {}
-        self.port = port or free_port()
-        self.log_dir = log_dir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ServeProcess:
-        assert self.process is None, "already running"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}  # open mode, our Redis only
-        env.update(CELERY_WS_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1", **self.env)
-        self.starts += 1
-        self.log = self.log_dir / f"serve-{self.port}-{self.starts}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery_ws", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "info"],
-                env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
-                raise RuntimeError(f"celery-ws serve exited at start:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"celery-ws serve not ready after {_START_TIMEOUT}s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        """SIGTERM (clients see 1001 going away), then SIGKILL if it hangs."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(_STOP_TIMEOUT)
-
 
 @pytest.fixture
 def server(celery_ws_redis_url: str, tmp_path: Path) -> Iterator[ServeProcess]:

@@ -1,0 +1,136 @@
+"""Real processes that tests start, stop, restart and kill: ``celery-ws serve``
+and ``celery worker``. Their output goes to log files named in failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from celery_ws.redis_server import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the user's celery-ws settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
+    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+class _Process:
+    process: subprocess.Popen[bytes] | None = None
+    log: Path
+
+    def _spawn(self, args: list[str], env: dict[str, str], name: str) -> None:
+        self.starts = getattr(self, "starts", 0) + 1
+        self.log = self.log_dir / f"{name}-{self.starts}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if hasattr(self, "log") else ""
+
+    def stop(self) -> None:
+        """SIGTERM (a server closes its connections with 1001), then SIGKILL if it hangs."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(_STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no goodbye, no cleanup."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(_STOP_TIMEOUT)
+
+
+class ServeProcess(_Process):
+    """``python -m celery_ws serve`` on a fixed loopback port; open mode unless
+    ``env`` sets ``CELERY_WS_SECRET``."""
+
+    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None,
+                 env: dict[str, str] | None = None, app: str | None = None) -> None:
+        self.redis_url = redis_url
+        self.env = env or {}
+        self.port = port or free_port()
+        self.log_dir = log_dir
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServeProcess:
+        assert self.process is None, "already running"
+        args = [sys.executable, "-m", "celery_ws", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "info", *(["--app", self.app] if self.app else [])]
+        self._spawn(args, _clean_env(CELERY_WS_REDIS_URL=self.redis_url, **self.env), f"serve-{self.port}")
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"celery-ws serve exited at start:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as reply:
+                    if reply.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"celery-ws serve not ready after {_START_TIMEOUT}s:\n{self.logs()}")
+
+
+class WorkerProcess(_Process):
+    """``celery -A tests.prefork_app worker -P prefork`` on its own queue."""
+
+    def __init__(self, app: Any, redis_url: str, log_dir: Path, queue: str, *, broker_url: str | None = None,
+                 concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+        self.app = app  # the test's app, used to ping this worker
+        self.redis_url = redis_url
+        self.broker_url = broker_url or redis_url
+        self.log_dir = log_dir
+        self.queue = queue
+        self.name = f"{queue}@localhost"
+        self.concurrency = concurrency
+        self.env = env or {}
+
+    def start(self) -> WorkerProcess:
+        args = [sys.executable, "-m", "celery", "-A", "tests.prefork_app", "worker", "-P", "prefork",
+                "-c", str(self.concurrency), "-Q", self.queue, "-n", self.name, "--without-mingle",
+                "--without-gossip", "-l", "info"]
+        env = _clean_env(CELERY_WS_REDIS_URL=self.redis_url, CELERY_BROKER_URL=self.broker_url, **self.env)
+        self._spawn(args, env, f"worker-{self.queue}")
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self.app.control.ping(destination=[self.name], timeout=0.5):
+            if self.process is None or self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"worker did not start:\n{self.logs()}")
+        return self
+
+    def children(self) -> list[int]:
+        """PIDs of the prefork pool's children."""
+        assert self.process is not None
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
