@@ -103,21 +103,22 @@ class ServeProcess(_Process):
 
 
 class WorkerProcess(_Process):
-    """``celery -A tests.prefork_app worker -P prefork`` on its own queue."""
+    """``celery -A tests.prefork_app worker`` (prefork unless told) on its own queue."""
 
     def __init__(self, app: Any, redis_url: str, log_dir: Path, queue: str, *, broker_url: str | None = None,
-                 concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+                 pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None) -> None:
         self.app = app  # the test's app, used to ping this worker
         self.redis_url = redis_url
         self.broker_url = broker_url or redis_url
         self.log_dir = log_dir
         self.queue = queue
         self.name = f"{queue}@localhost"
+        self.pool = pool
         self.concurrency = concurrency
         self.env = env or {}
 
     def start(self) -> WorkerProcess:
-        args = [sys.executable, "-m", "celery", "-A", "tests.prefork_app", "worker", "-P", "prefork",
+        args = [sys.executable, "-m", "celery", "-A", "tests.prefork_app", "worker", "-P", self.pool,
                 "-c", str(self.concurrency), "-Q", self.queue, "-n", self.name, "--without-mingle",
                 "--without-gossip", "-l", "info"]
         env = _clean_env(CELERY_WS_REDIS_URL=self.redis_url, CELERY_BROKER_URL=self.broker_url, **self.env)

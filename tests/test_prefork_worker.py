@@ -3,50 +3,23 @@ events from forked children, confirmations and cancellation across processes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
 from celery.states import REVOKED
 
 from tests import tasks
 from tests.helpers import eventually
-
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 30.0
+from tests.processes import WorkerProcess
 
 
 @pytest.fixture(scope="module")
 def prefork_queue(app, celery_ws_redis_url, tmp_path_factory) -> Iterator[str]:
-    queue = f"prefork-{uuid.uuid4().hex[:8]}"
-    name = f"{queue}@localhost"
-    log = tmp_path_factory.mktemp("prefork") / "worker.log"
-    env = {**os.environ, "CELERY_WS_REDIS_URL": celery_ws_redis_url, "PYTHONPATH": str(ROOT)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.prefork_app", "worker", "-P", "prefork",
-             "-c", "2", "-Q", queue, "-n", name, "--without-mingle", "--without-gossip", "-l", "info"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not app.control.ping(destination=[name], timeout=0.5):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prefork worker did not start:\n{log.read_text()[-3000:]}")
-        yield queue
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    worker = WorkerProcess(app, celery_ws_redis_url, tmp_path_factory.mktemp("prefork"),
+                           f"prefork-{uuid.uuid4().hex[:8]}").start()
+    yield worker.queue
+    worker.stop()
 
 
 async def test_two_tasks_in_two_children_report_and_confirm(celery_ws_client, user, prefork_queue):
