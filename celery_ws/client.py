@@ -39,9 +39,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from .exceptions import CeleryWSError
-from .protocol import CLOSE_UNAUTHORIZED, SUBPROTOCOL
+from .protocol import CLOSE_UNAUTHORIZED, SUBPROTOCOL, event_order
 
-__all__ = ["AuthError", "Client", "ConnectionLost", "Frame", "event_id_key"]
+__all__ = ["AuthError", "Client", "ConnectionLost", "Frame"]
 
 Frame = dict[str, Any]
 Match = Callable[[Frame], bool]
@@ -61,13 +61,6 @@ class AuthError(CeleryWSError):
 class ConnectionLost(CeleryWSError, ConnectionError):
     """The connection a request was sent on closed before its reply arrived
     (with ``reconnect=True``; the request is not re-sent: it may have been applied)."""
-
-
-def event_id_key(event_id: str) -> tuple[int, int]:
-    """``"1795651777522-0"`` as ``(1795651777522, 0)``: Redis stream ids order
-    by milliseconds, then sequence, which string comparison gets wrong."""
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Client:
@@ -262,7 +255,7 @@ class Client:
         if len(self._seen_order) > _SEEN_IDS:
             self._seen.discard(self._seen_order.popleft())
         with contextlib.suppress(ValueError):
-            if self.last_event_id is None or event_id_key(event_id) > event_id_key(self.last_event_id):
+            if self.last_event_id is None or event_order(event_id) > event_order(self.last_event_id):
                 self.last_event_id = event_id
         return True
 

@@ -21,7 +21,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from celery_ws import Settings, issue_token
-from celery_ws.client import Client, event_id_key
+from celery_ws.client import Client
+from celery_ws.protocol import event_order
 from celery_ws.protocol import SUBPROTOCOL, event
 from celery_ws.redis_server import free_port
 from celery_ws.testing import ServerThread
@@ -38,13 +39,13 @@ def types_for(client: Client, task_id: str) -> list[str]:
 
 
 def ids_increase(client: Client) -> bool:
-    keys = [event_id_key(f["id"]) for f in client.frames if isinstance(f.get("id"), str)]
+    keys = [event_order(f["id"]) for f in client.frames if isinstance(f.get("id"), str)]
     return keys == sorted(keys) and len(keys) == len(set(keys))
 
 
 def test_event_ids_compare_as_numbers_not_strings():
-    assert event_id_key("999-5") < event_id_key("1000-0") < event_id_key("1000-1")
-    assert event_id_key("1795651777522-10") > event_id_key("1795651777522-9")
+    assert event_order("999-5") < event_order("1000-0") < event_order("1000-1")
+    assert event_order("1795651777522-10") > event_order("1795651777522-9")
 
 
 # -- every event type ---------------------------------------------------------------------
@@ -67,7 +68,7 @@ async def test_lifecycle_progress_and_step_result(celery_ws_client, user):
     kinds = types_for(client, result.id)
     assert kinds[0] == "task_sent" and kinds[-1] == "task_succeeded"
     assert ids_increase(client)
-    assert client.last_event_id == max((f["id"] for f in client.frames if "id" in f), key=event_id_key)
+    assert client.last_event_id == max((f["id"] for f in client.frames if "id" in f), key=event_order)
 
 
 @pytest.mark.usefixtures("worker")
@@ -300,7 +301,7 @@ async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redi
             publisher.send_to_user(user, {"type": "note", "n": 3})
             three = await client.wait_for_event("note", n=3)
             assert not [f for f in client.frames if f.get("n") == 99]
-            assert event_id_key(three["id"]) > event_id_key(one["id"])
+            assert event_order(three["id"]) > event_order(one["id"])
 
             # REPLAY (server side being built): strict as soon as the server answers with
             # ``recovered``; until then the gap is reported as a warning, not hidden.
