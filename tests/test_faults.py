@@ -197,3 +197,16 @@ async def test_soak_many_tasks_through_server_restarts(serve, publisher, user):
             await client.wait_for_event("task_succeeded", task_id=result.id, timeout=60)
     for result in results:
         assert_complete(client, publisher, result.id)
+
+
+async def test_worker_sigterm_lets_the_running_task_finish_and_report(celery_ws_client, fragile_worker, user):
+    """Celery's warm shutdown finishes the running task; its last events still
+    reach Redis before the process exits."""
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.slow_progress.apply_async_for(user, (20, 0.1), queue=fragile_worker.queue)
+        await client.wait_for_event("task_progress", task_id=result.id)
+        assert fragile_worker.process is not None
+        fragile_worker.process.send_signal(signal.SIGTERM)  # the main process only, as a supervisor would
+        done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=20)
+    progress = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
+    assert done["result"] == "finished" and progress[-1]["current"] == 20
