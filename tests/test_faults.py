@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from celery_ws import Publisher, Settings
+from celery_ws import Publisher
 from celery_ws.client import Client
 from celery_ws.protocol import event_order
 from celery_ws.redis_server import RedisServer
@@ -166,7 +166,7 @@ async def test_two_answers_through_two_replicas_exactly_one_wins(celery_ws_setti
         async with Client(replica_a.url) as a, Client(replica_b.url) as b:
             await a.subscribe(user_id=user)
             await b.subscribe(user_id=user)
-            for attempt in range(5):
+            for _ in range(5):
                 result = tasks.ask.delay_for(user)
                 request = await a.wait_for(lambda f: f.get("task_id") == result.id and f.get("callback_id"))
                 replies = await asyncio.gather(a.confirm(request["callback_id"], True, "from A"),
