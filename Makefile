@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,19 @@ demo: $(STAMP)  ## server + worker + a client that watches and answers a task
 
 test: $(STAMP)  ## the whole suite, on a Redis, workers and a server it starts itself
 	$(BIN)/python -m pytest
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --no-deps "aiecs>=2.2"  # only its websocket_manager.py is loaded
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## celery-ws vs the peers; tables, JSON and plots in benchmarks/results/
+	$(BIN)/python -m benchmarks.run
+
+soak: $(BENCH_STAMP)  ## the 10-minute memory soak (connections churning, tasks running)
+	$(BIN)/python -m benchmarks.run --soak 600
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -30,9 +30,10 @@ def _load_app(path: str) -> Any:
         raise click.BadParameter(f"cannot import {path!r}: {exc}", param_hint="--app") from None
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    from .logs import configure_logging
+
+    configure_logging(level, fmt)  # type: ignore[arg-type]
 
 
 @click.group(name="ws")
@@ -48,15 +49,18 @@ def ws() -> None:
 @click.option("--insecure", is_flag=True, default=None,
               help="Allow open mode (no CELERY_WS_SECRET) on a non-loopback address.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              envvar="CELERY_WS_LOG_FORMAT",
+              help="json: one object per line (time, level, logger, message) [CELERY_WS_LOG_FORMAT].")
 @click.pass_context
 def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int | None,
-          redis_url: str | None, insecure: bool | None, log_level: str) -> None:
+          redis_url: str | None, insecure: bool | None, log_level: str, log_format: str) -> None:
     """Run the WebSocket server."""
     from .exceptions import SettingsError
     from .server.manager import WebSocketManager
     from .settings import Settings
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     app = _load_app(app_path) if app_path else getattr(ctx.obj, "app", None)
     given = {"host": host, "port": port, "redis_url": redis_url, "insecure": insecure}
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -80,11 +84,61 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
             loop.add_signal_handler(sig, server.close)
         if app is None:
             logging.getLogger(__name__).warning("no --app: cancel works through progress() and confirm_step() only")
-        click.echo(f"celery-ws serving on ws://{manager.host}:{manager.port}", err=True)
         await server.wait_closed()
         await manager.stop_server()
 
     asyncio.run(run())
+
+
+@ws.command()
+@click.option("--url", default="http://127.0.0.1:8765", show_default=True,
+              help="The server (http:// or ws://; /status is appended).")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+def status(url: str, timeout: float, as_json: bool) -> None:
+    """Show a running server's figures (GET /status). Exits 1 when it cannot be reached."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    target = urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/status", "", ""))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for a status probe
+    try:
+        with opener.open(target, timeout=timeout) as reply:
+            figures = json.loads(reply.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        click.echo(f"celery-ws status: cannot read {target}: {getattr(exc, 'reason', exc)}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2, sort_keys=True))
+        return
+    _print_status(target, figures)
+
+
+def _print_status(target: str, figures: dict[str, Any]) -> None:
+    def show(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.1f}" if not value.is_integer() else str(int(value))
+        return str(value)
+
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich comes with the [demo] extra; plain columns without it
+        width = max(map(len, figures), default=0)
+        click.echo(target)
+        for name, value in figures.items():
+            click.echo(f"{name:<{width}}  {show(value)}")
+        return
+    table = Table(title=target, show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, show(value))
+    Console(width=max(80, len(target) + 10)).print(table)
 
 
 @ws.command()
@@ -118,7 +172,8 @@ def watch(task_id: str | None, user_id: str | None, url: str, token: str | None,
     (with --user: the first task that ends), 4 on connection or token errors,
     130 on Ctrl-C.
     """
-    from .watch import EXIT_INTERRUPTED, watch as run_watch
+    from .watch import EXIT_INTERRUPTED
+    from .watch import watch as run_watch
 
     if task_id is None and user_id is None and token is None:
         raise click.UsageError("give a TASK_ID, --user USER or --token TOKEN")

@@ -100,6 +100,12 @@ class _Question:
                 raise ConfirmationError(f"answer to {self.callback_id} does not fit its model: {exc}") from None
         return answer
 
+    def answered_event(self, answer: UserConfirmation) -> dict[str, Any]:
+        """Told by the waiting side once it has the answer, so it comes before
+        anything the task does next (and other tabs can close the question)."""
+        return event("confirmation_answered", task_id=self.task_id, user_id=self.owner,
+                     callback_id=self.callback_id, proceed=answer.proceed, answered_by=answer.answered_by)
+
     def expired_event(self) -> dict[str, Any]:
         return event("confirmation_expired", task_id=self.task_id, user_id=self.owner, callback_id=self.callback_id)
 
@@ -228,7 +234,9 @@ class Publisher:
                     return decided
                 continue
             if popped is not None:
-                return question.answered(popped[1])
+                answer = question.answered(popped[1])
+                self._retrying(question, lambda q: self.emit(q.answered_event(answer)), past_deadline=True)
+                return answer
         keys, args = expire_call(self.settings, question.callback_id)
         state, *rest = self._retrying(question, lambda q: self._expire(keys, args), past_deadline=True)
         if text(state) == "expired":
@@ -309,7 +317,9 @@ class AsyncPublisher:
         while question.remaining > 0:
             popped = await self._blocking.blpop([question.reply_key], timeout=max(question.remaining, _MIN_BLOCK))
             if popped is not None:
-                return question.answered(popped[1])
+                answer = question.answered(popped[1])
+                await self.emit(question.answered_event(answer))
+                return answer
         keys, args = expire_call(self.settings, question.callback_id)
         state, *rest = await self._expire(keys, args)
         if text(state) == "expired":

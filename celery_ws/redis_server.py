@@ -11,7 +11,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from types import TracebackType
 
 import redis

@@ -3,6 +3,7 @@ and ``celery worker``. Their output goes to log files named in failures."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,16 @@ from celery_ws.redis_server import free_port
 REPO = Path(__file__).resolve().parent.parent
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """Status and body; a 4xx/5xx answer is returned, not raised."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -62,16 +74,22 @@ class _Process:
 
 
 class ServeProcess(_Process):
-    """``python -m celery_ws serve`` on a fixed loopback port; open mode unless
-    ``env`` sets ``CELERY_WS_SECRET``."""
+    """A celery-ws server on a fixed loopback port, restartable on that port;
+    open mode unless ``env`` sets ``CELERY_WS_SECRET``.
 
-    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None,
-                 env: dict[str, str] | None = None, app: str | None = None) -> None:
+    ``command`` is what runs it (``python -m celery_ws`` by default); ``serve
+    --host --port`` and then ``args`` follow it.
+    """
+
+    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None, *,
+                 env: dict[str, str] | None = None, app: str | None = None,
+                 command: Sequence[str] = (sys.executable, "-m", "celery_ws"), args: Sequence[str] = ()) -> None:
         self.redis_url = redis_url
         self.env = env or {}
         self.port = port or free_port()
         self.log_dir = log_dir
-        self.app = app
+        self.command = [*command]
+        self.args = [*args, *(["--app", app] if app else [])]
 
     @property
     def url(self) -> str:
@@ -83,8 +101,7 @@ class ServeProcess(_Process):
 
     def start(self) -> ServeProcess:
         assert self.process is None, "already running"
-        args = [sys.executable, "-m", "celery_ws", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "info", *(["--app", self.app] if self.app else [])]
+        args = [*self.command, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self._spawn(args, _clean_env(CELERY_WS_REDIS_URL=self.redis_url, **self.env), f"serve-{self.port}")
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
@@ -92,14 +109,18 @@ class ServeProcess(_Process):
                 self.process = None
                 raise RuntimeError(f"celery-ws serve exited at start:\n{self.logs()}")
             try:
-                with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return self
+                if http_get(f"{self.http_url}/readyz", timeout=1.0)[0] == 200:
+                    return self
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"celery-ws serve not ready after {_START_TIMEOUT}s:\n{self.logs()}")
+
+    def status(self) -> dict[str, Any]:
+        code, body = http_get(f"{self.http_url}/status")
+        assert code == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
 
 
 class WorkerProcess(_Process):

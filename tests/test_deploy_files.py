@@ -19,7 +19,7 @@ import pytest
 
 from celery_ws.cli import ws
 from celery_ws.redis_server import free_port
-from tests.test_scale_out import find_nginx, nginx_command, write_nginx_conf
+from tests.nginx import find_nginx, nginx_command, write_nginx_conf
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"

@@ -161,8 +161,8 @@ async def test_metrics_move_when_events_flow(own_server: ServerThread, worker: A
     assert moved("celery_ws_messages_in_total", action="subscribe") == 1
     assert moved("celery_ws_messages_in_total", action="ping") == 1
     assert moved("celery_ws_messages_in_total", action="confirm") == 1
-    for type_ in ("task_sent", "task_started", "task_progress", "task_step_result", "task_succeeded",
-                  "confirmation_answered"):
+    for type_ in ("task_sent", "task_started", "task_progress", "task_step_result", "confirmation_answered",
+                  "task_succeeded"):
         assert moved("celery_ws_messages_out_total", type=type_) >= 1, type_
     sent_by_type = sum(moved("celery_ws_messages_out_total", type=t)
                        for t in {f["type"] for f in delivered})

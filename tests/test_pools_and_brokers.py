@@ -10,7 +10,6 @@ import pytest
 from celery import Celery
 
 from celery_ws import CeleryWS
-
 from tests.processes import WorkerProcess
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -37,7 +36,8 @@ def broker(request, celery_ws_redis_url) -> str:
 def sender(broker, celery_ws_redis_url) -> Celery:
     """A web app's Celery app, publishing to ``broker``, with CeleryWS attached
     so that ``task_sent`` is stored before each message leaves."""
-    app = Celery("sender", broker=broker, backend=celery_ws_redis_url, include=["tests.tasks"])
+    app = Celery("sender", broker=broker, backend=celery_ws_redis_url, include=["tests.tasks"],
+                 set_as_current=False)  # the suite's own app stays the current one
     app.conf.broker_connection_retry_on_startup = True
     app.loader.import_default_modules()
     CeleryWS(app, redis_url=celery_ws_redis_url)

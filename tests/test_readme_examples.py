@@ -95,3 +95,14 @@ def test_make_demo_runs_end_to_end(celery_ws_redis_url, tmp_path):
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "task_succeeded" in done.stdout or "succeeded" in done.stdout.lower()
+
+
+report_and_ask = tasks.report_and_ask
+
+
+async def test_the_task_asks_before_writing(celery_ws_client, worker):
+    async with celery_ws_client(user_id="u1") as client:
+        result = report_and_ask.delay_for("u1")
+        question = await client.wait_for(lambda f: f.get("callback_id") and f["task_id"] == result.id)
+        await client.confirm(question["callback_id"], True)
+        await client.wait_for_event("task_succeeded", task_id=result.id)

@@ -187,16 +187,6 @@ class ActionHandler:
             raise ProtocolError(code, message, callback_id=action.callback_id)
         if answered.asked_at is not None:
             self.metrics.answer_latency.observe(max(0.0, time.time() - answered.asked_at))
-        await self.publisher.emit(
-            event(
-                "confirmation_answered",
-                task_id=answered.task_id,
-                user_id=answered.owner,
-                callback_id=action.callback_id,
-                proceed=action.proceed,
-                answered_by=session.identity,
-            )
-        )
         return [_encode({"type": "confirmation_received", "callback_id": action.callback_id,
                          "proceed": action.proceed})]
 

@@ -13,7 +13,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-__all__ = ["Metrics"]
+from ..protocol import ACTIONS
+
+__all__ = ["CONNECTION_OUTCOMES", "Metrics"]
+
+CONNECTION_OUTCOMES = ("accepted", "rejected_server_full", "rejected_user_full", "rejected_unauthorized",
+                       "closed_rate_limit")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ANSWER_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -43,6 +48,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r)
         self.redis_reconnects = Counter(
             "celery_ws_redis_reconnects", "Times the event reader reconnected to Redis", registry=r)
+        # known labels start at 0, so a fresh server already shows them
+        for outcome in CONNECTION_OUTCOMES:
+            self.connection_outcomes.labels(outcome)
+        for action in (*ACTIONS, "invalid"):
+            self.messages_in.labels(action)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)

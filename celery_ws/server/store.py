@@ -4,8 +4,8 @@ finding the confirmations a person has yet to answer."""
 from __future__ import annotations
 
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 
