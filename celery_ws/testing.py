@@ -10,8 +10,12 @@ WebSocket server on a free loopback port, real clients.
 - ``celery_ws_server``: a running server (:class:`ServerThread`); override
   ``celery_ws_revoke`` to let it revoke tasks of your app.
 - ``celery_ws_client``: ``async with celery_ws_client(user_id="u1") as c: ...``
-  gives a connected :class:`~celery_ws.client.Client`, subscribed when a user or
-  task is given.
+  gives a :class:`~celery_ws.client.Client` logged in as that user: with a
+  token when the server runs in token mode, by ``subscribe`` in open mode.
+  ``c.wait_for_event(type, task_id=...)`` and ``c.confirm(callback_id, proceed)``
+  are the helpers most tests need.
+- ``celery_ws_worker``: an embedded Celery worker (threads pool) for your app,
+  with ``CeleryWS`` attached; override ``celery_ws_app`` to return your app.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from .client import Client
 from .redis_server import RedisServer
 from .server.handlers import Revoke
 from .server.manager import WebSocketManager
 from .settings import Settings
+from .tokens import issue_token
 
 __all__ = ["ServerThread"]
 
@@ -112,12 +118,39 @@ def celery_ws_server(celery_ws_settings: Settings, celery_ws_revoke: Revoke | No
 
 @pytest.fixture
 def celery_ws_client(celery_ws_server: ServerThread) -> Callable[..., AbstractAsyncContextManager[Client]]:
+    settings = celery_ws_server.manager.settings
+
     @asynccontextmanager
     async def connect(user_id: str | None = None, task_id: str | None = None,
                       **options: Any) -> AsyncIterator[Client]:
+        if settings.token_mode and user_id is not None and "token" not in options:
+            options["token"] = issue_token(user_id, ttl=3600, settings=settings)
         async with Client(celery_ws_server.url, **options) as client:
+            if settings.token_mode and user_id is not None:
+                await client.wait_for_event("authenticated")
+                user_id = None  # followed already
             if user_id is not None or task_id is not None:
                 reply = await client.subscribe(user_id=user_id, task_id=task_id)
                 assert reply["type"] == "subscription_confirmed", reply
             yield client
     return connect
+
+
+@pytest.fixture(scope="session")
+def celery_ws_app() -> Celery:
+    """Your Celery app; override this fixture to use ``celery_ws_worker``."""
+    raise pytest.UsageError("override the celery_ws_app fixture to return your Celery app")
+
+
+@pytest.fixture(scope="session")
+def celery_ws_worker(celery_ws_app: Celery, celery_ws_redis_url: str) -> Iterator[Any]:
+    """An embedded worker (threads pool, 4 threads) for ``celery_ws_app``, with
+    CeleryWS attached and pointed at the test Redis."""
+    from celery.contrib.testing.worker import start_worker
+
+    from .worker.integration import CeleryWS
+
+    CeleryWS(celery_ws_app, redis_url=celery_ws_redis_url)
+    with start_worker(celery_ws_app, pool="threads", concurrency=4, perform_ping_check=False,
+                      shutdown_timeout=30) as worker:
+        yield worker

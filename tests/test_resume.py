@@ -22,7 +22,7 @@ async def test_missed_events_arrive_once_in_order_then_live(celery_ws_client, pu
         seen = await first.wait_for_event("note", n=0)
     missed = [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(1, 51)]
 
-    async with celery_ws_client() as again:
+    async with celery_ws_client(user_id=user + "-elsewhere") as again:  # not a see-all connection
         # events published while the replay runs must not fall into the seam
         racing = asyncio.create_task(asyncio.to_thread(
             lambda: [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(51, 101)]))
@@ -70,8 +70,9 @@ async def test_malformed_last_event_id_is_refused(celery_ws_client, user):
 
 @pytest.mark.usefixtures("worker")
 async def test_a_page_opened_late_gets_the_task_state(celery_ws_client, user):
-    result = tasks.report.delay_for(user, 7, step="validation")
-    await asyncio.to_thread(result.get, timeout=10)
+    async with celery_ws_client(user_id=user) as watcher:
+        result = tasks.report.delay_for(user, 7, step="validation")
+        await watcher.wait_for_event("task_succeeded", task_id=result.id)
     async with celery_ws_client() as late:
         reply = await late.subscribe(task_id=result.id)
     state = reply["state"]

@@ -45,8 +45,10 @@ def token_for(user: str, settings: Settings, ttl: float = 60, **claims) -> str:
 
 
 async def authenticated(secure: ServerThread, user: str, settings: Settings) -> Client:
+    """A client logged in as ``user``, past the frames that follow the login."""
     client = await Client(f"{secure.url}/?token={token_for(user, settings)}").__aenter__()
     await client.wait_for_event("authenticated")
+    await client.wait_for_event("subscription_confirmed")
     return client
 
 
