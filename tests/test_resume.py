@@ -17,20 +17,23 @@ def _notes(client, user):
 
 
 async def test_missed_events_arrive_once_in_order_then_live(celery_ws_client, publisher, user):
-    async with celery_ws_client(user_id=user) as first:
+    async with celery_ws_client(user_id=user) as first, celery_ws_client(user_id=user) as watcher:
         publisher.send_to_user(user, {"type": "note", "n": 0})
         seen = await first.wait_for_event("note", n=0)
-    missed = [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(1, 51)]
+        await first.close()  # first goes away; 50 events happen meanwhile
+        missed = [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(1, 51)]
+        # once the watcher has them, no see-all connection can catch them live any more
+        await watcher.wait_for_event("note", n=50)
 
-    async with celery_ws_client(user_id=user + "-elsewhere") as again:  # not a see-all connection
-        # events published while the replay runs must not fall into the seam
-        racing = asyncio.create_task(asyncio.to_thread(
-            lambda: [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(51, 101)]))
-        reply = await again.subscribe(user_id=user, last_event_id=seen["id"])
-        await racing
-        await again.wait_for_event("note", n=100)
-        publisher.send_to_user(user, {"type": "note", "n": 101})
-        await again.wait_for_event("note", n=101)
+        async with celery_ws_client(user_id=user + "-elsewhere") as again:  # not a see-all connection
+            # events published while the replay runs must not fall into the seam
+            racing = asyncio.create_task(asyncio.to_thread(
+                lambda: [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(51, 101)]))
+            reply = await again.subscribe(user_id=user, last_event_id=seen["id"])
+            await racing
+            await again.wait_for_event("note", n=100)
+            publisher.send_to_user(user, {"type": "note", "n": 101})
+            await again.wait_for_event("note", n=101)
     assert reply["recovered"] is True
     notes = _notes(again, user)
     assert [f["n"] for f in notes] == list(range(1, 102))

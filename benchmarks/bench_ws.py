@@ -1,0 +1,381 @@
+"""Server-side benchmarks: fan-out, latency, memory, scale-out, soak.
+
+Each stack is one server process (or two replicas) and several client
+processes on loopback, fed through Redis by a publisher in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from typing import Any
+
+import redis
+
+from .common import PY, SECRET, Child, CpuMeter, percentile, rss, summary
+from .servers import RELAY_CHANNEL, SEED_CHANNEL
+
+PAD = "x" * 64
+
+
+def payload(gen: int, seq: int, to: str | None) -> dict[str, Any]:
+    return {"type": "bench", "bm": gen, "seq": seq, "ts": time.time(), "to": to, "pad": PAD}
+
+
+class Pub:
+    """Emits benchmark events the way each peer's users do, from a worker-like process."""
+
+    def __init__(self, kind: str, redis_url: str) -> None:
+        self.kind = kind
+        self.redis = redis.Redis.from_url(redis_url)
+        self.emitter = None
+        if kind.startswith("celery-ws"):
+            from celery_ws import Publisher
+            from celery_ws.settings import Settings
+
+            self.settings = Settings.load(redis_url=redis_url)
+            self.publisher = Publisher(settings=self.settings)
+        elif kind == "socketio":
+            import socketio
+
+            self.manager = socketio.RedisManager(redis_url, write_only=True)
+
+    def worker_emitter(self) -> Any:
+        """celery-ws' per-process emitter (the path ``step_result()`` takes)."""
+        if self.emitter is None:
+            from celery_ws.worker.emitter import Emitter
+
+            self.emitter = Emitter(self.settings)
+        return self.emitter
+
+    def send(self, gen: int, targets: list[str | None], start_seq: int = 0) -> None:
+        """Pipelined where the peer allows it (socketio's write-only manager does not)."""
+        if self.kind.startswith("celery-ws"):
+            from celery_ws.protocol import message_event
+
+            self.publisher.emit_many([message_event(payload(gen, start_seq + i, to), user_id=to)
+                                      for i, to in enumerate(targets)])
+        elif self.kind == "socketio":
+            for i, to in enumerate(targets):
+                self.manager.emit("bench", payload(gen, start_seq + i, to), room=to)
+        else:
+            channel = SEED_CHANNEL if self.kind == "seed" else RELAY_CHANNEL
+            with self.redis.pipeline(transaction=False) as pipe:
+                for i, to in enumerate(targets):
+                    body = json.dumps(payload(gen, start_seq + i, to))
+                    pipe.publish(channel, body if self.kind == "seed" else f"{to or ''}\x00{body}")
+                pipe.execute()
+
+    def send_one_worker(self, gen: int, seq: int, to: str | None) -> None:
+        """One event as a worker emits it, for latency."""
+        if self.kind.startswith("celery-ws"):
+            from celery_ws.protocol import message_event
+
+            self.worker_emitter().emit(message_event(payload(gen, seq, to), user_id=to))
+        else:
+            self.send(gen, [to], seq)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class Stack:
+    """Server process(es) plus client processes with N connections in total."""
+
+    def __init__(self, kind: str, redis_url: str, n: int, *, procs: int | None = None, token: bool = False,
+                 replicas: int = 1, profile: str | None = None) -> None:
+        from celery_ws.redis_server import free_port
+
+        self.kind, self.redis_url, self.n, self.token = kind, redis_url, n, token
+        self.procs = procs or max(1, min(4, math.ceil(n / 1250)))
+        self.servers: list[Child] = []
+        self.clients: list[Child] = []
+        env = {"BENCH_SECRET": SECRET}
+        for r in range(replicas):
+            port = free_port()
+            args = [PY, "-m", "benchmarks.servers", kind, str(port), redis_url]
+            if token:
+                args.append("--token")
+            if profile and r == 0:
+                args += ["--profile", profile]
+            child = Child(args, env)
+            child.read(60)
+            child.port = port  # type: ignore[attr-defined]
+            self.servers.append(child)
+        time.sleep(0.5)
+        self.rss_before = sum(rss(s.pid) for s in self.servers)
+        per = math.ceil(n / self.procs)
+        t0 = time.monotonic()
+        for p in range(self.procs):
+            first, count = p * per, min(per, n - p * per)
+            server = self.servers[p % replicas]
+            args = [PY, "-m", "benchmarks.clients", kind, f"ws://127.0.0.1:{server.port}", str(first), str(count)]
+            if token:
+                args.append("--token")
+            self.clients.append(Child(args, env))
+        answers = [c.ask("connect", timeout=600) for c in self.clients]
+        self.connect_secs = time.monotonic() - t0
+        self.connected = sum(a["connected"] for a in answers)
+        self.failed = sum(a["failed"] for a in answers)
+        time.sleep(1.0)
+        self.rss_after = sum(rss(s.pid) for s in self.servers)
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [s.pid for s in self.servers]
+
+    @property
+    def client_pids(self) -> list[int]:
+        return [c.pid for c in self.clients]
+
+    def reset(self, gen: int, lat: bool = False) -> None:
+        for c in self.clients:
+            c.ask(f"reset {gen} {int(lat)}")
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [c.ask("report") for c in self.clients]
+
+    def close(self) -> None:
+        for c in self.clients:
+            try:
+                c.ask("close", timeout=30)
+            except (TimeoutError, RuntimeError, OSError):
+                pass
+            c.stop()
+        for s in self.servers:
+            s.stop()
+
+
+def _drain(stack: Stack, expected: int, timeout: float, idle: float = 1.5) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    last_total, last_change = -1, time.monotonic()
+    while True:
+        reports = stack.reports()
+        total = sum(r["count"] for r in reports)
+        now = time.monotonic()
+        if total >= expected or now > deadline:
+            return reports
+        if total != last_total:
+            last_total, last_change = total, now
+        elif now - last_change > idle:
+            return reports
+        time.sleep(0.1)
+
+
+_GEN = [0]
+
+
+def next_gen() -> int:
+    _GEN[0] += 1
+    return _GEN[0]
+
+
+def fanout_once(stack: Stack, pub: Pub, mode: str, deliveries: int, drain: float) -> dict[str, Any]:
+    """Send as fast as the publisher can; delivered msgs/s from first send to last receive."""
+    n = stack.n
+    gen = next_gen()
+    stack.reset(gen)
+    if mode == "broadcast":
+        events = max(3, deliveries // n)
+        targets: list[str | None] = [None] * events
+        expected = events * n
+    else:
+        events = deliveries
+        targets = [f"u{i % n}" for i in range(events)]
+        expected = events
+    srv, cli = CpuMeter(stack.server_pids), CpuMeter(stack.client_pids)
+    t0 = time.time()
+    for start in range(0, events, 500):
+        pub.send(gen, targets[start:start + 500], start)
+    send_secs = time.time() - t0
+    reports = _drain(stack, expected, drain)
+    delivered = sum(r["count"] for r in reports)
+    last = max((r["last"] for r in reports if r["last"]), default=0.0)
+    # nothing delivered: CPU over the whole wait rather than over an empty window
+    active = last - t0 if last else time.time() - t0
+    return {
+        "mode": mode, "events": events, "expected": expected, "delivered": delivered,
+        "loss": 1 - delivered / expected, "msgs_per_s": delivered / active, "secs": active,
+        "send_per_s": events / send_secs if send_secs else None,
+        "server_cpu": 100 * srv.seconds() / active, "client_cpu": 100 * cli.seconds() / active,
+        "extra_frames": sum(r["extra"] for r in reports),
+    }
+
+
+def latency_once(stack: Stack, pub: Pub, *, interval: float, duration: float, broadcast: bool) -> dict[str, Any]:
+    """One event every ``interval`` s (broadcast to all, or to one user round-robin)."""
+    gen = next_gen()
+    stack.reset(gen, lat=True)
+    srv, cli = CpuMeter(stack.server_pids), CpuMeter(stack.client_pids)
+    count = int(duration / interval)
+    t0 = time.monotonic()
+    for seq in range(count):
+        pause = t0 + seq * interval - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        pub.send_one_worker(gen, seq, None if broadcast else f"u{seq % stack.n}")
+    wall = time.monotonic() - t0
+    expected = count * (stack.n if broadcast else 1)
+    reports = _drain(stack, expected, 10.0)
+    pairs = [tuple(p) for r in reports for p in r["pairs"]]
+    lats = [lat for _, lat in pairs]
+    by_event: dict[int, list[float]] = {}
+    for seq, lat in pairs:
+        by_event.setdefault(seq, []).append(lat)
+    firsts = [min(v) for v in by_event.values()]
+    lasts = [max(v) for v in by_event.values()]
+    delivered = len(lats)
+    return {
+        "interval_ms": interval * 1000, "broadcast": broadcast, "events": count, "expected": expected,
+        "delivered": delivered, "loss": 1 - delivered / expected if expected else 0,
+        "p50_ms": 1000 * (percentile(lats, 50) or 0), "p99_ms": 1000 * (percentile(lats, 99) or 0),
+        "max_ms": 1000 * (max(lats) if lats else 0),
+        "first_client_p50_ms": 1000 * (percentile(firsts, 50) or 0),
+        "last_client_p50_ms": 1000 * (percentile(lasts, 50) or 0),
+        "last_client_p99_ms": 1000 * (percentile(lasts, 99) or 0),
+        "server_cpu": 100 * srv.seconds() / wall, "client_cpu": 100 * cli.seconds() / wall,
+    }
+
+
+def _summarise(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": runs}
+    for key in keys:
+        out[key] = summary([r[key] for r in runs if r.get(key) is not None])
+    return out
+
+
+FANOUT_KEYS = ["msgs_per_s", "loss", "server_cpu", "client_cpu", "send_per_s"]
+LAT_KEYS = ["p50_ms", "p99_ms", "max_ms", "first_client_p50_ms", "last_client_p50_ms", "last_client_p99_ms",
+            "loss", "server_cpu", "client_cpu"]
+
+
+def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int, deliveries: int,
+               lat_n: int, lat_duration: float, log: Any) -> dict[str, Any]:
+    """Fan-out at every size, and latency at ``lat_n``, on the same connections."""
+    results: dict[str, Any] = {"fanout": {}, "latency": {}, "open_rss": {}}
+    for n in sizes:
+        for kind in kinds:
+            log(f"fan-out: {kind} N={n}: connecting")
+            stack = Stack(kind, redis_url, n)
+            pub = Pub(kind, redis_url)
+            try:
+                log(f"  {stack.connected} connected in {stack.connect_secs:.1f} s, {stack.failed} failed")
+                results["open_rss"].setdefault(kind, {})[str(n)] = {
+                    "per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
+                    "rss_mib": stack.rss_after / 2**20}
+                entry = results["fanout"].setdefault(kind, {}).setdefault(str(n), {})
+                entry["connected"], entry["failed"] = stack.connected, stack.failed
+                for mode in ("addressed", "broadcast"):
+                    runs = [fanout_once(stack, pub, mode, deliveries, drain=8.0) for _ in range(repeats)]
+                    entry[mode] = _summarise(runs, FANOUT_KEYS)
+                    log(f"  {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s, loss "
+                        f"{entry[mode]['loss']['median']:.3%}, server {entry[mode]['server_cpu']['median']:.0f}% "
+                        f"clients {entry[mode]['client_cpu']['median']:.0f}%")
+                if n == lat_n:
+                    lat = results["latency"].setdefault(kind, {})
+                    for name, interval, bcast in (("200ms_broadcast", 0.2, True), ("10ms_addressed", 0.01, False)):
+                        runs = [latency_once(stack, pub, interval=interval, duration=lat_duration, broadcast=bcast)
+                                for _ in range(repeats)]
+                        lat[name] = _summarise(runs, LAT_KEYS)
+                        log(f"  latency {name}: p50 {lat[name]['p50_ms']['median']:.2f} ms "
+                            f"p99 {lat[name]['p99_ms']['median']:.2f} ms max {lat[name]['max_ms']['median']:.1f} ms")
+            finally:
+                pub.close()
+                stack.close()
+    return results
+
+
+def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: int, log: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for n in sizes:
+        stack = Stack("celery-ws", redis_url, n, replicas=2, procs=max(2, min(4, math.ceil(n / 1250))))
+        pub = Pub("celery-ws", redis_url)
+        try:
+            entry = results.setdefault(str(n), {"connected": stack.connected})
+            for mode in ("addressed", "broadcast"):
+                runs = [fanout_once(stack, pub, mode, deliveries, drain=8.0) for _ in range(repeats)]
+                entry[mode] = _summarise(runs, FANOUT_KEYS)
+                log(f"scale-out N={n} {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s "
+                    f"(2 replicas, server CPU {entry[mode]['server_cpu']['median']:.0f}% total)")
+        finally:
+            pub.close()
+            stack.close()
+    return results
+
+
+def run_memory(redis_url: str, kinds: list[tuple[str, bool]], sizes: list[int], repeats: int,
+               log: Any) -> dict[str, Any]:
+    """Server RSS growth per idle, subscribed connection (token mode for celery-ws)."""
+    results: dict[str, Any] = {}
+    for kind, token in kinds:
+        label = kind + (" (token)" if token else "")
+        for n in sizes:
+            runs = []
+            for _ in range(repeats):
+                stack = Stack(kind, redis_url, n, token=token)
+                try:
+                    runs.append({"per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
+                                 "rss_mib": stack.rss_after / 2**20, "baseline_mib": stack.rss_before / 2**20,
+                                 "connected": stack.connected})
+                finally:
+                    stack.close()
+            results.setdefault(label, {})[str(n)] = _summarise(runs, ["per_conn_kib", "rss_mib", "baseline_mib"])
+            log(f"memory {label} N={n}: {results[label][str(n)]['per_conn_kib']['median']:.1f} KiB/conn")
+    return results
+
+
+def run_soak(redis_url: str, n: int, duration: float, log: Any) -> dict[str, Any]:
+    """Token-mode celery-ws with connections churning and tasks emitting; RSS over time."""
+    stack = Stack("celery-ws", redis_url, n, token=True)
+    pub = Pub("celery-ws", redis_url)
+    stop = threading.Event()
+    emitted = [0]
+
+    def tasks() -> None:  # a few "tasks" reporting progress and step results to their owners
+        from celery_ws.protocol import event
+
+        emitter = pub.worker_emitter()
+        i = 0
+        while not stop.is_set() and i < 10_000_000:
+            task = f"soak-task-{i // 200}"
+            user = f"u{(i // 200) % n}"
+            emitter.progress(task, user, i % 200, 200, "working")
+            if i % 20 == 0:
+                emitter.emit(event("task_step_result", task_id=task, user_id=user, step=str(i), message="ok",
+                                   status="completed", bm=0))
+                emitted[0] += 1
+            i += 1
+            time.sleep(0.002)
+
+    worker = threading.Thread(target=tasks, daemon=True)
+    worker.start()
+    samples = []
+    t0 = time.monotonic()
+    pid = stack.server_pids[0]
+    try:
+        while time.monotonic() - t0 < duration:
+            samples.append((time.monotonic() - t0, rss(pid) / 2**20))
+            for c in stack.clients:
+                c.ask(f"churn {max(1, n // 20 // len(stack.clients))}", timeout=120)
+            time.sleep(max(0.0, min(5.0, duration - (time.monotonic() - t0))))
+        samples.append((time.monotonic() - t0, rss(pid) / 2**20))
+    finally:
+        stop.set()
+        worker.join(5)
+        pub.close()
+        stack.close()
+    half = [s for s in samples if s[0] >= duration / 2] or samples
+    slope = 0.0
+    if len(half) >= 2:
+        xs, ys = [s[0] for s in half], [s[1] for s in half]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        den = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den * 60 if den else 0.0
+    result = {"connections": n, "duration_s": duration, "samples": samples, "step_results": emitted[0],
+              "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1],
+              "rss_max_mib": max(s[1] for s in samples), "slope_second_half_mib_per_min": slope}
+    log(f"soak {duration:.0f} s: RSS {result['rss_start_mib']:.1f} -> {result['rss_end_mib']:.1f} MiB, "
+        f"second-half slope {slope:+.2f} MiB/min")
+    return result

@@ -1,0 +1,306 @@
+"""Run every benchmark, print the table, write JSON, PNG plots and the README table.
+
+    python -m benchmarks.run            # the full run (make bench), under 10 minutes on 2 cores
+    python -m benchmarks.run --quick    # a smoke run: small N, one repeat
+    python -m benchmarks.run --soak 600 # the 10-minute soak alone (make soak)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import bench_worker, bench_ws
+from .common import KINDS, RESULTS, ROOT, fmt, raise_nofile
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{psutil.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if not a or not b or not a.get("median") or not b.get("median"):
+        return "n/a"
+    return f"{a['median'] / b['median']:.2f}×"
+
+
+def table(res: dict[str, Any]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    if "emit" in res:
+        e = res["emit"]
+        pc = e["per_call_us"]
+        add("### 1. Emit cost in the worker (µs per call, median (min–max))\n")
+        add("| call | µs per call | vs progress() |")
+        add("|---|---|---|")
+        for key, name in (("progress", "`self.progress()` (celery-ws)"), ("update_state", "`update_state('PROGRESS')` (Redis backend)"),
+                          ("socketio_emit", "socketio `RedisManager(write_only).emit()`"),
+                          ("publish", "bare redis-py `PUBLISH`")):
+            add(f"| {name} ({e['calls'][key]:,} calls) | {fmt(pc[key], digits=2)} | {_ratio(pc[key], pc['progress'])} |")
+        t = e["task"]
+        add("")
+        add(f"Task of {e['iterations']:,} iterations of {t['work_us_per_iteration']['median']:.1f} µs work: "
+            f"{fmt(t['without_s'], ' s', 2)} without, {fmt(t['with_s'], ' s', 2)} with a `progress()` per iteration: "
+            f"slowdown **{fmt(t['slowdown_pct'], ' %', 1)}**.")
+        s = e["step_result"]
+        add(f"One `step_result()` until stored in Redis (emit + `flush()`): {fmt(s['single_until_stored_us'], ' µs', 0)} vs "
+            f"a bare pipelined write of the same event (3×XADD + HSET + 2×EXPIRE): {fmt(s['bare_pipelined_single_us'], ' µs', 0)}: "
+            f"**{fmt(s['ratio_single'], '×', 2)}**. Caller cost of `step_result()` alone: {fmt(s['caller_cost_us'], ' µs', 1)}; "
+            f"amortized over a burst until stored {fmt(s['amortized_until_stored_us'], ' µs', 1)} vs bare pipelined batch "
+            f"{fmt(s['bare_pipelined_batch_us'], ' µs', 1)} ({fmt(s['ratio_amortized'], '×', 2)}).\n")
+    if "fanout" in res:
+        f = res["fanout"]["fanout"]
+        add("### 2. Fan-out: delivered messages/s (median (min–max)), loss, CPU (% of one core)\n")
+        add("| N | mode | server | msgs/s | loss | server CPU | clients CPU | celery-ws ÷ this |")
+        add("|---|---|---|---|---|---|---|---|")
+        for n in sorted({int(k) for kind in f.values() for k in kind}):
+            for mode in ("addressed", "broadcast"):
+                for kind in KINDS:
+                    entry = f.get(kind, {}).get(str(n), {}).get(mode)
+                    if not entry:
+                        continue
+                    cws = f.get("celery-ws", {}).get(str(n), {}).get(mode, {}).get("msgs_per_s")
+                    add(f"| {n:,} | {mode} | {kind} | {fmt(entry['msgs_per_s'], '', 0)} | "
+                        f"{entry['loss']['median']:.2%} | {entry['server_cpu']['median']:.0f}% | "
+                        f"{entry['client_cpu']['median']:.0f}% | {_ratio(cws, entry['msgs_per_s']) if kind != 'celery-ws' else ''} |")
+        add("")
+        lat = res["fanout"]["latency"]
+        if lat:
+            add("### 3. Latency, emit → receive, ms (median of runs (min–max))\n")
+            add("| load | server | p50 | p99 | max | last client p50 | loss | server CPU | clients CPU |")
+            add("|---|---|---|---|---|---|---|---|---|")
+            for load in ("200ms_broadcast", "10ms_addressed"):
+                for kind in KINDS:
+                    e = lat.get(kind, {}).get(load)
+                    if not e:
+                        continue
+                    add(f"| {load} | {kind} | {fmt(e['p50_ms'], '', 2)} | {fmt(e['p99_ms'], '', 2)} | "
+                        f"{fmt(e['max_ms'], '', 1)} | {fmt(e['last_client_p50_ms'], '', 1)} | {e['loss']['median']:.2%} | "
+                        f"{e['server_cpu']['median']:.0f}% | {e['client_cpu']['median']:.0f}% |")
+            add("")
+    if "confirm" in res:
+        c = res["confirm"]
+        add("### 4. Confirmation round trip, ms\n")
+        add("| measure | p50 | p99 | max |")
+        add("|---|---|---|---|")
+        add(f"| celery-ws: client sends `confirm` → `confirm_step()` returns | {fmt(c['cws_p50'], '', 2)} | "
+            f"{fmt(c['cws_p99'], '', 2)} | {fmt(c['cws_max'], '', 2)} |")
+        add(f"| celery-ws: whole question (ask → shown → answered → returns) | {fmt(c['cws_rt_p50'], '', 2)} | | |")
+        add(f"| Redis floor: PUBLISH → other process LPUSH → BLPOP wakes | {fmt(c['floor_p50'], '', 2)} | "
+            f"{fmt(c['floor_p99'], '', 2)} | |")
+        add(f"| Redis floor, LPUSH → BLPOP wakes only | {fmt(c['floor_oneway_p50'], '', 2)} | | |")
+        add(f"\np50 ratio celery-ws ÷ floor: **{fmt(c['ratio_p50_vs_floor'], '×', 2)}** ({c['n']} confirmations per run).\n")
+    if "memory" in res:
+        add("### 5. Memory: server RSS growth per idle subscribed connection, KiB\n")
+        add("| server | N | KiB/conn | RSS MiB |")
+        add("|---|---|---|---|")
+        for label, sizes in res["memory"].items():
+            for n, e in sizes.items():
+                add(f"| {label} | {int(n):,} | {fmt(e['per_conn_kib'], '', 1)} | {fmt(e['rss_mib'], '', 0)} |")
+        if "fanout" in res:
+            add("\nOpen mode, from the fan-out stacks (one reading each):\n")
+            add("| server | " + " | ".join(f"N={n}" for n in sorted({int(n) for v in res['fanout']['open_rss'].values() for n in v})) + " |")
+            sizes = sorted({int(n) for v in res['fanout']['open_rss'].values() for n in v})
+            add("|---|" + "---|" * len(sizes))
+            for kind, v in res["fanout"]["open_rss"].items():
+                add(f"| {kind} | " + " | ".join(f"{v[str(n)]['per_conn_kib']:.1f}" if str(n) in v else "" for n in sizes) + " |")
+        add("")
+    if "soak" in res:
+        s = res["soak"]
+        add(f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections, 5 % churned every 5 s, "
+            f"a task emitting progress every 2 ms and a step result every 40 ms): RSS {s['rss_start_mib']:.1f} → "
+            f"{s['rss_end_mib']:.1f} MiB (max {s['rss_max_mib']:.1f}), second-half slope "
+            f"{s['slope_second_half_mib_per_min']:+.2f} MiB/min.\n")
+    if "scaleout" in res:
+        add("### 6. Scale-out: two celery-ws replicas on one Redis, half the clients each\n")
+        add("| N | mode | msgs/s, 2 replicas | msgs/s, 1 server | server CPU (both) | clients CPU |")
+        add("|---|---|---|---|---|---|")
+        for n, e in res["scaleout"].items():
+            for mode in ("addressed", "broadcast"):
+                one = res.get("fanout", {}).get("fanout", {}).get("celery-ws", {}).get(n, {}).get(mode, {})
+                add(f"| {int(n):,} | {mode} | {fmt(e[mode]['msgs_per_s'], '', 0)} | {fmt(one.get('msgs_per_s'), '', 0)} | "
+                    f"{e[mode]['server_cpu']['median']:.0f}% | {e[mode]['client_cpu']['median']:.0f}% |")
+        add("")
+    return "\n".join(lines)
+
+
+def plots(res: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if "fanout" in res:
+        f = res["fanout"]["fanout"]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, mode in zip(axes, ("addressed", "broadcast")):
+            for kind in KINDS:
+                if kind not in f:
+                    continue
+                ns = sorted(int(n) for n in f[kind] if mode in f[kind][n])
+                med = [f[kind][str(n)][mode]["msgs_per_s"]["median"] for n in ns]
+                lo = [m - f[kind][str(n)][mode]["msgs_per_s"]["min"] for m, n in zip(med, ns)]
+                hi = [f[kind][str(n)][mode]["msgs_per_s"]["max"] - m for m, n in zip(med, ns)]
+                ax.errorbar(ns, med, yerr=[lo, hi], marker="o", capsize=3, label=kind)
+            ax.set_xscale("log")
+            ax.set_xlabel("connected clients (N)")
+            ax.set_ylabel("delivered msgs/s")
+            ax.set_title(f"fan-out, {mode} events")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "fanout.png", dpi=110)
+        plt.close(fig)
+        written.append("fanout.png")
+        lat = res["fanout"]["latency"]
+        if lat:
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+            for ax, load in zip(axes, ("200ms_broadcast", "10ms_addressed")):
+                kinds = [k for k in KINDS if load in lat.get(k, {})]
+                x = range(len(kinds))
+                for offset, key in ((-0.2, "p50_ms"), (0.2, "p99_ms")):
+                    ax.bar([i + offset for i in x], [lat[k][load][key]["median"] for k in kinds], width=0.4,
+                           label=key.replace("_ms", ""))
+                ax.set_xticks(list(x), kinds)
+                ax.set_yscale("log")
+                ax.set_ylabel("ms (log)")
+                ax.set_title(f"latency, {load}")
+                ax.legend()
+            fig.tight_layout()
+            fig.savefig(out / "latency.png", dpi=110)
+            plt.close(fig)
+            written.append("latency.png")
+    if "emit" in res:
+        pc = res["emit"]["per_call_us"]
+        keys = ["progress", "publish", "socketio_emit", "update_state"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar(keys, [pc[k]["median"] for k in keys])
+        ax.set_yscale("log")
+        ax.set_ylabel("µs per call (log)")
+        ax.set_title("emit cost in the worker")
+        fig.tight_layout()
+        fig.savefig(out / "emit.png", dpi=110)
+        plt.close(fig)
+        written.append("emit.png")
+    if "soak" in res:
+        s = res["soak"]["samples"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([x for x, _ in s], [y for _, y in s], marker=".")
+        ax.set_xlabel("s")
+        ax.set_ylabel("server RSS MiB")
+        ax.set_title("soak")
+        fig.tight_layout()
+        fig.savefig(out / "soak.png", dpi=110)
+        plt.close(fig)
+        written.append("soak.png")
+    return written
+
+
+def update_readme(text: str) -> None:
+    readme = ROOT / "benchmarks" / "README.md"
+    if not readme.exists():
+        return
+    content = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start in content and end in content:
+        content = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", content,
+                         flags=re.S)
+        readme.write_text(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small N, one repeat: a smoke run")
+    parser.add_argument("--soak", type=float, default=0, help="run only the soak, for this many seconds")
+    parser.add_argument("--only", default="", help="comma-separated: emit,confirm,fanout,memory,scaleout,soak,profile")
+    parser.add_argument("--repeats", type=int, default=None)
+    opts = parser.parse_args()
+    raise_nofile()
+    from celery_ws.redis_server import RedisServer
+
+    quick = opts.quick
+    repeats = opts.repeats or (1 if quick else 3)
+    sizes = [50, 200] if quick else [100, 1000, 5000]
+    lat_n = 200 if quick else 1000
+    only = set(filter(None, opts.only.split(","))) or {"emit", "confirm", "fanout", "memory", "scaleout", "soak",
+                                                        "profile"}
+    if opts.soak:
+        only = {"soak"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+    res: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+                           "quick": quick, "repeats": repeats}
+    with RedisServer() as server:
+        url = server.url
+
+        def section(name: str, fn: Any) -> None:
+            if name in only:
+                t0 = time.monotonic()
+                log(f"== {name}")
+                res[name] = fn()
+                timings[name] = time.monotonic() - t0
+
+        section("emit", lambda: bench_worker.run_emit(url, repeats, 20_000 if quick else 100_000, log))
+        section("confirm", lambda: bench_worker.run_confirm(url, repeats, 30 if quick else 100, log))
+        section("fanout", lambda: bench_ws.run_fanout(url, list(KINDS), sizes, repeats, 5_000 if quick else 20_000,
+                                                       lat_n, 1.0 if quick else 2.0, log))
+        section("memory", lambda: bench_ws.run_memory(url, [("celery-ws", True), ("celery-ws-nodeflate", True),
+                                                            ("relay", False)],
+                                                      sizes[1:], repeats, log))
+        section("scaleout", lambda: bench_ws.run_scaleout(url, sizes[1:], repeats, 5_000 if quick else 20_000, log))
+        section("soak", lambda: bench_ws.run_soak(url, 200 if quick else 500, opts.soak or (10 if quick else 30), log))
+        if "profile" in only:
+            t0 = time.monotonic()
+            log("== profile (celery-ws server under pyinstrument, N=1000 fan-out)")
+            profile = RESULTS / "profile_server.txt"
+            stack = bench_ws.Stack("celery-ws", url, lat_n, profile=str(profile))
+            pub = bench_ws.Pub("celery-ws", url)
+            try:
+                for mode in ("addressed", "broadcast"):
+                    bench_ws.fanout_once(stack, pub, mode, 5_000 if quick else 20_000, drain=8.0)
+            finally:
+                pub.close()
+                stack.close()
+            res["profile"] = str(profile.relative_to(ROOT))
+            timings["profile"] = time.monotonic() - t0
+    res["timings_s"] = timings
+    res["total_s"] = time.monotonic() - started
+    name = "latest_quick" if quick else ("soak" if opts.soak else "latest")
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
+    out_dir = RESULTS / ("quick" if quick else "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = plots(res, out_dir)
+    text = f"Run {res['date']} on {res['machine']}; {repeats} repeats per figure; total {res['total_s']:.0f} s.\n\n" + table(res)
+    (RESULTS / f"{name}.md").write_text(text)
+    print("\n" + text)
+    print(f"\nwrote {RESULTS / (name + '.json')}, {RESULTS / (name + '.md')}, plots {written}")
+    if not quick and not opts.soak:
+        update_readme(text)
+
+
+if __name__ == "__main__":
+    main()
