@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery import _state as _celery_state
 
 from .client import Client
 from .redis_server import RedisServer
@@ -142,15 +143,21 @@ def celery_ws_app() -> Celery:
     raise pytest.UsageError("override the celery_ws_app fixture to return your Celery app")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_ws_worker(celery_ws_app: Celery, celery_ws_redis_url: str) -> Iterator[Any]:
     """An embedded worker (threads pool, 4 threads) for ``celery_ws_app``, with
-    CeleryWS attached and pointed at the test Redis."""
+    CeleryWS attached and pointed at the test Redis. Module-scoped: Celery's
+    worker state is per process, and two embedded workers alive at once (say,
+    this and pytest-celery's session worker) disturb each other's timers."""
     from celery.contrib.testing.worker import start_worker
 
     from .worker.integration import CeleryWS
 
     CeleryWS(celery_ws_app, redis_url=celery_ws_redis_url)
+    current = _celery_state.get_current_app()
     with start_worker(celery_ws_app, pool="threads", concurrency=4, perform_ping_check=False,
                       shutdown_timeout=30) as worker:
+        # start_worker makes its app the current one of this thread: tests that
+        # publish through shared tasks must not be redirected to it
+        current.set_current()
         yield worker

@@ -72,6 +72,7 @@ class Emitter:
         self._cancelled: set[str] = set()
         self._running: dict[str, str] = {}
         self._lease = LOST_AFTER_BEATS * settings.heartbeat_interval
+        self._coalesce = settings.progress_interval > 0
         self._next_beat = time.monotonic() + settings.heartbeat_interval
         self._thread = threading.Thread(target=self._run, name="celery-ws-emitter", daemon=True)
         self._thread.start()
@@ -81,11 +82,15 @@ class Emitter:
     def progress(
         self, task_id: str, user_id: str | None, current: float, total: float | None, message: str | None
     ) -> bool:
-        """Record the latest progress; returns whether the task was cancelled."""
-        with self._cond:
-            first = not self._progress
-            self._progress[task_id] = (user_id, current, total, message, time.time())
-            if first:
+        """Record the latest progress; returns whether the task was cancelled.
+
+        No lock: one dict store is atomic, and only the writer thread and
+        :meth:`emit` (under the lock) take entries out. The writer looks every
+        ``progress_interval`` while a task runs, so nothing needs waking here.
+        """
+        self._progress[task_id] = (user_id, current, total, message, time.time())
+        if not self._coalesce:
+            with self._cond:
                 self._cond.notify()
         return task_id in self._cancelled
 
@@ -159,16 +164,17 @@ class Emitter:
                     count = min(len(self._queue), _BATCH)
                     batch = [self._queue.popleft() for _ in range(count)]
                     break
-                beat_in = self._next_beat - time.monotonic() if self._running else None
                 if self._progress:
                     wait = self._next_progress - time.monotonic()
                     if wait <= 0:
                         batch = [self._progress_entry(t) for t in list(self._progress)]
                         self._next_progress = time.monotonic() + self.settings.progress_interval
                         break
-                    self._cond.wait(wait if beat_in is None else min(wait, beat_in))
                 else:
-                    self._cond.wait(beat_in)
+                    wait = self.settings.progress_interval if self._running and self._coalesce else None
+                beat_in = self._next_beat - time.monotonic() if self._running else None
+                timeouts = [t for t in (wait, beat_in) if t is not None]
+                self._cond.wait(min(timeouts) if timeouts else None)
             self._in_flight = len(batch)
             return batch
 

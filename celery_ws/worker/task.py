@@ -29,6 +29,7 @@ from ..exceptions import TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, step_result_event
 from ..publisher import Default
 from .confirm import confirm_step
+from .emitter import Emitter
 from .integration import CeleryWS
 from .ownership import OWNER_HEADER, owner_of
 
@@ -65,12 +66,20 @@ class ProgressTask(Task):  # type: ignore[misc]
             TaskCancelled: the owner cancelled this task.
         """
         request = self.request
+        reporter = getattr(request, "_celery_ws_reporter", None)
+        if reporter is None:
+            reporter = request._celery_ws_reporter = self._reporter(request)
+        if reporter and reporter[2].progress(reporter[0], reporter[1], current, total, message):
+            raise TaskCancelled(reporter[0])
+
+    def _reporter(self, request: Any) -> tuple[str, str, Emitter] | tuple[()]:
+        """What ``progress()`` needs, looked up once per task run (the request is
+        new for every run): task id, owner and this process' emitter."""
         owner = owner_of(request)
-        if owner is None or request.id is None:
-            return
         ws = CeleryWS.for_app(self.app)
-        if ws is not None and ws.emitter().progress(request.id, owner, current, total, message):
-            raise TaskCancelled(request.id)
+        if owner is None or request.id is None or ws is None:
+            return ()
+        return request.id, owner, ws.emitter()
 
     def step_result(self, result: TaskStepResult | None = None, /, **fields: Any) -> None:
         """Show the outcome of a step; ``fields`` build a TaskStepResult in place."""
