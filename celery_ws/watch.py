@@ -43,6 +43,7 @@ EXIT_CODES = {"task_succeeded": 0, "task_failed": 1, "task_cancelled": 2}
 EXIT_CONNECTION = 4
 EXIT_INTERRUPTED = 130
 _STATUS_POLL = 0.25  # seconds between checks of the connection state, for the status line
+_REPLY_GRACE = 2.0  # seconds an answer already sent may take to be confirmed before the watcher exits
 _YES = {"y", "yes"}
 _NO = {"n", "no"}
 
@@ -200,7 +201,10 @@ class Watcher:
         finally:
             status.cancel()
             if self.asking is not None:
-                self.asking[1].cancel()
+                callback_id, prompt = self.asking
+                if callback_id in self.answered:  # our answer is on its way: let it report
+                    await asyncio.wait([prompt], timeout=_REPLY_GRACE)
+                prompt.cancel()
             self.view.pause()
         reason = self.client.auth_error or "the connection closed"
         self.view.line(f"[red]{escape(str(reason))}[/]")
@@ -251,7 +255,7 @@ class Watcher:
         if callback_id in self.answered:
             return
         self.questions = deque(q for q in self.questions if q.get("callback_id") != callback_id)
-        if self.asking is not None and self.asking[0] == callback_id:
+        if self.asking is not None and self.asking[0] == callback_id and callback_id not in self.answered:
             self.asking[1].cancel()
             how = "expired" if frame.get("type") == "confirmation_expired" else \
                 f"answered by {frame.get('answered_by')} (proceed={frame.get('proceed')})"
