@@ -85,7 +85,8 @@ class Stack:
     """Server process(es) plus client processes with N connections in total."""
 
     def __init__(self, kind: str, redis_url: str, n: int, *, procs: int | None = None, token: bool = False,
-                 replicas: int = 1, profile: str | None = None) -> None:
+                 replicas: int = 1, profile: str | None = None, initial: int | None = None) -> None:
+        """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory)."""
         from celery_ws.redis_server import free_port
 
         self.kind, self.redis_url, self.n, self.token = kind, redis_url, n, token
@@ -115,7 +116,21 @@ class Stack:
             if token:
                 args.append("--token")
             self.clients.append(Child(args, env))
-        answers = [c.ask("connect", timeout=600) for c in self.clients]
+        self.rss_initial = None
+        self.connected_initial = 0
+        if initial and initial < n:
+            shares = [initial // self.procs + (1 if p < initial % self.procs else 0) for p in range(self.procs)]
+            for c, k in zip(self.clients, shares):
+                c.proc.stdin.write(f"connect {k}\n")  # all processes connect at once
+                c.proc.stdin.flush()
+            answers = [c.read(600) for c in self.clients]
+            self.connected_initial = sum(a["connected"] for a in answers)
+            time.sleep(1.0)
+            self.rss_initial = sum(rss(s.pid) for s in self.servers)
+        for c in self.clients:
+            c.proc.stdin.write("connect\n")
+            c.proc.stdin.flush()
+        answers = [c.read(600) for c in self.clients]
         self.connect_secs = time.monotonic() - t0
         self.connected = sum(a["connected"] for a in answers)
         self.failed = sum(a["failed"] for a in answers)
@@ -164,6 +179,39 @@ def _drain(stack: Stack, expected: int, timeout: float, idle: float = 1.5) -> li
         time.sleep(0.1)
 
 
+def settle(stack: Stack, timeout: float = 6.0, quiet: float = 0.4) -> float:
+    """Wait (bounded) until the clients stop receiving frames of earlier measurements.
+
+    The seed sends every addressed event to every connection: after the addressed
+    frames arrived, the rest of its last broadcasts is still on its way and would
+    load the next measurement."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    last, changed = -1, t0
+    while time.monotonic() < deadline:
+        extra = sum(r["extra"] for r in stack.reports())
+        now = time.monotonic()
+        if extra != last:
+            last, changed = extra, now
+        elif now - changed >= quiet:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+# The seed sends each addressed event to all N connections (it has no user map):
+# a run of E addressed events costs it E x N frames. Its addressed runs send
+# SEED_FRAME_BUDGET // N events (at least 10), so the run ends within seconds
+# instead of timing out (the rate is the same, the backlog smaller), and are not
+# run at N > SEED_ADDRESSED_MAX_N.
+SEED_FRAME_BUDGET = 20_000
+SEED_ADDRESSED_MAX_N = 1000
+SEED_ADDRESSED_SKIP = ("not run: the seed sends every addressed event to all {n:,} connections "
+                       "(a 10-event run is {frames:,} frames; at N=1,000 it delivered "
+                       "{rate} addressed msgs/s)")
+SEED_LAT_10MS_DURATION = 0.3  # 30 events; the seed cannot sustain the 10 ms load, its backlog grows with the run
+
+
 _GEN = [0]
 
 
@@ -183,6 +231,8 @@ def fanout_once(stack: Stack, pub: Pub, mode: str, deliveries: int, drain: float
         expected = events * n
     else:
         events = deliveries
+        if stack.kind == "seed":
+            events = min(deliveries, max(10, SEED_FRAME_BUDGET // n))
         targets = [f"u{i % n}" for i in range(events)]
         expected = events
     srv, cli = CpuMeter(stack.server_pids), CpuMeter(stack.client_pids)
@@ -194,13 +244,15 @@ def fanout_once(stack: Stack, pub: Pub, mode: str, deliveries: int, drain: float
     delivered = sum(r["count"] for r in reports)
     last = max((r["last"] for r in reports if r["last"]), default=0.0)
     # nothing delivered: CPU over the whole wait rather than over an empty window
-    active = last - t0 if last else time.time() - t0
+    waited = time.time() - t0
+    active = last - t0 if last and last - t0 > 0.001 else waited
+    settled = settle(stack) if stack.kind == "seed" else 0.0
     return {
         "mode": mode, "events": events, "expected": expected, "delivered": delivered,
         "loss": 1 - delivered / expected, "msgs_per_s": delivered / active, "secs": active,
         "send_per_s": events / send_secs if send_secs else None,
         "server_cpu": 100 * srv.seconds() / active, "client_cpu": 100 * cli.seconds() / active,
-        "extra_frames": sum(r["extra"] for r in reports),
+        "extra_frames": sum(r["extra"] for r in reports), "settle_s": settled,
     }
 
 
@@ -219,6 +271,7 @@ def latency_once(stack: Stack, pub: Pub, *, interval: float, duration: float, br
     wall = time.monotonic() - t0
     expected = count * (stack.n if broadcast else 1)
     reports = _drain(stack, expected, 10.0)
+    wall = time.monotonic() - t0  # CPU over sending and draining (an overloaded server works on after the last send)
     pairs = [tuple(p) for r in reports for p in r["pairs"]]
     lats = [lat for _, lat in pairs]
     by_event: dict[int, list[float]] = {}
@@ -236,6 +289,7 @@ def latency_once(stack: Stack, pub: Pub, *, interval: float, duration: float, br
         "last_client_p50_ms": 1000 * (percentile(lasts, 50) or 0),
         "last_client_p99_ms": 1000 * (percentile(lasts, 99) or 0),
         "server_cpu": 100 * srv.seconds() / wall, "client_cpu": 100 * cli.seconds() / wall,
+        "duration_s": duration, "settle_s": settle(stack) if stack.kind == "seed" else 0.0,
     }
 
 
@@ -251,7 +305,7 @@ LAT_KEYS = ["p50_ms", "p99_ms", "max_ms", "first_client_p50_ms", "last_client_p5
             "loss", "server_cpu", "client_cpu"]
 
 
-def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int, deliveries: int,
+def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int, deliveries: dict[str, int],
                lat_n: int, lat_duration: float, log: Any) -> dict[str, Any]:
     """Fan-out at every size, and latency at ``lat_n``, on the same connections."""
     results: dict[str, Any] = {"fanout": {}, "latency": {}, "open_rss": {}}
@@ -268,7 +322,14 @@ def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int,
                 entry = results["fanout"].setdefault(kind, {}).setdefault(str(n), {})
                 entry["connected"], entry["failed"] = stack.connected, stack.failed
                 for mode in ("addressed", "broadcast"):
-                    runs = [fanout_once(stack, pub, mode, deliveries, drain=8.0) for _ in range(repeats)]
+                    if kind == "seed" and mode == "addressed" and n > SEED_ADDRESSED_MAX_N:
+                        prev = results["fanout"]["seed"].get(str(SEED_ADDRESSED_MAX_N), {}).get("addressed", {})
+                        rate = prev.get("msgs_per_s", {}).get("median")
+                        entry[mode] = {"not_run": SEED_ADDRESSED_SKIP.format(
+                            n=n, frames=10 * n, rate=f"{rate:,.0f}" if rate is not None else "a few")}
+                        log(f"  {mode}: {entry[mode]['not_run']}")
+                        continue
+                    runs = [fanout_once(stack, pub, mode, deliveries[mode], drain=8.0) for _ in range(repeats)]
                     entry[mode] = _summarise(runs, FANOUT_KEYS)
                     log(f"  {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s, loss "
                         f"{entry[mode]['loss']['median']:.3%}, server {entry[mode]['server_cpu']['median']:.0f}% "
@@ -276,7 +337,10 @@ def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int,
                 if n == lat_n:
                     lat = results["latency"].setdefault(kind, {})
                     for name, interval, bcast in (("200ms_broadcast", 0.2, True), ("10ms_addressed", 0.01, False)):
-                        runs = [latency_once(stack, pub, interval=interval, duration=lat_duration, broadcast=bcast)
+                        duration = lat_duration
+                        if kind == "seed" and not bcast:
+                            duration = min(lat_duration, SEED_LAT_10MS_DURATION)
+                        runs = [latency_once(stack, pub, interval=interval, duration=duration, broadcast=bcast)
                                 for _ in range(repeats)]
                         lat[name] = _summarise(runs, LAT_KEYS)
                         log(f"  latency {name}: p50 {lat[name]['p50_ms']['median']:.2f} ms "
@@ -287,7 +351,8 @@ def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int,
     return results
 
 
-def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: int, log: Any) -> dict[str, Any]:
+def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: dict[str, int],
+                 log: Any) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for n in sizes:
         stack = Stack("celery-ws", redis_url, n, replicas=2, procs=max(2, min(4, math.ceil(n / 1250))))
@@ -295,7 +360,7 @@ def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: int
         try:
             entry = results.setdefault(str(n), {"connected": stack.connected})
             for mode in ("addressed", "broadcast"):
-                runs = [fanout_once(stack, pub, mode, deliveries, drain=8.0) for _ in range(repeats)]
+                runs = [fanout_once(stack, pub, mode, deliveries[mode], drain=8.0) for _ in range(repeats)]
                 entry[mode] = _summarise(runs, FANOUT_KEYS)
                 log(f"scale-out N={n} {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s "
                     f"(2 replicas, server CPU {entry[mode]['server_cpu']['median']:.0f}% total)")
@@ -307,22 +372,33 @@ def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: int
 
 def run_memory(redis_url: str, kinds: list[tuple[str, bool]], sizes: list[int], repeats: int,
                log: Any) -> dict[str, Any]:
-    """Server RSS growth per idle, subscribed connection (token mode for celery-ws)."""
+    """Server RSS growth per idle, subscribed connection (token mode for celery-ws).
+
+    One stack per repeat: it connects sizes[0] connections (reading), then grows
+    to sizes[-1] (reading), so each size has ``repeats`` readings from as many
+    server processes, at the cost of one stack of the largest size per repeat."""
     results: dict[str, Any] = {}
+    small, big = sizes[0], sizes[-1]
     for kind, token in kinds:
         label = kind + (" (token)" if token else "")
-        for n in sizes:
-            runs = []
-            for _ in range(repeats):
-                stack = Stack(kind, redis_url, n, token=token)
-                try:
-                    runs.append({"per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
-                                 "rss_mib": stack.rss_after / 2**20, "baseline_mib": stack.rss_before / 2**20,
-                                 "connected": stack.connected})
-                finally:
-                    stack.close()
-            results.setdefault(label, {})[str(n)] = _summarise(runs, ["per_conn_kib", "rss_mib", "baseline_mib"])
-            log(f"memory {label} N={n}: {results[label][str(n)]['per_conn_kib']['median']:.1f} KiB/conn")
+        runs: dict[int, list[dict[str, Any]]] = {small: [], big: []}
+        for _ in range(repeats):
+            stack = Stack(kind, redis_url, big, token=token, initial=small if big > small else None)
+            try:
+                if stack.rss_initial is not None:
+                    runs[small].append({
+                        "per_conn_kib": (stack.rss_initial - stack.rss_before) / max(1, stack.connected_initial) / 1024,
+                        "rss_mib": stack.rss_initial / 2**20, "baseline_mib": stack.rss_before / 2**20,
+                        "connected": stack.connected_initial})
+                runs[big].append({"per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
+                                  "rss_mib": stack.rss_after / 2**20, "baseline_mib": stack.rss_before / 2**20,
+                                  "connected": stack.connected, "connect_s": stack.connect_secs})
+            finally:
+                stack.close()
+        for n in (small, big):
+            if runs[n]:
+                results.setdefault(label, {})[str(n)] = _summarise(runs[n], ["per_conn_kib", "rss_mib", "baseline_mib"])
+                log(f"memory {label} N={n}: {results[label][str(n)]['per_conn_kib']['median']:.1f} KiB/conn")
     return results
 
 
