@@ -10,7 +10,7 @@ Usage::
 
     import_rows.delay_for("user_123", "data.csv")
 
-``progress()`` costs about a microsecond: it records the latest value and a
+``progress()`` costs a couple of microseconds: it records the latest value and a
 background thread writes it at most once per ``progress_interval``. It is also
 where a running task learns that its owner cancelled it: it raises
 :class:`~celery_ws.TaskCancelled`, and the task ends as revoked rather than
