@@ -230,7 +230,11 @@ async def test_an_unknown_subprotocol_alone_still_connects_without_one(celery_ws
 async def test_compression_on_by_default(celery_ws_server: ServerThread) -> None:
     assert celery_ws_server.manager.settings.compression is True
     async with connect(celery_ws_server.url, proxy=None) as ws:
-        assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        # per message: no zlib state kept between messages, so idle connections stay small
+        assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
+        await ws.send(json.dumps({"action": "ping", "text": "x" * 2000}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["original_data"]["text"] == "x" * 2000
 
 
 async def test_compression_off_with_the_setting(celery_ws_settings: Settings) -> None:
