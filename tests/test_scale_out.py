@@ -119,7 +119,10 @@ def test_health_and_metrics_through_nginx(cluster: tuple[ServeProcess, ServeProc
     assert http_get(f"{nginx.http_url}/healthz")[0] == 200
     code, body = http_get(f"{nginx.http_url}/metrics")
     assert code == 200 and b"celery_ws_active_connections" in body
-    assert http_get(f"{nginx.http_url}/status")[0] == 404  # only what deploy/nginx.conf passes through
+    assert http_get(f"{nginx.http_url}/status")[0] == 404  # operators ask each replica
+    code, page = http_get(f"{nginx.http_url}/")
+    assert code == 200 and b"/celery-ws.js" in page  # the built-in page, through nginx
+    assert http_get(f"{nginx.http_url}/celery-ws.js")[0] == 200
     # nginx's access log leaves out query strings, where browsers put their token
     assert http_get(f"{nginx.http_url}/healthz?token=not-for-the-log")[0] == 200
     access_log = (nginx.prefix / "access.log").read_text()
