@@ -332,6 +332,10 @@ async def watch(url: str, *, task_id: str | None = None, user_id: str | None = N
                 return EXIT_CONNECTION
         who = f"task {task_id}" if task_id else f"user {user_id or '(from the token)'}"
         console.print(f"Watching {escape(who)} on {escape(url)}" + (" (answering yes)" if yes else ""))
+        final = (reply.get("state") or {}).get("final") if task_id is not None else None
+        if final is not None and not follow:  # it ended before we came: say how, and go
+            view.outcome(final)
+            return EXIT_CODES.get(str(final.get("type")), EXIT_CONNECTION)
         stdin = LineReader(sys.stdin.fileno() if stdin_fd is None else stdin_fd)
         return await Watcher(client, view, stdin, task_id=task_id, yes=yes, follow=follow).run()
     finally:

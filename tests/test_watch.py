@@ -158,3 +158,17 @@ def test_unreachable_server_exits_4(terminal):
     term = watch(terminal, "--user", "nobody", "--url", f"ws://127.0.0.1:{free_port()}")
     assert term.wait() == 4
     assert "cannot connect" in term.screen
+
+
+@pytest.mark.usefixtures("worker")
+def test_watching_a_task_that_already_ended_exits_at_once(celery_ws_server, celery_ws_client, user):
+    result = tasks.fail.delay_for(user)
+
+    async def wait_until_failed() -> None:
+        async with celery_ws_client(user_id=user) as client:
+            await client.wait_for_event("task_failed", task_id=result.id)
+    asyncio.run(wait_until_failed())
+    done = subprocess.run([sys.executable, "-m", "celery_ws", "watch", result.id, "--url", celery_ws_server.url],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed" in done.stdout
