@@ -69,7 +69,9 @@ class Client:
     Args:
         url: ``ws://host:port``.
         timeout: default seconds for :meth:`wait_for` and requests.
-        token: a connection token (``celery_ws.issue_token``), sent as ``?token=``.
+        token: a connection token (``celery_ws.issue_token``), sent as ``?token=``;
+            or a function returning one, called for every (re)connection, so a
+            long-lived client keeps working after a short-lived token expires.
         reconnect: re-open a dropped connection and renew subscriptions.
         backoff_initial, backoff_max: the first and the longest pause between attempts.
         max_attempts: give up after this many failed attempts in a row (None: never).
@@ -77,10 +79,11 @@ class Client:
         connect_options: passed to :func:`websockets.asyncio.client.connect`.
     """
 
-    def __init__(self, url: str, *, timeout: float = _DEFAULT_TIMEOUT, token: str | None = None,
+    def __init__(self, url: str, *, timeout: float = _DEFAULT_TIMEOUT, token: str | Callable[[], str] | None = None,
                  reconnect: bool = False, backoff_initial: float = 0.5, backoff_max: float = 10.0,
                  max_attempts: int | None = None, auto_ack: bool = True, **connect_options: Any) -> None:
-        self.url = _with_token(url, token) if token else url
+        self.url = url
+        self._token = token
         self.timeout = timeout
         self.reconnect = reconnect
         self.backoff_initial = backoff_initial
@@ -114,15 +117,27 @@ class Client:
         self._seen_order: deque[str] = deque()
         self._acks_pending = 0
         self._acks_supported = True
+        self._frames_at_open = 0
         self.closed = asyncio.Event()
         #: set while a connection is open
         self.connected = asyncio.Event()
 
     async def __aenter__(self) -> Client:
-        ws = await connect(self.url, **self._connect_options)
+        ws = await connect(self._connection_url(), **self._connect_options)
         self._opened(ws)
         self._runner = asyncio.create_task(self._run(ws))
         return self
+
+    def _may_renew_token(self) -> bool:
+        """After a 4401, try again only with a token function, and only if this
+        connection had been accepted (its token expired): a token refused at
+        once would be refused again."""
+        accepted = len(self.frames) > self._frames_at_open
+        return callable(self._token) and self.reconnect and accepted and not self._closing
+
+    def _connection_url(self) -> str:
+        token = self._token() if callable(self._token) else self._token
+        return _with_token(self.url, token) if token else self.url
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -160,6 +175,7 @@ class Client:
         self._ws = ws
         self._acks_pending = 0
         self._acks_supported = True
+        self._frames_at_open = len(self.frames)
         self.connected.set()
 
     async def _run(self, ws: ClientConnection) -> None:
@@ -168,7 +184,7 @@ class Client:
                 await self._read(ws)
                 self.connected.clear()
                 self._changed.set()  # wakes requests waiting on the lost connection
-                if ws.close_code == CLOSE_UNAUTHORIZED:
+                if ws.close_code == CLOSE_UNAUTHORIZED and not self._may_renew_token():
                     self.auth_error = AuthError(ws.close_reason or "unauthorized")
                     return
                 if self._closing or not self.reconnect:
@@ -191,7 +207,7 @@ class Client:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             attempt += 1
             try:
-                ws = await connect(self.url, **self._connect_options)
+                ws = await connect(self._connection_url(), **self._connect_options)
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 logger.info("celery-ws reconnect attempt %d failed: %s", attempt, exc)
                 continue

@@ -227,6 +227,38 @@ async def test_a_refused_token_is_not_retried(token_server, user):
     assert client.connection.close_code == 4401
 
 
+async def test_a_token_function_renews_an_expiring_token(token_server, token_settings, user, publisher):
+    minted: list[str] = []
+
+    def fresh_token() -> str:
+        minted.append(issue_token(user, ttl=2, settings=token_settings))
+        return minted[-1]
+
+    async with Client(token_server.url, token=fresh_token, reconnect=True, backoff_initial=0.05) as client:
+        await client.wait_for_event("authenticated")
+        await asyncio.wait_for(_until(lambda: client.reconnects >= 1), 10)  # closed at expiry, back at once
+        publisher.send_to_user(user, {"type": "after_renewal"})
+        await client.wait_for_event("after_renewal")
+    assert client.auth_error is None and len(minted) >= 2 and len(set(minted)) == len(minted)
+
+
+async def test_a_token_function_whose_token_is_refused_at_once_stops(token_server, user):
+    calls = []
+
+    def wrong_token() -> str:
+        calls.append(1)
+        return issue_token(user, ttl=60, settings=Settings.load(secret="y" * 40))
+
+    async with Client(token_server.url, token=wrong_token, reconnect=True, backoff_initial=0.05) as client:
+        await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.auth_error is not None and calls == [1]
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
+
+
 # -- reconnect ----------------------------------------------------------------------------
 
 

@@ -87,9 +87,9 @@
     this._call("onStateChange", state);
   };
 
-  Client.prototype._socketUrl = function () {
-    if (!this.token) return this.url;
-    var query = "token=" + encodeURIComponent(this.token);
+  Client.prototype._socketUrl = function (token) {
+    if (!token) return this.url;
+    var query = "token=" + encodeURIComponent(token);
     if (this.lastEventId) query += "&last_event_id=" + encodeURIComponent(this.lastEventId);
     return this.url + (this.url.indexOf("?") >= 0 ? "&" : "?") + query;
   };
@@ -102,14 +102,30 @@
     return this;
   };
 
+  // `token` may be a function returning a token (or a promise of one): it is
+  // called for every connection, so a page keeps working past a token's expiry.
   Client.prototype._open = function (again) {
     var self = this;
     this._timer = null;
     this._ready = false;
     this._setState(again ? "reconnecting" : "connecting");
+    if (typeof this.token !== "function") {
+      this._openWith(this.token);
+      return;
+    }
+    Promise.resolve().then(function () { return self.token(); }).then(function (token) {
+      if (self._wanted) self._openWith(token);
+    }, function (err) {
+      self._call("onError", { type: "error", code: "token_unavailable", message: String(err) });
+      if (self._wanted) self._scheduleReconnect();
+    });
+  };
+
+  Client.prototype._openWith = function (token) {
+    var self = this;
     var socket;
     try {
-      socket = new WebSocket(this._socketUrl(), [SUBPROTOCOL]);
+      socket = new WebSocket(this._socketUrl(token), [SUBPROTOCOL]);
     } catch (err) {
       this._call("onError", { type: "error", code: "invalid_url", message: String(err) });
       this._wanted = false;
@@ -126,6 +142,7 @@
     };
     socket.onmessage = function (message) {
       if (self._socket !== socket) return;
+      socket._accepted = true;
       self._lastFrameAt = Date.now();
       self._attempt = 0;
       var frame;
@@ -141,7 +158,10 @@
       self._socket = null;
       self._ready = false;
       self._stopPinging();
-      if (event.code === CLOSE_UNAUTHORIZED) {
+      // a token that expired while connected is renewed by a token function; a
+      // token refused at once would be refused again
+      var renewable = typeof self.token === "function" && socket._accepted;
+      if (event.code === CLOSE_UNAUTHORIZED && !renewable) {
         self._wanted = false;
         self._call("onError", { type: "error", code: "unauthorized", message: event.reason || "Unauthorized" });
       }

@@ -378,3 +378,28 @@ def test_client_token_mode_protocol(scripted_page):
     assert out["sent1"] == [{"action": "subscribe", "task_id": "t9"}]
     assert out["sent2"] == [{"action": "subscribe", "task_id": "t9", "last_event_id": "17-3"}]
     assert out["count"] == 2 and out["states"][-1] == "closed"
+
+
+def test_client_token_function_renews_an_expired_token(scripted_page):
+    out = scripted_page.evaluate("""async () => {
+      const {log, options} = recorder();
+      let minted = 0;
+      const token = () => Promise.resolve("t" + (++minted));
+      const c = new CeleryWS.Client("ws://h/", {...options, token});
+      c.connect();
+      for (let i = 0; i < 50 && sockets.length < 1; i++) await sleep(10);
+      const s1 = sockets[0];
+      s1.open();
+      s1.message({type: "authenticated", user_id: "u1", expires_at: 0});
+      s1.drop(4401, "Token expired");           // accepted, then expired: renew
+      for (let i = 0; i < 50 && sockets.length < 2; i++) await sleep(20);
+      const s2 = sockets[1];
+      s2.open();
+      s2.drop(4401, "invalid token");          // refused at once: stop
+      await sleep(300);
+      return {urls: sockets.map(s => s.url), count: sockets.length, states: log.states,
+              errors: log.errors.map(e => e.code)};
+    }""")
+    assert out["urls"] == ["ws://h/?token=t1", "ws://h/?token=t2"]
+    assert out["count"] == 2 and out["states"][-1] == "closed"
+    assert out["errors"] == ["unauthorized"]
