@@ -12,6 +12,7 @@ backoff, reads what happened meanwhile and keeps its deadline.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable
@@ -228,14 +229,16 @@ class Publisher:
             except _REDIS_DOWN:
                 # Redis restarted or failed over: was it answered meanwhile?
                 confirm_key = self.settings.keys.confirm(question.callback_id)
-                state, answer = self._retrying(question, lambda q: self.redis.hmget(confirm_key, "state", "answer"))
+                state, answer = self._retrying(
+                    question, lambda q: self.redis.hmget(confirm_key, "state", "answer"))  # noqa: B023
                 decided = question.closed(text(state) or "unknown_callback", answer)
                 if decided is not None:
                     return decided
                 continue
             if popped is not None:
                 answer = question.answered(popped[1])
-                self._retrying(question, lambda q: self.emit(q.answered_event(answer)), past_deadline=True)
+                answered = question.answered_event(answer)
+                self._retrying(question, lambda q: self.emit(answered), past_deadline=True)  # noqa: B023
                 return answer
         keys, args = expire_call(self.settings, question.callback_id)
         state, *rest = self._retrying(question, lambda q: self._expire(keys, args), past_deadline=True)
@@ -309,19 +312,59 @@ class AsyncPublisher:
     ) -> UserConfirmation:
         question = _Question(self.settings, step_result, user_id, task_id, step, timeout, default,
                              assignees, answer_model)
+        await self._retrying(question, self._ask)
+        return await self._wait(question)
+
+    async def _ask(self, question: _Question) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             question.open(pipe)
             await pipe.execute()
         for keys, args in question.requests():
             await self._emit(keys, args)
+
+    async def _wait(self, question: _Question) -> UserConfirmation:
+        confirm_key = self.settings.keys.confirm(question.callback_id)
+
+        async def read_state(q: _Question) -> Any:
+            return await self.redis.hmget(confirm_key, "state", "answer")
+
         while question.remaining > 0:
-            popped = await self._blocking.blpop([question.reply_key], timeout=max(question.remaining, _MIN_BLOCK))
+            try:
+                popped = await self._blocking.blpop([question.reply_key],
+                                                    timeout=max(question.remaining, _MIN_BLOCK))
+            except _REDIS_DOWN:
+                state, raw = await self._retrying(question, read_state)
+                decided = question.closed(text(state) or "unknown_callback", raw)
+                if decided is not None:
+                    return decided
+                continue
             if popped is not None:
                 answer = question.answered(popped[1])
-                await self.emit(question.answered_event(answer))
+                event_ = question.answered_event(answer)
+
+                async def emit_answered(q: _Question, answered: dict[str, Any] = event_) -> None:
+                    await self.emit(answered)
+
+                await self._retrying(question, emit_answered, past_deadline=True)
                 return answer
         keys, args = expire_call(self.settings, question.callback_id)
-        state, *rest = await self._expire(keys, args)
+
+        async def expire(q: _Question) -> Any:
+            return await self._expire(keys, args)
+
+        state, *rest = await self._retrying(question, expire, past_deadline=True)
         if text(state) == "expired":
             await self.emit(question.expired_event())
         return question.closed(text(state) or "expired", rest[0] if rest else None) or question.timed_out()
+
+    async def _retrying(self, question: _Question, operation: Any, *, past_deadline: bool = False) -> Any:
+        """:meth:`Publisher._retrying`, awaiting."""
+        backoff = _BACKOFF_START
+        while True:
+            try:
+                return await operation(question)
+            except _REDIS_DOWN:
+                if question.remaining < (-_CLOSE_GRACE if past_deadline else 0):
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_CAP)

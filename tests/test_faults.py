@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from celery_ws import Publisher
+from celery_ws import Publisher, Settings
 from celery_ws.client import Client
 from celery_ws.protocol import event_order
 from celery_ws.redis_server import RedisServer
@@ -210,3 +210,34 @@ async def test_worker_sigterm_lets_the_running_task_finish_and_report(celery_ws_
         done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=20)
     progress = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
     assert done["result"] == "finished" and progress[-1]["current"] == 20
+
+
+async def test_async_notify_user_waits_through_a_redis_restart(user):
+    """The asyncio publisher keeps its question and its deadline across a Redis
+    restart, and takes the answer given after it."""
+    import redis as redis_py
+
+    from celery_ws import AsyncPublisher, TaskStepResult
+    from celery_ws.storage import ANSWER, answer_call, answer_payload
+
+    with RedisServer(persistent=True) as events_redis:
+        settings = Settings.load(redis_url=events_redis.url)
+        publisher = AsyncPublisher(settings=settings)
+        asking = asyncio.create_task(publisher.notify_user(
+            TaskStepResult(step="s", message="ok?", status="waiting"), user, None, timeout=30))
+        sync = redis_py.Redis.from_url(events_redis.url)
+        async with asyncio.timeout(10):
+            while not sync.zcard(settings.keys.user_pending(user)):
+                await asyncio.sleep(0.05)
+        callback_id = sync.zrange(settings.keys.user_pending(user), 0, 0)[0].decode()
+        sync.close()
+        await asyncio.to_thread(events_redis.stop)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(events_redis.start)
+        sync = redis_py.Redis.from_url(events_redis.url)
+        keys, args = answer_call(settings, callback_id, user, answer_payload(True, "after the restart", user))
+        assert sync.register_script(ANSWER)(keys, args)[0] == b"ok"
+        sync.close()
+        answer = await asyncio.wait_for(asking, 20)
+        await publisher.aclose()
+    assert answer.proceed is True and answer.feedback == "after the restart"
