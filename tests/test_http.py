@@ -252,3 +252,21 @@ async def test_compression_off_with_the_setting(celery_ws_settings: Settings) ->
 def test_compression_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CELERY_WS_COMPRESSION", "0")
     assert Settings.load().compression is False
+
+
+def test_the_page_is_served_with_a_strict_policy(celery_ws_server: ServerThread) -> None:
+    import base64
+    import hashlib
+    import re
+
+    status, headers, body = get(f"{http_url(celery_ws_server)}/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    policy = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "'unsafe-inline'" not in policy
+    inline = re.findall(rb"<script>(.*?)</script>", body, re.S)
+    assert inline, "the page has its script inline"
+    for script in inline:  # each inline script is allowed by its own hash, nothing else is
+        digest = base64.b64encode(hashlib.sha256(script).digest()).decode()
+        assert f"'sha256-{digest}'" in policy
+    assert headers["Referrer-Policy"] == "no-referrer"  # the page's URL may carry ?token=

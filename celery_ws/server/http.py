@@ -8,6 +8,9 @@ else is answered here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib.resources import files
@@ -36,14 +39,39 @@ Handler = Callable[[ServerConnection, Request], Awaitable[Response]]
 _STATIC = files("celery_ws").joinpath("static")
 
 
-def response(status: HTTPStatus, body: bytes, content_type: str, *, cache: str = "no-store") -> Response:
+def response(status: HTTPStatus, body: bytes, content_type: str, *, cache: str = "no-store",
+             extra: list[tuple[str, str]] | None = None) -> Response:
     headers = Headers([
         ("Content-Type", content_type),
         ("Content-Length", str(len(body))),
         ("Cache-Control", cache),
         ("X-Content-Type-Options", "nosniff"),
+        *(extra or []),
     ])
     return Response(status.value, status.phrase, headers, body)
+
+
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.S)
+
+
+def page_policy(html: bytes) -> list[tuple[str, str]]:
+    """Headers for an HTML page: a Content-Security-Policy that allows only this
+    origin and the page's own inline script and style (by hash), and no
+    referrer, since the page's URL may carry a token."""
+    hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
+    for kind, content in _INLINE.findall(html):
+        hashes[kind].append("'sha256-" + base64.b64encode(hashlib.sha256(content).digest()).decode() + "'")
+    policy = "; ".join([
+        "default-src 'none'",
+        "script-src 'self' " + " ".join(hashes[b"script"]),
+        "style-src " + (" ".join(hashes[b"style"]) or "'none'"),
+        "connect-src 'self' ws: wss:",
+        "img-src 'self' data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ])
+    return [("Content-Security-Policy", policy), ("Referrer-Policy", "no-referrer")]
 
 
 def json_response(status: HTTPStatus, value: Any) -> Response:
@@ -96,5 +124,7 @@ class HttpEndpoints:
             resource = _STATIC.joinpath(name)
             if not resource.is_file():
                 return response(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
-            return response(HTTPStatus.OK, resource.read_bytes(), content_type, cache="no-cache")
+            body = resource.read_bytes()
+            extra = page_policy(body) if content_type.startswith("text/html") else None
+            return response(HTTPStatus.OK, body, content_type, cache="no-cache", extra=extra)
         return serve
