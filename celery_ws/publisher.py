@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -28,6 +28,7 @@ from .settings import Settings
 from .storage import (
     EMIT,
     EXPIRE,
+    Call,
     EmitResult,
     confirmation_from_reply,
     emit_call,
@@ -70,17 +71,20 @@ class _Question:
         open_confirmation(pipe, self.settings, self.callback_id, owner=self.owner, task_id=self.task_id,
                           step=self.step, assignees=self.assignees, deadline=self.deadline, schema=self.schema)
 
-    def requests(self) -> list[tuple[list[str], list[Any]]]:
-        """The question for its owner (stored with the task's history) and a copy
-        for each other assignee, who does not otherwise see the owner's events."""
+    def _to_everyone(self, build: Callable[[str], dict[str, Any]], *, keep_request: bool = False) -> list[Call]:
+        """An event for the owner (stored with the task's history) and a copy for
+        each other assignee, who does not otherwise see the owner's events."""
         calls = []
         for user in dict.fromkeys([self.owner, *self.assignees]):
             is_owner = user == self.owner
-            request = step_result_event(self.step_result, task_id=self.task_id, user_id=user, step=self.step,
-                                        callback_id=self.callback_id, answer_schema=self.schema)
-            calls.append(emit_call(self.settings, request, callback_id=self.callback_id if is_owner else None,
-                                   route_by_task=is_owner))
+            calls.append(emit_call(self.settings, build(user), route_by_task=is_owner,
+                                   callback_id=self.callback_id if keep_request and is_owner else None))
         return calls
+
+    def requests(self) -> list[Call]:
+        return self._to_everyone(lambda user: step_result_event(
+            self.step_result, task_id=self.task_id, user_id=user, step=self.step, callback_id=self.callback_id,
+            answer_schema=self.schema), keep_request=True)
 
     @property
     def remaining(self) -> float:
@@ -101,14 +105,16 @@ class _Question:
                 raise ConfirmationError(f"answer to {self.callback_id} does not fit its model: {exc}") from None
         return answer
 
-    def answered_event(self, answer: UserConfirmation) -> dict[str, Any]:
+    def answered_events(self, answer: UserConfirmation) -> list[Call]:
         """Told by the waiting side once it has the answer, so it comes before
-        anything the task does next (and other tabs can close the question)."""
-        return event("confirmation_answered", task_id=self.task_id, user_id=self.owner,
-                     callback_id=self.callback_id, proceed=answer.proceed, answered_by=answer.answered_by)
+        anything the task does next (and every open copy of the question closes)."""
+        return self._to_everyone(lambda user: event(
+            "confirmation_answered", task_id=self.task_id, user_id=user, callback_id=self.callback_id,
+            proceed=answer.proceed, answered_by=answer.answered_by))
 
-    def expired_event(self) -> dict[str, Any]:
-        return event("confirmation_expired", task_id=self.task_id, user_id=self.owner, callback_id=self.callback_id)
+    def expired_events(self) -> list[Call]:
+        return self._to_everyone(lambda user: event(
+            "confirmation_expired", task_id=self.task_id, user_id=user, callback_id=self.callback_id))
 
     def closed(self, state: str, answer: bytes | None) -> UserConfirmation | None:
         """What a closed confirmation means: an answer, a default, or an exception;
@@ -219,7 +225,10 @@ class Publisher:
         with self.redis.pipeline(transaction=True) as pipe:
             question.open(pipe)
             pipe.execute()
-        for keys, args in question.requests():
+        self._emit_all(question.requests())
+
+    def _emit_all(self, calls: list[Call]) -> None:
+        for keys, args in calls:
             self._emit(keys, args)
 
     def _wait(self, question: _Question) -> UserConfirmation:
@@ -237,13 +246,13 @@ class Publisher:
                 continue
             if popped is not None:
                 answer = question.answered(popped[1])
-                answered = question.answered_event(answer)
-                self._retrying(question, lambda q: self.emit(answered), past_deadline=True)  # noqa: B023
+                answered = question.answered_events(answer)
+                self._retrying(question, lambda q: self._emit_all(answered), past_deadline=True)  # noqa: B023
                 return answer
         keys, args = expire_call(self.settings, question.callback_id)
         state, *rest = self._retrying(question, lambda q: self._expire(keys, args), past_deadline=True)
         if text(state) == "expired":
-            self.emit(question.expired_event())
+            self._emit_all(question.expired_events())
         return question.closed(text(state) or "expired", rest[0] if rest else None) or question.timed_out()
 
     def _retrying(self, question: _Question, operation: Any, *, past_deadline: bool = False) -> Any:
@@ -319,7 +328,10 @@ class AsyncPublisher:
         async with self.redis.pipeline(transaction=True) as pipe:
             question.open(pipe)
             await pipe.execute()
-        for keys, args in question.requests():
+        await self._emit_all(question.requests())
+
+    async def _emit_all(self, calls: list[Call]) -> None:
+        for keys, args in calls:
             await self._emit(keys, args)
 
     async def _wait(self, question: _Question) -> UserConfirmation:
@@ -340,10 +352,10 @@ class AsyncPublisher:
                 continue
             if popped is not None:
                 answer = question.answered(popped[1])
-                event_ = question.answered_event(answer)
+                calls = question.answered_events(answer)
 
-                async def emit_answered(q: _Question, answered: dict[str, Any] = event_) -> None:
-                    await self.emit(answered)
+                async def emit_answered(q: _Question, answered: list[Call] = calls) -> None:
+                    await self._emit_all(answered)
 
                 await self._retrying(question, emit_answered, past_deadline=True)
                 return answer
@@ -354,7 +366,7 @@ class AsyncPublisher:
 
         state, *rest = await self._retrying(question, expire, past_deadline=True)
         if text(state) == "expired":
-            await self.emit(question.expired_event())
+            await self._emit_all(question.expired_events())
         return question.closed(text(state) or "expired", rest[0] if rest else None) or question.timed_out()
 
     async def _retrying(self, question: _Question, operation: Any, *, past_deadline: bool = False) -> Any:

@@ -20,6 +20,7 @@ from .settings import Settings
 
 __all__ = [
     "ANSWER",
+    "Call",
     "CANCEL",
     "EMIT",
     "EXPIRE",

@@ -180,6 +180,10 @@ async def test_assignee_may_answer_and_sees_the_question(secure, settings, user)
         assert (await r.confirm(request["callback_id"], True, "approved"))["type"] == "confirmation_received"
         done = await o.wait_for_event("task_succeeded", task_id=result.id)
         assert done["result"]["answered_by"] == reviewer
+        # both see the question closed: the owner's copy and the reviewer's
+        for client in (o, r):
+            closed = await client.wait_for_event("confirmation_answered", callback_id=request["callback_id"])
+            assert closed["answered_by"] == reviewer
     finally:
         await o.close()
         await r.close()
