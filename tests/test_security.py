@@ -335,6 +335,14 @@ async def test_origin_allow_list(celery_ws_redis_url):
         async with connect(server.url, proxy=None) as ws:  # non-browser clients send no Origin
             await ws.send(json.dumps({"action": "ping"}))
             assert json.loads(await ws.recv())["type"] == "pong"
+        own_page = f"http://127.0.0.1:{server.manager.port}"  # the built-in page, from this server
+        async with connect(server.url, proxy=None, origin=own_page) as ws:
+            await ws.send(json.dumps({"action": "ping"}))
+            assert json.loads(await ws.recv())["type"] == "pong"
+        with pytest.raises(InvalidStatus) as other_port:  # same host, another port: another origin
+            async with connect(server.url, proxy=None, origin="http://127.0.0.1:1"):
+                pass
+        assert other_port.value.response.status_code == 403
     finally:
         server.stop()
 

@@ -78,9 +78,20 @@ def json_response(status: HTTPStatus, value: Any) -> Response:
     return response(status, dumps(value) + b"\n", "application/json")
 
 
+def origin_allowed(request: Request, allowed: list[str]) -> bool:
+    """The ``Origin`` check at the handshake: no list allows all; a client that
+    sends no Origin (not a browser) passes; so does a page of this server's own
+    (the built-in page), whose Origin names the host it connects to."""
+    origin = request.headers.get("Origin")
+    if not allowed or origin is None or origin in allowed:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("Host")
+
+
 class HttpEndpoints:
-    def __init__(self, source: StatusSource, *, serve_page: bool) -> None:
+    def __init__(self, source: StatusSource, *, serve_page: bool, allowed_origins: list[str]) -> None:
         self.source = source
+        self.allowed_origins = allowed_origins
         self.routes: dict[str, Handler] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -93,6 +104,8 @@ class HttpEndpoints:
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not origin_allowed(request, self.allowed_origins):
+                return response(HTTPStatus.FORBIDDEN, b"Origin not allowed\n", "text/plain; charset=utf-8")
             return None
         handler = self.routes.get(urlsplit(request.path).path)
         if handler is None:

@@ -82,7 +82,8 @@ class WebSocketManager:
                                      token_mode=self.settings.token_mode)
         self.connections = ConnectionLoop(self.settings, self.registry, self.handler,
                                           lambda outcome: self.metrics.connection_outcomes.labels(outcome).inc())
-        self.http = HttpEndpoints(self, serve_page=self.settings.serve_page)
+        self.http = HttpEndpoints(self, serve_page=self.settings.serve_page,
+                                  allowed_origins=self.settings.allowed_origins)
         self._server: Server | None = None
         self._background: list[asyncio.Task[None]] = []
         # loops watch this as well as being cancelled: redis-py can swallow a
@@ -121,13 +122,11 @@ class WebSocketManager:
             asyncio.create_task(self.bus.run(self._stopping), name="celery-ws-bus"),
             asyncio.create_task(self._housekeeping(), name="celery-ws-housekeeping"),
         ]
-        origins = [*self.settings.allowed_origins, None] if self.settings.allowed_origins else None
         self._server = await serve(
             self.connections.run,
             self.settings.host,
             self.settings.port,
             # WebSocket
-            origins=origins,  # None in the list: non-browser clients send no Origin
             select_subprotocol=_select_subprotocol,
             compression=None,
             extensions=_compression(self.settings.compression),
