@@ -18,6 +18,7 @@ from .common import PY, SECRET, Child, CpuMeter, percentile, rss, summary
 from .servers import RELAY_CHANNEL, SEED_CHANNEL
 
 PAD = "x" * 64
+CONNECT_IN_FLIGHT = 64  # handshakes in flight over all client processes of a stack (see clients.py)
 
 
 def payload(gen: int, seq: int, to: str | None) -> dict[str, Any]:
@@ -93,7 +94,7 @@ class Stack:
         self.procs = procs or max(1, min(4, math.ceil(n / 1250)))
         self.servers: list[Child] = []
         self.clients: list[Child] = []
-        env = {"BENCH_SECRET": SECRET}
+        env = {"BENCH_SECRET": SECRET, "BENCH_CONNECT_CONCURRENCY": str(max(8, CONNECT_IN_FLIGHT // self.procs))}
         for r in range(replicas):
             port = free_port()
             args = [PY, "-m", "benchmarks.servers", kind, str(port), redis_url]
@@ -370,7 +371,7 @@ def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: dic
     return results
 
 
-def run_memory(redis_url: str, kinds: list[tuple[str, bool]], sizes: list[int], repeats: int,
+def run_memory(redis_url: str, kinds: list[tuple[str, bool, list[int]]], repeats: int,
                log: Any) -> dict[str, Any]:
     """Server RSS growth per idle, subscribed connection (token mode for celery-ws).
 
@@ -378,8 +379,8 @@ def run_memory(redis_url: str, kinds: list[tuple[str, bool]], sizes: list[int], 
     to sizes[-1] (reading), so each size has ``repeats`` readings from as many
     server processes, at the cost of one stack of the largest size per repeat."""
     results: dict[str, Any] = {}
-    small, big = sizes[0], sizes[-1]
-    for kind, token in kinds:
+    for kind, token, sizes in kinds:
+        small, big = sizes[0], sizes[-1]
         label = kind + (" (token)" if token else "")
         runs: dict[int, list[dict[str, Any]]] = {small: [], big: []}
         for _ in range(repeats):
@@ -395,14 +396,14 @@ def run_memory(redis_url: str, kinds: list[tuple[str, bool]], sizes: list[int], 
                                   "connected": stack.connected, "connect_s": stack.connect_secs})
             finally:
                 stack.close()
-        for n in (small, big):
+        for n in sorted({small, big}):
             if runs[n]:
                 results.setdefault(label, {})[str(n)] = _summarise(runs[n], ["per_conn_kib", "rss_mib", "baseline_mib"])
                 log(f"memory {label} N={n}: {results[label][str(n)]['per_conn_kib']['median']:.1f} KiB/conn")
     return results
 
 
-def run_soak(redis_url: str, n: int, duration: float, log: Any) -> dict[str, Any]:
+def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5.0) -> dict[str, Any]:
     """Token-mode celery-ws with connections churning and tasks emitting; RSS over time."""
     stack = Stack("celery-ws", redis_url, n, token=True)
     pub = Pub("celery-ws", redis_url)
@@ -435,7 +436,7 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any) -> dict[str, Any
             samples.append((time.monotonic() - t0, rss(pid) / 2**20))
             for c in stack.clients:
                 c.ask(f"churn {max(1, n // 20 // len(stack.clients))}", timeout=120)
-            time.sleep(max(0.0, min(5.0, duration - (time.monotonic() - t0))))
+            time.sleep(max(0.0, min(every, duration - (time.monotonic() - t0))))
         samples.append((time.monotonic() - t0, rss(pid) / 2**20))
     finally:
         stop.set()
@@ -449,7 +450,7 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any) -> dict[str, Any
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         den = sum((x - mx) ** 2 for x in xs)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den * 60 if den else 0.0
-    result = {"connections": n, "duration_s": duration, "samples": samples, "step_results": emitted[0],
+    result = {"connections": n, "duration_s": duration, "every_s": every, "samples": samples, "step_results": emitted[0],
               "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1],
               "rss_max_mib": max(s[1] for s in samples), "slope_second_half_mib_per_min": slope}
     log(f"soak {duration:.0f} s: RSS {result['rss_start_mib']:.1f} -> {result['rss_end_mib']:.1f} MiB, "

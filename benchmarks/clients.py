@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import threading
@@ -30,7 +31,11 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-_CONCURRENCY = 64
+# handshakes in flight per client process; the runner sets BENCH_CONNECT_CONCURRENCY so that
+# all processes together keep about 64 in flight: at 256 (64 x 4 processes) the celery-ws
+# server's Redis pool (redis-py 8: 100 connections) overflowed on subscribe
+# (MaxConnectionsError), and retried connections made N=5,000 take 35-60 s to connect
+_CONCURRENCY = int(os.environ.get("BENCH_CONNECT_CONCURRENCY", "64"))
 
 
 class State:
@@ -182,7 +187,13 @@ class Clients:
             await self.connect_all(victims)
             return {"churned": len(victims), "failed": self.failed}
         if words[0] == "close":
-            await asyncio.gather(*(ws.close() for ws in self.conns.values()), return_exceptions=True)
+            # bounded: some servers take 10+ s to answer 5,000 closing handshakes; what is left is
+            # dropped when this process exits (the stack is over, nothing is measured any more)
+            try:
+                async with asyncio.timeout(3.0):
+                    await asyncio.gather(*(ws.close() for ws in self.conns.values()), return_exceptions=True)
+            except TimeoutError:
+                pass
             self.conns.clear()
             return {"closed": True}
         return {"error": f"unknown command {line!r}"}
