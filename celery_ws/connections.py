@@ -31,5 +31,13 @@ def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
     return redis.Redis.from_url(url, **_options(blocking))  # type: ignore[arg-type]
 
 
+#: a server's Redis connections; requests beyond wait for a free one instead of
+#: failing (a burst of subscribes would otherwise hit "Too many connections")
+ASYNC_POOL_SIZE = 64
+_POOL_WAIT = 10.0
+
+
 def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(url, **_options(blocking))  # type: ignore[arg-type]
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **_options(blocking))
+    return redis.asyncio.Redis(connection_pool=pool)

@@ -3,6 +3,7 @@ the connection stays open, the server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -108,3 +109,18 @@ async def test_connections_over_the_limit_are_closed_with_1013(celery_ws_redis_u
         assert server.call(lambda: server.manager.get_status()["connections_rejected_server_full"]) == 1
     finally:
         server.stop()
+
+
+async def test_a_burst_of_subscribes_is_served_without_running_out_of_redis_connections(celery_ws_server, user):
+    """More simultaneous subscribes than the server has Redis connections: they
+    wait for a free one instead of failing."""
+    from celery_ws.client import Client
+    from celery_ws.connections import ASYNC_POOL_SIZE
+
+    clients = [Client(celery_ws_server.url) for _ in range(3 * ASYNC_POOL_SIZE)]
+    try:
+        await asyncio.gather(*(client.__aenter__() for client in clients))
+        replies = await asyncio.gather(*(client.subscribe(user_id=f"{user}-{n}") for n, client in enumerate(clients)))
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+    assert [reply["type"] for reply in replies] == ["subscription_confirmed"] * len(clients)
