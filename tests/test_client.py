@@ -5,15 +5,8 @@ to a restarted server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +19,7 @@ from celery_ws.protocol import SUBPROTOCOL, event, event_order
 from celery_ws.redis_server import free_port
 from celery_ws.testing import ServerThread
 from tests import tasks
+from tests.processes import ServeProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "client-tests-secret-0123456789abcdefghij"
@@ -262,49 +256,11 @@ async def _until(condition) -> None:
 # -- reconnect ----------------------------------------------------------------------------
 
 
-class ServerProcess:
-    """``python -m celery_ws serve`` in its own process group, on a fixed port."""
-
-    def __init__(self, port: int, redis_url: str, log: Path) -> None:
-        self.port, self.redis_url, self.log = port, redis_url, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
-        env.update(CELERY_WS_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery_ws", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "warning"],
-                cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not listen in time")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_TIMEOUT)
-
-
 async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redis_url, user, publisher, tmp_path):
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
-    first = await asyncio.to_thread(ServerProcess(port, celery_ws_redis_url, tmp_path / "server.log").start)
-    second: ServerProcess | None = None
+    first = await asyncio.to_thread(ServeProcess(celery_ws_redis_url, tmp_path, port).start)
+    second: ServeProcess | None = None
     try:
         async with Client(url, reconnect=True, backoff_initial=0.1, backoff_max=0.5) as client:
             await client.subscribe(user_id=user)
@@ -318,7 +274,7 @@ async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redi
             assert not client.closed.is_set()
             publisher.send_to_user(user, {"type": "note", "n": 2})  # sent while nobody listens
 
-            second = await asyncio.to_thread(ServerProcess(port, celery_ws_redis_url, tmp_path / "server.log").start)
+            second = await asyncio.to_thread(ServeProcess(celery_ws_redis_url, tmp_path, port).start)
             await asyncio.wait_for(client.connected.wait(), 10)
             async with asyncio.timeout(10):
                 while not client.resubscriptions:
@@ -334,17 +290,10 @@ async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redi
             assert not [f for f in client.frames if f.get("n") == 99]
             assert event_order(three["id"]) > event_order(one["id"])
 
-            # REPLAY (server side being built): strict as soon as the server answers with
-            # ``recovered``; until then the gap is reported as a warning, not hidden.
-            missed = [f for f in client.frames if f.get("type") == "note" and f.get("n") == 2]
-            if "recovered" in resubscribed:
-                assert resubscribed["recovered"] is True
-                assert len(missed) == 1
-                order = [f["n"] for f in client.frames if f.get("type") == "note"]
-                assert order == [1, 2, 3]
-            else:
-                warnings.warn("REPLAY NOT SUPPORTED BY THE SERVER YET: the event sent while the client "
-                              f"was disconnected was {'delivered' if missed else 'lost'}", stacklevel=1)
+            # the event sent while the client was away was replayed, once, in order
+            assert resubscribed["recovered"] is True
+            order = [f["n"] for f in client.frames if f.get("type") == "note"]
+            assert order == [1, 2, 3]
 
             await asyncio.to_thread(second.stop)
             async with asyncio.timeout(5):
