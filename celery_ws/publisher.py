@@ -193,6 +193,10 @@ class Publisher:
     def is_cancelled(self, task_id: str) -> bool:
         return bool(self.redis.hexists(self.settings.keys.task(task_id), "cancel"))
 
+    def cancelled_by(self, task_id: str) -> str | None:
+        """Who cancelled the task (None: nobody, or an anonymous open-mode client)."""
+        return text(self.redis.hget(self.settings.keys.task(task_id), "cancelled_by")) or None
+
     def notify_user(
         self,
         step_result: TaskStepResult,

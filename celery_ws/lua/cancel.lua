@@ -7,6 +7,6 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return {'not_found'} end
 if ARGV[3] ~= '' and ARGV[3] ~= owner then return {'forbidden'} end
 if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return {'finished', owner} end
-redis.call('HSET', KEYS[1], 'cancel', '1')
+redis.call('HSET', KEYS[1], 'cancel', '1', 'cancelled_by', ARGV[3])
 close_task_confirmations(ARGV[1], ARGV[2], 'cancelled', ARGV[4], tonumber(ARGV[5]))
 return {'ok', owner}

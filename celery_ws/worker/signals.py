@@ -87,7 +87,9 @@ def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseEx
     if owner is None:
         return
     if isinstance(exception, TaskCancelled):
-        _emit(ws, "task_cancelled", task_id, owner, reason="cancelled by user")
+        # the server tells the same story; whichever is stored first is kept
+        _emit(ws, "task_cancelled", task_id, owner, reason="cancelled by user",
+              requested_by=ws.publisher().cancelled_by(task_id))
     else:
         _emit(ws, "task_failed", task_id, owner,
               error_code=type(exception).__name__, error_message=str(exception))
