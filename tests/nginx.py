@@ -8,13 +8,11 @@ import re
 import shutil
 import signal
 import subprocess
-import time
-import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 
 from celery_ws.redis_server import free_port
-from tests.processes import REPO, http_get
+from tests.processes import REPO, wait_until_ok
 
 __all__ = ["Nginx", "find_nginx", "nginx_command", "write_nginx_conf"]
 
@@ -99,16 +97,8 @@ class Nginx:
         log = self.prefix / "stdout.log"
         with log.open("wb") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if http_get(f"{self.http_url}/healthz", timeout=1.0)[0] == 200:
-                    return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
+        if wait_until_ok(f"{self.http_url}/healthz", self.process):
+            return self
         error_log = self.prefix / "error.log"
         self.stop()
         raise RuntimeError(f"nginx did not start:\n{error_log.read_text()[-3000:] if error_log.exists() else ''}")

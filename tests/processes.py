@@ -39,6 +39,19 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = _START_TIMEOUT) -> bool:
+    """Whether ``url`` answered 200 before ``timeout``; False at once if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if http_get(url, timeout=1.0)[0] == 200:
+                return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
 class _Process:
     process: subprocess.Popen[bytes] | None = None
     log: Path
@@ -103,19 +116,11 @@ class ServeProcess(_Process):
         assert self.process is None, "already running"
         args = [*self.command, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self._spawn(args, _clean_env(CELERY_WS_REDIS_URL=self.redis_url, **self.env), f"serve-{self.port}")
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                self.process = None
-                raise RuntimeError(f"celery-ws serve exited at start:\n{self.logs()}")
-            try:
-                if http_get(f"{self.http_url}/readyz", timeout=1.0)[0] == 200:
-                    return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
+        assert self.process is not None
+        if wait_until_ok(f"{self.http_url}/readyz", self.process):
+            return self
         self.stop()
-        raise RuntimeError(f"celery-ws serve not ready after {_START_TIMEOUT}s:\n{self.logs()}")
+        raise RuntimeError(f"celery-ws serve did not become ready:\n{self.logs()}")
 
     def status(self) -> dict[str, Any]:
         code, body = http_get(f"{self.http_url}/status")
