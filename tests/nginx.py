@@ -17,7 +17,6 @@ from tests.processes import REPO, wait_until_ok
 __all__ = ["Nginx", "find_nginx", "nginx_command", "write_nginx_conf"]
 
 NGINX_TEMPLATE = REPO / "deploy" / "nginx.conf"
-_START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
 
 
