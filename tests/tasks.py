@@ -68,6 +68,17 @@ def spawn(self: ProgressTask) -> str:
     return report.delay(2).id
 
 
+@shared_task(base=ProgressTask, bind=True)
+def nest(self: ProgressTask, depth: int = 1) -> str | None:
+    """Progress around a run of this same task, eager, inside it."""
+    self.progress(1, 3, message=f"depth {depth}")
+    inner = None
+    if depth:
+        inner = nest.apply(args=(depth - 1,), headers={"celery_ws_user": self.request.celery_ws_user}).id
+    self.progress(3, 3, message=f"depth {depth}")
+    return inner
+
+
 @shared_task
 def plain(x: int) -> int:
     return x * 2

@@ -45,6 +45,18 @@ async def test_progress_is_coalesced_but_the_last_value_arrives(celery_ws_client
     assert progress[-1]["current"] == 50_000
 
 
+async def test_a_task_run_inside_another_reports_under_its_own_id(celery_ws_client, user):
+    async with celery_ws_client(user_id=user) as client:
+        outer = tasks.nest.delay_for(user)
+        await client.wait_for_event("task_succeeded", task_id=outer.id)
+    inner_id = outer.get(timeout=10)
+    progress = [f for f in client.frames if f["type"] == "task_progress"]
+    inner = [f for f in progress if f["task_id"] == inner_id]
+    mine = [f for f in progress if f["task_id"] == outer.id]
+    assert inner and {f["message"] for f in inner} == {"depth 0"} and inner[-1]["current"] == 3
+    assert mine and {f["message"] for f in mine} == {"depth 1"} and mine[-1]["current"] == 3
+
+
 async def test_failure_carries_error_code_and_message(celery_ws_client, user):
     async with celery_ws_client(user_id=user) as client:
         result = tasks.fail.delay_for(user)

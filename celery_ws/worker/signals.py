@@ -18,6 +18,7 @@ from celery import signals
 
 from ..exceptions import TaskCancelled
 from ..protocol import event, json_safe
+from . import runs
 from .ownership import inherit_owner, owner_of
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None,
 def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     ws, owner = _ws_for(sender), owner_of(sender.request)
     if ws and owner and task_id:
-        ws.emitter().started(event("task_started", task_id=task_id, user_id=owner, name=sender.name))
+        emitter = ws.emitter()
+        runs.begin(sender, task_id, owner, emitter)
+        emitter.started(event("task_started", task_id=task_id, user_id=owner, name=sender.name))
 
 
 def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
@@ -111,6 +114,8 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
 def on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     """Let the task's last events reach Redis before the process takes new work
     (or is shut down)."""
+    if task_id is not None:
+        runs.end(sender, task_id)
     ws = _ws_for(sender)
     if ws is not None and task_id is not None and owner_of(sender.request):
         emitter = ws.emitter()

@@ -10,7 +10,7 @@ Usage::
 
     import_rows.delay_for("user_123", "data.csv")
 
-``progress()`` costs a couple of microseconds: it records the latest value and a
+``progress()`` costs well under a microsecond: it records the latest value and a
 background thread writes it at most once per ``progress_interval``. It is also
 where a running task learns that its owner cancelled it: it raises
 :class:`~celery_ws.TaskCancelled`, and the task ends as revoked rather than
@@ -28,8 +28,8 @@ from pydantic import BaseModel
 from ..exceptions import TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, step_result_event
 from ..publisher import Default
+from . import runs
 from .confirm import confirm_step
-from .emitter import Emitter
 from .integration import CeleryWS
 from .ownership import OWNER_HEADER, owner_of
 
@@ -65,30 +65,29 @@ class ProgressTask(Task):  # type: ignore[misc]
         Raises:
             TaskCancelled: the owner cancelled this task.
         """
-        request = self.request
-        reporter = getattr(request, "_celery_ws_reporter", None)
-        if reporter is None:
-            reporter = request._celery_ws_reporter = self._reporter(request)
-        if reporter and reporter[2].progress(reporter[0], reporter[1], current, total, message):
-            raise TaskCancelled(reporter[0])
+        run = runs.current(self) or self._run_from_request()
+        if run and run[3].progress(run[1], run[2], current, total, message):
+            raise TaskCancelled(run[1])
 
-    def _reporter(self, request: Any) -> tuple[str, str, Emitter] | tuple[()]:
-        """What ``progress()`` needs, looked up once per task run (the request is
-        new for every run): task id, owner and this process' emitter."""
-        owner = owner_of(request)
-        ws = CeleryWS.for_app(self.app)
-        if owner is None or request.id is None or ws is None:
-            return ()
-        return request.id, owner, ws.emitter()
+    def _run_from_request(self) -> runs.Run | tuple[()]:
+        """For a task called outside Celery's tracer (no ``task_prerun``): what
+        ``progress()`` and ``step_result()`` need, looked up once per call (the
+        request is new each time)."""
+        request = self.request
+        run = getattr(request, "_celery_ws_run", None)
+        if run is None:
+            owner = owner_of(request)
+            ws = CeleryWS.for_app(self.app)
+            run = () if owner is None or request.id is None or ws is None else (self, request.id, owner, ws.emitter())
+            request._celery_ws_run = run
+        return run
 
     def step_result(self, result: TaskStepResult | None = None, /, **fields: Any) -> None:
         """Show the outcome of a step; ``fields`` build a TaskStepResult in place."""
         result = result if result is not None else TaskStepResult(**fields)
-        request = self.request
-        owner = owner_of(request)
-        ws = CeleryWS.for_app(self.app)
-        if owner is not None and ws is not None:
-            ws.emitter().emit(step_result_event(result, task_id=request.id, user_id=owner))
+        run = runs.current(self) or self._run_from_request()
+        if run:
+            run[3].emit(step_result_event(result, task_id=run[1], user_id=run[2]))
 
     def confirm(
         self,
