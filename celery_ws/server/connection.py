@@ -63,8 +63,10 @@ class ConnectionLoop:
         expiry = self._close_at_expiry(connection, identity) if identity else None
         try:
             if identity is not None:
-                frames = await self.handler.authenticated(session, identity.expires_at, last_event_id)
-                await self._send(session, frames)
+                # not kept in a local: this frame lives as long as the connection,
+                # and orjson's output holds a 4 KiB buffer
+                await self._send(session, await self.handler.authenticated(session, identity.expires_at,
+                                                                           last_event_id))
             await self._read(session)
         except ConnectionClosed:
             pass
@@ -124,9 +126,11 @@ class ConnectionLoop:
         return action.token, action.last_event_id
 
     def _close_at_expiry(self, connection: ServerConnection, identity: Identity) -> asyncio.TimerHandle:
-        def expire() -> None:
-            asyncio.ensure_future(connection.close(CLOSE_UNAUTHORIZED, "Token expired"))
-        return asyncio.get_running_loop().call_later(max(0.0, identity.expires_at - time.time()), expire)
+        return asyncio.get_running_loop().call_later(max(0.0, identity.expires_at - time.time()), _expire, connection)
+
+
+def _expire(connection: ServerConnection) -> None:
+    asyncio.ensure_future(connection.close(CLOSE_UNAUTHORIZED, "Token expired"))
 
 
 def _from_request(connection: ServerConnection) -> tuple[str | None, str | None]:

@@ -160,7 +160,7 @@ class ActionHandler:
         replay: list[bytes] = []
         if last_event_id is not None:
             confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
-            session.replayed = {event_id for event_id, _ in history}
+            session.replayed = frozenset(event_id for event_id, _ in history)
             replay = [frame for _, frame in history]
         if task_id is not None:
             confirmed["state"] = await self.store.task_state(task_id)
