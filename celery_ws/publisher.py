@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import NoScriptError
 
 from .connections import async_client, sync_client
 from .exceptions import ConfirmationError, ConfirmationTimeout, TaskCancelled
@@ -34,6 +35,7 @@ from .storage import (
     emit_call,
     expire_call,
     open_confirmation,
+    pipelined,
     text,
 )
 
@@ -161,10 +163,16 @@ class Publisher:
 
     def emit_many(self, events: Iterable[dict[str, Any]]) -> list[EmitResult]:
         """Store many events in one round trip, in order."""
+        calls = [emit_call(self.settings, item) for item in events]
+        try:
+            return self._emit_pipelined(calls)
+        except NoScriptError:  # Redis restarted or flushed its scripts; none of these ran
+            self._emit.sha = self.redis.script_load(EMIT)
+            return self._emit_pipelined(calls)
+
+    def _emit_pipelined(self, calls: list[Call]) -> list[EmitResult]:
         with self.redis.pipeline(transaction=False) as pipe:
-            for item in events:
-                keys, args = emit_call(self.settings, item)
-                self._emit(keys, args, client=pipe)
+            pipelined(pipe, self._emit, calls)
             return [EmitResult.from_reply(reply) for reply in pipe.execute()]
 
     def broadcast(self, message: dict[str, Any]) -> str | None:

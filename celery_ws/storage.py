@@ -11,6 +11,7 @@ asyncio client (the server, :class:`~celery_ws.AsyncPublisher`).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Final, Literal
@@ -32,6 +33,7 @@ __all__ = [
     "emit_call",
     "expire_call",
     "open_confirmation",
+    "pipelined",
 ]
 
 
@@ -64,6 +66,18 @@ class EmitResult:
         raw_id, flag = reply
         event_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
         return cls(event_id or None, bool(flag))
+
+
+def pipelined(pipe: Any, script: Any, calls: Iterable[Call]) -> None:
+    """Queue ``script`` (a registered script) on ``pipe`` once per call, as bare EVALSHAs.
+
+    redis-py sends ``SCRIPT EXISTS`` before every pipeline that holds a registered
+    script: a second round trip per batch. Callers catch ``NoScriptError`` instead
+    (Redis restarted or flushed its scripts; no call of the batch ran), load the
+    script and send the batch again.
+    """
+    for keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
 def emit_call(

@@ -123,3 +123,19 @@ async def test_chain_children_report_to_the_same_owner(celery_ws_client, user):
     succeeded = [f for f in client.frames if f["type"] == "task_succeeded"]
     assert sorted(f["result"]["n"] for f in succeeded) == [2, 3, 4]
     assert {f["user_id"] for f in succeeded} == {user}
+
+
+async def test_events_arrive_after_redis_forgets_its_scripts(celery_ws_client, publisher, user):
+    """A Redis restart or failover loses the Lua scripts; no batch may be lost with them."""
+    from celery_ws.protocol import message_event
+
+    async with celery_ws_client(user_id=user) as client:
+        publisher.redis.script_flush()
+        result = tasks.report.delay_for(user, 3, step="after-flush")
+        await client.wait_for_event("task_succeeded", task_id=result.id)
+        publisher.redis.script_flush()
+        publisher.emit_many([message_event({"type": "after_flush", "n": i}, user_id=user) for i in range(3)])
+        await client.wait_for(lambda f: f.get("type") == "after_flush" and f["n"] == 2)
+    steps = [f["step"] for f in client.frames if f["type"] == "task_step_result"]
+    assert steps == ["after-flush"]
+    assert [f["n"] for f in client.frames if f["type"] == "after_flush"] == [0, 1, 2]

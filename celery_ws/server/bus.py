@@ -4,6 +4,12 @@ Every replica reads the whole stream (no consumer group: each replica needs
 every event for its own sockets) and remembers the last id it read, so a Redis
 blip or reconnect resumes where it stopped instead of losing what was published
 meanwhile, which plain pub/sub would.
+
+The bus owns one Redis connection and speaks to it directly rather than through
+a client and its pool: it asks for the next batch before routing the current
+one, so Redis collects new events while this process sends, and an event skips
+the pool and reply callbacks on its way in (about 0.1 ms less latency, measured
+in ``make bench``).
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["EventBus", "StreamEntry"]
 
@@ -31,7 +39,7 @@ _BACKOFF_CAP = 2.0
 class EventBus:
     def __init__(self, client: redis.asyncio.Redis, stream: str, deliver: Callable[[list[StreamEntry]], None],
                  on_reconnect: Callable[[], None]) -> None:
-        self._redis = client
+        self._pool = client.connection_pool
         self._stream = stream
         self._deliver = deliver
         self._on_reconnect = on_reconnect
@@ -41,13 +49,16 @@ class EventBus:
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = _BACKOFF_START
         while not stopping.is_set():
+            connection = self._pool.make_connection()
             try:
+                await connection.connect()
                 if self.last_id is None:
-                    newest = await self._redis.xrevrange(self._stream, count=1)
+                    await connection.send_command("XREVRANGE", self._stream, "+", "-", "COUNT", 1)
+                    newest = await connection.read_response()
                     self.last_id = newest[0][0] if newest else b"0-0"
                 self.connected = True
-                reply = await self._redis.xread({self._stream: self.last_id}, block=_BLOCK_MS, count=_COUNT)
                 backoff = _BACKOFF_START
+                await self._read(connection, stopping)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if self.connected:
                     logger.warning("lost Redis (%s); reconnecting", exc)
@@ -55,16 +66,38 @@ class EventBus:
                 self._on_reconnect()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_CAP)
+            finally:
+                await connection.disconnect()
+
+    async def _read(self, connection: AbstractConnection, stopping: asyncio.Event) -> None:
+        await self._ask(connection)
+        while not stopping.is_set():
+            entries = _entries(await connection.read_response())
+            if entries:
+                self.last_id = entries[-1][0]
+            await self._ask(connection)
+            if not entries:
                 continue
-            if not reply:
-                continue
-            entries = reply[0][1]
-            self.last_id = entries[-1][0]
-            batch = [
-                (entry_id, fields[b"d"], fields.get(b"u", b""), fields.get(b"t", b""), fields.get(b"y", b""))
-                for entry_id, fields in entries
-            ]
+            batch = []
+            for entry_id, raw in entries:
+                fields = dict(zip(raw[::2], raw[1::2], strict=True))
+                batch.append((entry_id, fields[b"d"], fields.get(b"u", b""), fields.get(b"t", b""),
+                              fields.get(b"y", b"")))
             try:
                 self._deliver(batch)
             except Exception:  # a routing bug must not stop delivery to everyone else
                 logger.exception("failed to deliver %d events", len(batch))
+
+    async def _ask(self, connection: AbstractConnection) -> None:
+        await connection.send_command("XREAD", "COUNT", _COUNT, "BLOCK", _BLOCK_MS, "STREAMS", self._stream,
+                                      self.last_id)
+
+
+def _entries(reply: Any) -> list[Any]:
+    """The entries of a one-stream XREAD reply, in either protocol: RESP3 gives
+    ``{stream: entries}``, RESP2 ``[[stream, entries]]``, a timeout nothing."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return next(iter(reply.values()))
+    return reply[0][1]  # type: ignore[no-any-return]

@@ -33,11 +33,12 @@ from collections import deque
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from ..connections import sync_client
 from ..protocol import event, progress_event
 from ..settings import Settings
-from ..storage import EMIT, EmitResult, emit_call
+from ..storage import EMIT, EmitResult, emit_call, pipelined
 
 __all__ = ["Emitter"]
 
@@ -191,11 +192,14 @@ class Emitter:
         while True:
             try:
                 with self._redis.pipeline(transaction=False) as pipe:
-                    for entry, callback_id, seq, lease in batch:
-                        keys, args = emit_call(self.settings, entry, callback_id=callback_id,
-                                               producer=self._producer, seq=seq, lease=lease)
-                        self._script(keys, args, client=pipe)
+                    pipelined(pipe, self._script, (
+                        emit_call(self.settings, entry, callback_id=callback_id, producer=self._producer,
+                                  seq=seq, lease=lease)
+                        for entry, callback_id, seq, lease in batch))
                     replies = pipe.execute()
+            except NoScriptError:
+                self._script.sha = self._redis.script_load(EMIT)
+                continue
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.redis_errors += 1
                 logger.warning("Redis unavailable (%s); retrying %d events in %.2f s", exc, len(batch), backoff)
