@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.protocol import State
 from websockets.typing import Subprotocol
@@ -29,6 +29,7 @@ from ..publisher import AsyncPublisher, Default
 from ..settings import Settings
 from .bus import EventBus, StreamEntry
 from .connection import ConnectionLoop
+from .frames import send_text
 from .handlers import ActionHandler, Revoke
 from .http import HttpEndpoints
 from .metrics import Metrics
@@ -210,19 +211,19 @@ class WebSocketManager:
         for event_id, payload, owner, task_id, type_ in entries:
             targets = self.registry.targets(owner.decode() or None, task_id.decode() or None)
             if targets:
-                sent = self._send_all(targets, event_id, with_id(event_id, payload).decode())
+                sent = self._send_all(targets, event_id, with_id(event_id, payload))
                 self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)
             stored_at = int(event_id.split(b"-", 1)[0]) / 1000
             self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
 
-    def _send_all(self, connections: Iterable[ServerConnection], event_id: bytes, text: str) -> int:
+    def _send_all(self, connections: Iterable[ServerConnection], event_id: bytes, data: bytes) -> int:
         """A client that stopped reading is dropped rather than allowed to grow
         the server's memory or slow delivery to everyone else."""
         healthy = []
         holding = self.registry.holding
         for conn in connections:
             if holding and conn in holding:
-                holding[conn].append((event_id, text))
+                holding[conn].append((event_id, data.decode()))
                 continue
             transport = conn.transport
             if conn.state is not State.OPEN or transport is None or transport.is_closing():
@@ -234,8 +235,7 @@ class WebSocketManager:
                 transport.abort()
                 continue
             healthy.append(conn)
-        broadcast(healthy, text)
-        return len(healthy)
+        return send_text(healthy, data)
 
     # -- health and status ------------------------------------------------------------
 
