@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from pydantic import BaseModel, ValidationError
@@ -52,6 +52,19 @@ _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 _CLOSE_GRACE = 30.0  # how long past its deadline a wait keeps trying to record the timeout
 
 
+class Outgoing(NamedTuple):
+    """An event to store, with how :func:`~celery_ws.storage.emit_call` routes it."""
+
+    event: dict[str, Any]
+    route_by_task: bool = True
+    callback_id: str | None = None
+
+
+def _calls(settings: Settings, outgoing: list[Outgoing]) -> list[Call]:
+    return [emit_call(settings, out.event, route_by_task=out.route_by_task, callback_id=out.callback_id)
+            for out in outgoing]
+
+
 class _Question:
     """One confirmation request: everything both publishers need, no I/O."""
 
@@ -73,17 +86,14 @@ class _Question:
         open_confirmation(pipe, self.settings, self.callback_id, owner=self.owner, task_id=self.task_id,
                           step=self.step, assignees=self.assignees, deadline=self.deadline, schema=self.schema)
 
-    def _to_everyone(self, build: Callable[[str], dict[str, Any]], *, keep_request: bool = False) -> list[Call]:
+    def _to_everyone(self, build: Callable[[str], dict[str, Any]], *, keep_request: bool = False) -> list[Outgoing]:
         """An event for the owner (stored with the task's history) and a copy for
         each other assignee, who does not otherwise see the owner's events."""
-        calls = []
-        for user in dict.fromkeys([self.owner, *self.assignees]):
-            is_owner = user == self.owner
-            calls.append(emit_call(self.settings, build(user), route_by_task=is_owner,
-                                   callback_id=self.callback_id if keep_request and is_owner else None))
-        return calls
+        return [Outgoing(build(user), route_by_task=user == self.owner,
+                         callback_id=self.callback_id if keep_request and user == self.owner else None)
+                for user in dict.fromkeys([self.owner, *self.assignees])]
 
-    def requests(self) -> list[Call]:
+    def requests(self) -> list[Outgoing]:
         return self._to_everyone(lambda user: step_result_event(
             self.step_result, task_id=self.task_id, user_id=user, step=self.step, callback_id=self.callback_id,
             answer_schema=self.schema), keep_request=True)
@@ -107,14 +117,14 @@ class _Question:
                 raise ConfirmationError(f"answer to {self.callback_id} does not fit its model: {exc}") from None
         return answer
 
-    def answered_events(self, answer: UserConfirmation) -> list[Call]:
+    def answered_events(self, answer: UserConfirmation) -> list[Outgoing]:
         """Told by the waiting side once it has the answer, so it comes before
         anything the task does next (and every open copy of the question closes)."""
         return self._to_everyone(lambda user: event(
             "confirmation_answered", task_id=self.task_id, user_id=user, callback_id=self.callback_id,
             proceed=answer.proceed, answered_by=answer.answered_by))
 
-    def expired_events(self) -> list[Call]:
+    def expired_events(self) -> list[Outgoing]:
         return self._to_everyone(lambda user: event(
             "confirmation_expired", task_id=self.task_id, user_id=user, callback_id=self.callback_id))
 
@@ -144,10 +154,20 @@ def _settings(redis_url: str | None, settings: Settings | None) -> Settings:
 
 
 class Publisher:
-    """Synchronous publisher; safe to share between threads, fork-safe."""
+    """Synchronous publisher; safe to share between threads, fork-safe.
 
-    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
+    Args:
+        announce: how to store the events that close a question
+            (``confirmation_answered``/``confirmation_expired``); by default a
+            write before ``notify_user`` returns. A worker queues them on its
+            emitter instead, so ``confirm_step()`` returns as soon as the answer
+            is in, and they still precede whatever the task emits next.
+    """
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
+                 announce: Callable[[list[Outgoing]], None] | None = None) -> None:
         self.settings = _settings(redis_url, settings)
+        self._announce = announce or self._emit_all
         self.redis = sync_client(self.settings.redis_url)
         self._blocking = sync_client(self.settings.redis_url, blocking=True)
         self._emit = self.redis.register_script(EMIT)
@@ -163,7 +183,9 @@ class Publisher:
 
     def emit_many(self, events: Iterable[dict[str, Any]]) -> list[EmitResult]:
         """Store many events in one round trip, in order."""
-        calls = [emit_call(self.settings, item) for item in events]
+        return self._emit_calls([emit_call(self.settings, item) for item in events])
+
+    def _emit_calls(self, calls: list[Call]) -> list[EmitResult]:
         try:
             return self._emit_pipelined(calls)
         except NoScriptError:  # Redis restarted or flushed its scripts; none of these ran
@@ -239,9 +261,8 @@ class Publisher:
             pipe.execute()
         self._emit_all(question.requests())
 
-    def _emit_all(self, calls: list[Call]) -> None:
-        for keys, args in calls:
-            self._emit(keys, args)
+    def _emit_all(self, outgoing: list[Outgoing]) -> None:
+        self._emit_calls(_calls(self.settings, outgoing))
 
     def _wait(self, question: _Question) -> UserConfirmation:
         while question.remaining > 0:
@@ -259,12 +280,12 @@ class Publisher:
             if popped is not None:
                 answer = question.answered(popped[1])
                 answered = question.answered_events(answer)
-                self._retrying(question, lambda q: self._emit_all(answered), past_deadline=True)  # noqa: B023
+                self._retrying(question, lambda q: self._announce(answered), past_deadline=True)  # noqa: B023
                 return answer
         keys, args = expire_call(self.settings, question.callback_id)
         state, *rest = self._retrying(question, lambda q: self._expire(keys, args), past_deadline=True)
         if text(state) == "expired":
-            self._emit_all(question.expired_events())
+            self._announce(question.expired_events())
         return question.closed(text(state) or "expired", rest[0] if rest else None) or question.timed_out()
 
     def _retrying(self, question: _Question, operation: Any, *, past_deadline: bool = False) -> Any:
@@ -342,8 +363,8 @@ class AsyncPublisher:
             await pipe.execute()
         await self._emit_all(question.requests())
 
-    async def _emit_all(self, calls: list[Call]) -> None:
-        for keys, args in calls:
+    async def _emit_all(self, outgoing: list[Outgoing]) -> None:
+        for keys, args in _calls(self.settings, outgoing):
             await self._emit(keys, args)
 
     async def _wait(self, question: _Question) -> UserConfirmation:
@@ -364,9 +385,9 @@ class AsyncPublisher:
                 continue
             if popped is not None:
                 answer = question.answered(popped[1])
-                calls = question.answered_events(answer)
+                events = question.answered_events(answer)
 
-                async def emit_answered(q: _Question, answered: list[Call] = calls) -> None:
+                async def emit_answered(q: _Question, answered: list[Outgoing] = events) -> None:
                     await self._emit_all(answered)
 
                 await self._retrying(question, emit_answered, past_deadline=True)

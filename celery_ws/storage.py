@@ -179,11 +179,15 @@ def answer_payload(
     )
 
 
-def answer_call(settings: Settings, callback_id: str, answered_by: str | None, answer: bytes) -> Call:
+def answer_call(
+    settings: Settings, callback_id: str, answered_by: str | None, answer: bytes, *, checked: bool = True
+) -> Call:
+    """``checked=False``: a typed question returns its schema instead of taking the answer."""
     keys = settings.keys
     return (
         [keys.confirm(callback_id), keys.confirm_reply(callback_id)],
-        [keys.prefix, callback_id, answered_by or "", answer, time.time(), settings.history_ttl],
+        [keys.prefix, callback_id, answered_by or "", answer, time.time(), settings.history_ttl,
+         "1" if checked else "0"],
     )
 
 

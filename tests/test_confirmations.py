@@ -32,6 +32,8 @@ async def test_proceed_answer_reaches_the_waiting_task(celery_ws_client, user):
     assert done["result"]["proceed"] is True and done["result"]["feedback"] == "looks fine"
     assert done["result"]["answered_by"] == user and done["result"]["timed_out"] is False
     assert answered["callback_id"] == request["callback_id"] and answered["answered_by"] == user
+    types = [f["type"] for f in client.frames if f.get("task_id") == result.id]
+    assert types.index("confirmation_answered") < types.index("task_succeeded")  # told before what follows
 
 
 async def test_refusal_returns_proceed_false(celery_ws_client, user):

@@ -1,10 +1,13 @@
 -- Accept the first valid answer to a confirmation, atomically across replicas.
 -- KEYS: 1 confirmation hash, 2 reply list
 -- ARGV: 1 key prefix, 2 callback id, 3 answering user ('' = anonymous, open mode
---       only), 4 answer JSON, 5 now (Unix seconds), 6 ttl
--- Returns {'ok', task_id, owner, asked_at} or {error state}: unknown_callback,
--- answered, expired, cancelled, closed, forbidden.
-local c = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'assignees', 'task_id', 'owner', 'asked_at')
+--       only), 4 answer JSON, 5 now (Unix seconds), 6 ttl, 7 '1' when the answer
+--       needs no check against the question's form (checked already, or a refusal)
+-- Returns {'ok', task_id, owner, asked_at}, {'check', JSON Schema} for a typed
+-- question whose answer the caller has yet to check, or {error state}:
+-- unknown_callback, answered, expired, cancelled, closed, forbidden.
+local c = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'assignees', 'task_id', 'owner', 'asked_at',
+                     'schema')
 local state = c[1]
 if not state then return {'unknown_callback'} end
 if state ~= 'pending' then return {state} end
@@ -16,6 +19,7 @@ if ARGV[3] ~= '' then
   end
   if not allowed then return {'forbidden'} end
 end
+if c[7] and ARGV[7] ~= '1' then return {'check', c[7]} end
 redis.call('HSET', KEYS[1], 'state', 'answered', 'answer', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[6])

@@ -177,11 +177,8 @@ class ActionHandler:
             raise ProtocolError("forbidden", "You may only subscribe to your own tasks", field="task_id")
 
     async def confirm(self, session: Session, action: Confirm) -> list[bytes]:
-        schema = await self.store.answer_schema(action.callback_id)
-        if schema is not None and action.proceed:
-            _check_answer(schema, action)
         answered = await self.store.answer(action.callback_id, session.identity, action.proceed, action.feedback,
-                                           action.data)
+                                           action.data, check=lambda schema: _check_answer(schema, action))
         if answered.outcome != "ok":
             code, message = _ANSWER_REFUSALS.get(answered.outcome, ("internal_error", answered.outcome))
             raise ProtocolError(code, message, callback_id=action.callback_id)

@@ -4,6 +4,7 @@ finding the confirmations a person has yet to answer."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +35,19 @@ class ServerStore:
         self._cancel = client.register_script(CANCEL)
 
     async def answer(
-        self, callback_id: str, answered_by: str | None, proceed: bool, feedback: str | None, data: Any = None
+        self, callback_id: str, answered_by: str | None, proceed: bool, feedback: str | None, data: Any = None,
+        *, check: Callable[[dict[str, Any]], None],
     ) -> Answered:
-        keys, args = answer_call(
-            self.settings, callback_id, answered_by, answer_payload(proceed, feedback, answered_by, data)
-        )
+        """Take the first valid answer. A typed question's answer to proceed must
+        fit its form: ``check(schema)`` raises when it does not, and then nothing
+        is stored. An untyped question costs one round trip, a typed one two."""
+        payload = answer_payload(proceed, feedback, answered_by, data)
+        keys, args = answer_call(self.settings, callback_id, answered_by, payload, checked=not proceed)
         outcome, *details = [text(part) for part in await self._answer(keys, args)]
+        if outcome == "check":
+            check(loads(details[0]))
+            keys, args = answer_call(self.settings, callback_id, answered_by, payload)
+            outcome, *details = [text(part) for part in await self._answer(keys, args)]
         if outcome != "ok":
             return Answered(outcome or "unknown_callback")
         task_id, owner, asked_at = details
@@ -76,10 +84,6 @@ class ServerStore:
         progress, step, final = await self.redis.hmget(
             self.settings.keys.task(task_id), "state:progress", "state:step", "state:final")
         return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
-
-    async def answer_schema(self, callback_id: str) -> dict[str, Any] | None:
-        """The JSON Schema a typed confirmation's answer must fit, if any."""
-        return _json(await self.redis.hget(self.settings.keys.confirm(callback_id), "schema"))  # type: ignore[no-any-return]
 
     async def ack(self, message_id: str, user_id: str | None) -> str:
         """``ok``, ``unknown`` or ``forbidden`` (acknowledging someone else's message)."""

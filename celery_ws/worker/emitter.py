@@ -51,8 +51,8 @@ _BATCH = 500
 #: missed heartbeats after which a task counts as lost
 LOST_AFTER_BEATS = 3
 
-# (event, callback_id, seq, lease seconds or None)
-_Entry = tuple[dict[str, Any], "str | None", int, "float | None"]
+# (event, callback_id, seq, lease seconds or None, route_by_task)
+_Entry = tuple[dict[str, Any], "str | None", int, "float | None", bool]
 
 
 class Emitter:
@@ -106,8 +106,10 @@ class Emitter:
             self._running.pop(task_id, None)
         self._cancelled.discard(task_id)
 
-    def emit(self, event: dict[str, Any], *, callback_id: str | None = None, lease: float | None = None) -> None:
-        """Queue an event for Redis, after the task's pending progress."""
+    def emit(self, event: dict[str, Any], *, callback_id: str | None = None, lease: float | None = None,
+             route_by_task: bool = True) -> None:
+        """Queue an event for Redis, after the task's pending progress
+        (``route_by_task``: see :func:`~celery_ws.storage.emit_call`)."""
         with self._cond:
             if len(self._queue) >= self.settings.emit_buffer:
                 self.dropped += 1
@@ -118,7 +120,7 @@ class Emitter:
             if task_id is not None and task_id in self._progress:
                 self._queue.append(self._progress_entry(task_id))
             self._seq += 1
-            self._queue.append((event, callback_id, self._seq, lease))
+            self._queue.append((event, callback_id, self._seq, lease, route_by_task))
             self._cond.notify()
 
     def is_cancelled(self, task_id: str) -> bool:
@@ -145,7 +147,7 @@ class Emitter:
     def _progress_entry(self, task_id: str) -> _Entry:
         user_id, current, total, message, timestamp = self._progress.pop(task_id)
         self._seq += 1
-        return progress_event(task_id, user_id, current, total, message, timestamp), None, self._seq, None
+        return progress_event(task_id, user_id, current, total, message, timestamp), None, self._seq, None, True
 
     def _heartbeats(self) -> None:
         """Queue a heartbeat for each running task; called with the lock held."""
@@ -153,7 +155,7 @@ class Emitter:
         for task_id, owner in self._running.items():
             self._seq += 1
             beat = event("heartbeat", task_id=task_id, user_id=owner, interval=interval)
-            self._queue.append((beat, None, self._seq, self._lease))
+            self._queue.append((beat, None, self._seq, self._lease, True))
         self._next_beat = time.monotonic() + interval
 
     def _next_batch(self) -> list[_Entry]:
@@ -194,8 +196,8 @@ class Emitter:
                 with self._redis.pipeline(transaction=False) as pipe:
                     pipelined(pipe, self._script, (
                         emit_call(self.settings, entry, callback_id=callback_id, producer=self._producer,
-                                  seq=seq, lease=lease)
-                        for entry, callback_id, seq, lease in batch))
+                                  seq=seq, lease=lease, route_by_task=route_by_task)
+                        for entry, callback_id, seq, lease, route_by_task in batch))
                     replies = pipe.execute()
             except NoScriptError:
                 self._script.sha = self._redis.script_load(EMIT)
@@ -210,7 +212,7 @@ class Emitter:
                 logger.exception("could not store %d events; dropped", len(batch))
                 self.dropped += len(batch)
                 return
-            for (entry, _, _, _), reply in zip(batch, replies, strict=True):
+            for (entry, *_), reply in zip(batch, replies, strict=True):
                 if EmitResult.from_reply(reply).cancelled and entry.get("task_id"):
                     self._cancelled.add(entry["task_id"])
             return

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..publisher import Publisher
+from ..publisher import Outgoing, Publisher
 from ..settings import Settings
 from . import signals
 from .emitter import Emitter
@@ -78,10 +78,15 @@ class CeleryWS:
                     atexit.register(emitter.flush, _FLUSH_AT_EXIT)
         return emitter
 
+    def _announce(self, outgoing: list[Outgoing]) -> None:
+        emitter = self.emitter()
+        for event, route_by_task, callback_id in outgoing:
+            emitter.emit(event, callback_id=callback_id, route_by_task=route_by_task)
+
     def publisher(self) -> Publisher:
         """A publisher for this process; redis-py resets its pools after a fork."""
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    self._publisher = Publisher(settings=self.settings)
+                    self._publisher = Publisher(settings=self.settings, announce=self._announce)
         return self._publisher
