@@ -418,7 +418,7 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
         while not stop.is_set() and i < 10_000_000:
             task = f"soak-task-{i // 200}"
             user = f"u{(i // 200) % n}"
-            emitter.progress(task, user, i % 200, 200, "working")
+            emitter.reporter(task, user)(i % 200, 200, "working")
             if i % 20 == 0:
                 emitter.emit(event("task_step_result", task_id=task, user_id=user, step=str(i), message="ok",
                                    status="completed", bm=0))

@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -50,6 +51,9 @@ _BATCH = 500
 
 #: missed heartbeats after which a task counts as lost
 LOST_AFTER_BEATS = 3
+
+#: records a task's latest progress; returns whether the task was cancelled
+Reporter = Callable[[float, "float | None", "str | None"], bool]
 
 # (event, callback_id, seq, lease seconds or None, route_by_task)
 _Entry = tuple[dict[str, Any], "str | None", int, "float | None", bool]
@@ -80,20 +84,31 @@ class Emitter:
 
     # -- called from task code ------------------------------------------------------
 
-    def progress(
-        self, task_id: str, user_id: str | None, current: float, total: float | None, message: str | None
-    ) -> bool:
-        """Record the latest progress; returns whether the task was cancelled.
+    def reporter(self, task_id: str, user_id: str | None) -> Reporter:
+        """``progress()`` for one task run: records the latest value and returns
+        whether the task was cancelled.
 
-        No lock: one dict store is atomic, and only the writer thread and
-        :meth:`emit` (under the lock) take entries out. The writer looks every
+        Built once per run, so a call is one dict store and one set lookup. No
+        lock: a dict store is atomic, and only the writer thread and :meth:`emit`
+        (under the lock) take entries out. The writer looks every
         ``progress_interval`` while a task runs, so nothing needs waking here.
         """
-        self._progress[task_id] = (user_id, current, total, message, time.time())
-        if not self._coalesce:
+        latest, cancelled, clock = self._progress, self._cancelled, time.time
+
+        def report(current: float, total: float | None, message: str | None) -> bool:
+            latest[task_id] = (user_id, current, total, message, clock())
+            return task_id in cancelled
+
+        if self._coalesce:
+            return report
+
+        def report_now(current: float, total: float | None, message: str | None) -> bool:
+            cancelled = report(current, total, message)
             with self._cond:
                 self._cond.notify()
-        return task_id in self._cancelled
+            return cancelled
+
+        return report_now
 
     def started(self, event: dict[str, Any]) -> None:
         """Queue ``task_started`` and keep the task's lease alive until ``finished``."""

@@ -13,40 +13,52 @@ the slow path.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .emitter import Emitter
+    from .emitter import Emitter, Reporter
 
-__all__ = ["Run", "begin", "current", "end"]
+__all__ = ["RUNS", "Run", "begin", "current", "end"]
 
-#: (task instance, task id, owner, this process' emitter)
-Run = tuple[Any, str, str, "Emitter"]
+@dataclass(frozen=True, slots=True)
+class Run:
+    task: Any
+    task_id: str
+    owner: str
+    emitter: Emitter
+    #: ``progress()`` of this run, see :meth:`~celery_ws.worker.emitter.Emitter.reporter`
+    report: Reporter
+
+    @classmethod
+    def of(cls, task: Any, task_id: str, owner: str, emitter: Emitter) -> Run:
+        return cls(task, task_id, owner, emitter, emitter.reporter(task_id, owner))
 
 
 class _Runs(threading.local):
     def __init__(self) -> None:
         self.stack: list[Run] = []
+        #: the innermost run, read by every ``progress()``: one attribute lookup
+        self.top: Run | None = None
 
 
-_RUNS = _Runs()
+#: this thread's runs
+RUNS = _Runs()
 
 
 def begin(task: Any, task_id: str, owner: str, emitter: Emitter) -> None:
-    _RUNS.stack.append((task, task_id, owner, emitter))
+    RUNS.top = Run.of(task, task_id, owner, emitter)
+    RUNS.stack.append(RUNS.top)
 
 
 def end(task: Any, task_id: str) -> None:
-    stack = _RUNS.stack
-    if stack and stack[-1][0] is task and stack[-1][1] == task_id:
+    stack = RUNS.stack
+    if stack and stack[-1].task is task and stack[-1].task_id == task_id:
         stack.pop()
+        RUNS.top = stack[-1] if stack else None
 
 
 def current(task: Any) -> Run | None:
     """The innermost run on this thread, if it is one of ``task``."""
-    stack = _RUNS.stack
-    if stack:
-        run = stack[-1]
-        if run[0] is task:
-            return run
-    return None
+    run = RUNS.top
+    return run if run is not None and run.task is task else None

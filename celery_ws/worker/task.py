@@ -65,20 +65,25 @@ class ProgressTask(Task):  # type: ignore[misc]
         Raises:
             TaskCancelled: the owner cancelled this task.
         """
-        run = runs.current(self) or self._run_from_request()
-        if run and run[3].progress(run[1], run[2], current, total, message):
-            raise TaskCancelled(run[1])
+        run = runs.RUNS.top  # runs.current(self), inlined: this is the hot path
+        if run is None or run.task is not self:
+            run = self._run_from_request()
+            if run is None:
+                return
+        if run.report(current, total, message):
+            raise TaskCancelled(run.task_id)
 
-    def _run_from_request(self) -> runs.Run | tuple[()]:
+    def _run_from_request(self) -> runs.Run | None:
         """For a task called outside Celery's tracer (no ``task_prerun``): what
         ``progress()`` and ``step_result()`` need, looked up once per call (the
         request is new each time)."""
         request = self.request
-        run = getattr(request, "_celery_ws_run", None)
-        if run is None:
+        run = getattr(request, "_celery_ws_run", False)
+        if run is False:
             owner = owner_of(request)
             ws = CeleryWS.for_app(self.app)
-            run = () if owner is None or request.id is None or ws is None else (self, request.id, owner, ws.emitter())
+            run = None if owner is None or request.id is None or ws is None else \
+                runs.Run.of(self, request.id, owner, ws.emitter())
             request._celery_ws_run = run
         return run
 
@@ -86,8 +91,8 @@ class ProgressTask(Task):  # type: ignore[misc]
         """Show the outcome of a step; ``fields`` build a TaskStepResult in place."""
         result = result if result is not None else TaskStepResult(**fields)
         run = runs.current(self) or self._run_from_request()
-        if run:
-            run[3].emit(step_result_event(result, task_id=run[1], user_id=run[2]))
+        if run is not None:
+            run.emitter.emit(step_result_event(result, task_id=run.task_id, user_id=run.owner))
 
     def confirm(
         self,
