@@ -139,3 +139,30 @@ async def test_events_arrive_after_redis_forgets_its_scripts(celery_ws_client, p
     steps = [f["step"] for f in client.frames if f["type"] == "task_step_result"]
     assert steps == ["after-flush"]
     assert [f["n"] for f in client.frames if f["type"] == "after_flush"] == [0, 1, 2]
+
+
+def test_progress_interval_zero_writes_each_value_at_once(celery_ws_settings, publisher):
+    """``progress_interval=0`` turns coalescing off: a value reported while the
+    writer sleeps wakes it, and is stored at once."""
+    import time
+    import uuid
+
+    from celery_ws.protocol import loads
+    from celery_ws.worker.emitter import Emitter
+
+    emitter = Emitter(celery_ws_settings.model_copy(update={"progress_interval": 0}))
+    task_id = uuid.uuid4().hex
+    report = emitter.reporter(task_id, "someone")
+
+    def stored_within(seconds: float, count: int) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while True:
+            entries = publisher.redis.xrange(celery_ws_settings.keys.task_events(task_id))
+            values = [loads(fields[b"d"])["current"] for _, fields in entries]
+            if len(values) >= count or time.monotonic() > deadline:
+                return values
+            time.sleep(0.005)
+
+    for i in range(1, 4):
+        assert report(i, 3, "step") is False
+        assert stored_within(1.0, i) == list(range(1, i + 1))
