@@ -128,7 +128,7 @@ def run_emit(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
     out["calls"] = {"progress": n, "update_state": small, "socketio_emit": mid, "publish": mid}
     # net cost of progress(): minus the bare loop
     out["per_call_us"]["progress_net"] = summary(
-        [(p - z) * 1e6 for p, z in zip(per_call["progress"], per_call["noop"])])
+        [(p - z) * 1e6 for p, z in zip(per_call["progress"], per_call["noop"], strict=True)])
     log("emit per call (us): " + ", ".join(f"{k} {v['median']:.2f}" for k, v in out["per_call_us"].items()))
 
     with_p, without = [], []
@@ -137,7 +137,7 @@ def run_emit(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
         with_p.append(_run(loop, n, True, "progress"))
     out["task"] = {"work_us_per_iteration": summary([w / n * 1e6 for w in without]),
                    "without_s": summary(without), "with_s": summary(with_p),
-                   "slowdown_pct": summary([100 * (a / b - 1) for a, b in zip(with_p, without)])}
+                   "slowdown_pct": summary([100 * (a / b - 1) for a, b in zip(with_p, without, strict=True)])}
     log(f"task slowdown with {n} progress() calls: {out['task']['slowdown_pct']['median']:+.2f} % "
         f"(work {out['task']['work_us_per_iteration']['median']:.1f} us/iteration)")
 
@@ -181,11 +181,11 @@ def run_emit(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
     out["step_result"] = {
         "single_until_stored_us": summary([x * 1e6 for x in single]),
         "bare_pipelined_single_us": summary([x * 1e6 for x in bare_single]),
-        "ratio_single": summary([a / b for a, b in zip(single, bare_single)]),
+        "ratio_single": summary([a / b for a, b in zip(single, bare_single, strict=True)]),
         "caller_cost_us": summary([x * 1e6 for x in amortized_call]),
         "amortized_until_stored_us": summary([x * 1e6 for x in amortized_total]),
         "bare_pipelined_batch_us": summary([x * 1e6 for x in bare_batch]),
-        "ratio_amortized": summary([a / b for a, b in zip(amortized_total, bare_batch)]),
+        "ratio_amortized": summary([a / b for a, b in zip(amortized_total, bare_batch, strict=True)]),
     }
     st = out["step_result"]
     log(f"step_result: single until stored {st['single_until_stored_us']['median']:.0f} us vs bare pipelined "
@@ -274,7 +274,7 @@ def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any
         stack.close()
         r.close()
     out = {k: summary(v) for k, v in runs.items()}
-    out["ratio_p50_vs_floor"] = summary([a / b for a, b in zip(runs["cws_p50"], runs["floor_p50"])])
+    out["ratio_p50_vs_floor"] = summary([a / b for a, b in zip(runs["cws_p50"], runs["floor_p50"], strict=True)])
     out["n"] = n
     log(f"confirm: client->confirm_step p50 {out['cws_p50']['median']:.2f} ms p99 {out['cws_p99']['median']:.2f} ms; "
         f"floor p50 {out['floor_p50']['median']:.2f} ms (x{out['ratio_p50_vs_floor']['median']:.2f})")

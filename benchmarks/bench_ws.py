@@ -121,7 +121,7 @@ class Stack:
         self.connected_initial = 0
         if initial and initial < n:
             shares = [initial // self.procs + (1 if p < initial % self.procs else 0) for p in range(self.procs)]
-            for c, k in zip(self.clients, shares):
+            for c, k in zip(self.clients, shares, strict=True):
                 c.proc.stdin.write(f"connect {k}\n")  # all processes connect at once
                 c.proc.stdin.flush()
             answers = [c.read(600) for c in self.clients]
@@ -449,7 +449,7 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
         xs, ys = [s[0] for s in half], [s[1] for s in half]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         den = sum((x - mx) ** 2 for x in xs)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den * 60 if den else 0.0
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den * 60 if den else 0.0
     result = {"connections": n, "duration_s": duration, "every_s": every, "samples": samples, "step_results": emitted[0],
               "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1],
               "rss_max_mib": max(s[1] for s in samples), "slope_second_half_mib_per_min": slope}

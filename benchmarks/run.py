@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import re
 import time
@@ -167,14 +166,14 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
     if "fanout" in res:
         f = res["fanout"]["fanout"]
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, mode in zip(axes, ("addressed", "broadcast")):
+        for ax, mode in zip(axes, ("addressed", "broadcast"), strict=True):
             for kind in KINDS:
                 if kind not in f:
                     continue
                 ns = sorted(int(n) for n in f[kind] if "msgs_per_s" in f[kind][n].get(mode, {}))
                 med = [f[kind][str(n)][mode]["msgs_per_s"]["median"] for n in ns]
-                lo = [m - f[kind][str(n)][mode]["msgs_per_s"]["min"] for m, n in zip(med, ns)]
-                hi = [f[kind][str(n)][mode]["msgs_per_s"]["max"] - m for m, n in zip(med, ns)]
+                lo = [m - f[kind][str(n)][mode]["msgs_per_s"]["min"] for m, n in zip(med, ns, strict=True)]
+                hi = [f[kind][str(n)][mode]["msgs_per_s"]["max"] - m for m, n in zip(med, ns, strict=True)]
                 ax.errorbar(ns, med, yerr=[lo, hi], marker="o", capsize=3, label=kind)
             ax.set_xscale("log")
             ax.set_xlabel("connected clients (N)")
@@ -189,7 +188,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         lat = res["fanout"]["latency"]
         if lat:
             fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-            for ax, load in zip(axes, ("200ms_broadcast", "10ms_addressed")):
+            for ax, load in zip(axes, ("200ms_broadcast", "10ms_addressed"), strict=True):
                 kinds = [k for k in KINDS if load in lat.get(k, {})]
                 x = range(len(kinds))
                 for offset, key in ((-0.2, "p50_ms"), (0.2, "p99_ms")):

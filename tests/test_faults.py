@@ -167,13 +167,13 @@ async def test_two_answers_through_two_replicas_exactly_one_wins(celery_ws_setti
             await a.subscribe(user_id=user)
             await b.subscribe(user_id=user)
             for _ in range(5):
-                result = tasks.ask.delay_for(user)
-                request = await a.wait_for(lambda f: f.get("task_id") == result.id and f.get("callback_id"))
+                task_id = tasks.ask.delay_for(user).id
+                request = await a.wait_for(lambda f, t=task_id: f.get("task_id") == t and f.get("callback_id"))
                 replies = await asyncio.gather(a.confirm(request["callback_id"], True, "from A"),
                                                b.confirm(request["callback_id"], False, "from B"))
                 winners = [r for r in replies if r["type"] == "confirmation_received"]
                 assert len(winners) == 1, replies
-                done = await a.wait_for_event("task_succeeded", task_id=result.id)
+                done = await a.wait_for_event("task_succeeded", task_id=task_id)
                 assert done["result"]["feedback"] == ("from A" if winners[0]["proceed"] else "from B")
     finally:
         replica_a.stop()
