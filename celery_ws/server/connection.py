@@ -17,10 +17,8 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.http11 import Request
 
 from ..protocol import CLOSE_UNAUTHORIZED, Auth, ProtocolError, dumps, error_frame, parse_action
 from ..settings import Settings
@@ -31,7 +29,6 @@ from .registry import Registry, Session
 
 __all__ = ["ConnectionLoop"]
 
-_HANDSHAKE_DONE = Request("/", Headers())
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 logger = logging.getLogger(__name__)
@@ -59,9 +56,8 @@ class ConnectionLoop:
             self.count("rejected_user_full")
             await connection.close(CloseCode.TRY_AGAIN_LATER, "Too many connections for this user")
             return
-        # Nothing reads the handshake again, and its headers cost 2.5 KiB per
-        # connection. websockets only checks that a request was seen.
-        connection.request, connection.response = _HANDSHAKE_DONE, None
+        # nothing reads the handshake response again (2.3 KiB per connection)
+        connection.response = None
         session = Session(connection, firehose=identity is None,
                           identity=identity.user_id if identity else None)
         self.registry.add(session)
