@@ -39,7 +39,7 @@ from .storage import (
     text,
 )
 
-__all__ = ["AsyncPublisher", "Default", "Publisher"]
+__all__ = ["AsyncPublisher", "Default", "Outgoing", "Publisher"]
 
 #: What a timed-out confirmation returns: an answer, a bare proceed flag, or
 #: None to raise :class:`~celery_ws.ConfirmationTimeout`.

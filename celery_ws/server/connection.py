@@ -79,8 +79,10 @@ class ConnectionLoop:
 
     async def _read(self, session: Session) -> None:
         connection = session.connection
-        bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
+        bucket = None  # made on the first frame: most connections only listen
         async for raw in connection:
+            if bucket is None:
+                bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
             if not bucket.take():
                 if bucket.strikes > self.settings.rate_burst:
                     self.count("closed_rate_limit")

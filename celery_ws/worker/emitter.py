@@ -103,10 +103,10 @@ class Emitter:
             return report
 
         def report_now(current: float, total: float | None, message: str | None) -> bool:
-            cancelled = report(current, total, message)
+            was_cancelled = report(current, total, message)
             with self._cond:
                 self._cond.notify()
-            return cancelled
+            return was_cancelled
 
         return report_now
 
