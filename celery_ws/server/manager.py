@@ -32,6 +32,7 @@ from .connection import ConnectionLoop
 from .frames import send_text
 from .handlers import ActionHandler, Revoke
 from .http import HttpEndpoints
+from .keepalive import keep_alive
 from .metrics import Metrics
 from .registry import Registry
 from .store import ServerStore
@@ -123,6 +124,10 @@ class WebSocketManager:
             asyncio.create_task(self.bus.run(self._stopping), name="celery-ws-bus"),
             asyncio.create_task(self._housekeeping(), name="celery-ws-housekeeping"),
         ]
+        if self.settings.ping_interval is not None:
+            self._background.append(asyncio.create_task(
+                keep_alive(self.registry.sessions.keys, self.settings.ping_interval, self.settings.ping_timeout,
+                           self._stopping), name="celery-ws-keepalive"))
         self._server = await serve(
             self.connections.run,
             self.settings.host,
@@ -133,9 +138,8 @@ class WebSocketManager:
             extensions=_compression(self.settings.compression),
             # HTTP
             process_request=self.http.process_request,
-            # Timeouts
-            ping_interval=self.settings.ping_interval,
-            ping_timeout=self.settings.ping_timeout,
+            # Timeouts: pings come from keep_alive(), one task for all connections
+            ping_interval=None,
             # Limits
             max_size=self.settings.max_message_size,
         )
