@@ -310,9 +310,10 @@ def main() -> None:
             timings["profile"] = time.monotonic() - t0
     res["timings_s"] = timings
     res["total_s"] = time.monotonic() - started
-    name = "latest_quick" if quick else ("soak" if opts.soak else "latest")
+    # a smoke run, the soak alone or some sections only never replace the full results
+    name = "latest_quick" if quick else "soak" if opts.soak else "partial" if opts.only else "latest"
     (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
-    out_dir = RESULTS / ("quick" if quick else "")
+    out_dir = RESULTS / ("quick" if quick else "partial" if name == "partial" else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = plots(res, out_dir)
     text = (f"Run {res['date']} on {res['machine']}; {repeats} repeats per figure; total {res['total_s']:.0f} s ("
@@ -320,7 +321,7 @@ def main() -> None:
     (RESULTS / f"{name}.md").write_text(text)
     print("\n" + text)
     print(f"\nwrote {RESULTS / (name + '.json')}, {RESULTS / (name + '.md')}, plots {written}")
-    if not quick and not opts.soak:
+    if name == "latest":
         update_readme(text)
 
 
