@@ -48,3 +48,33 @@ async def test_compressed_and_plain_connections_get_the_same_events(celery_ws_se
     finally:
         for ws in connections.values():
             await ws.close()
+
+
+async def test_connections_that_keep_compression_context_get_their_own_frames():
+    """With context takeover a frame depends on what the connection was sent
+    before, so it cannot be shared: each such connection is framed on its own."""
+    from websockets.asyncio.server import serve
+
+    from celery_ws.server.frames import send_text
+
+    connected: dict = {}  # client port -> server side of the connection
+
+    async def handler(ws) -> None:
+        connected[ws.remote_address[1]] = ws
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, compression="deflate") as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as a, connect(f"ws://127.0.0.1:{port}") as b:
+            async with asyncio.timeout(5):
+                while len(connected) < 2:
+                    await asyncio.sleep(0.01)
+            first, second = connected[a.local_address[1]], connected[b.local_address[1]]
+            text = os.urandom(300).hex()
+            assert send_text([first], json.dumps({"only": text}).encode()) == 1
+            # to both, repeating what only `a` was sent: a frame compressed against
+            # a's history would not decode on b
+            assert send_text([first, second], json.dumps({"both": text}).encode()) == 2
+            assert json.loads(await a.recv()) == {"only": text}
+            assert json.loads(await a.recv()) == {"both": text}
+            assert json.loads(await b.recv()) == {"both": text}

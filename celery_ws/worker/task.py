@@ -60,37 +60,20 @@ class ProgressTask(Task):  # type: ignore[misc]
     # -- reporting from inside the task -------------------------------------------------
 
     def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress; cheap enough for a tight loop.
+        """Report progress; cheap enough for a tight loop. Does nothing outside a
+        run of this task that has an owner.
 
         Raises:
             TaskCancelled: the owner cancelled this task.
         """
         run = runs.RUNS.top  # runs.current(self), inlined: this is the hot path
-        if run is None or run.task is not self:
-            run = self._run_from_request()
-            if run is None:
-                return
-        if run.report(current, total, message):
+        if run is not None and run.task is self and run.report(current, total, message):
             raise TaskCancelled(run.task_id)
-
-    def _run_from_request(self) -> runs.Run | None:
-        """For a task called outside Celery's tracer (no ``task_prerun``): what
-        ``progress()`` and ``step_result()`` need, looked up once per call (the
-        request is new each time)."""
-        request = self.request
-        run = getattr(request, "_celery_ws_run", False)
-        if run is False:
-            owner = owner_of(request)
-            ws = CeleryWS.for_app(self.app)
-            run = None if owner is None or request.id is None or ws is None else \
-                runs.Run.of(self, request.id, owner, ws.emitter())
-            request._celery_ws_run = run
-        return run
 
     def step_result(self, result: TaskStepResult | None = None, /, **fields: Any) -> None:
         """Show the outcome of a step; ``fields`` build a TaskStepResult in place."""
         result = result if result is not None else TaskStepResult(**fields)
-        run = runs.current(self) or self._run_from_request()
+        run = runs.current(self)
         if run is not None:
             run.emitter.emit(step_result_event(result, task_id=run.task_id, user_id=run.owner))
 
