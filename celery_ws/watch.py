@@ -16,6 +16,11 @@ keeps arriving while a question waits, and a question answered in another tab
 (``confirmation_answered``) or expired withdraws the prompt instead of
 leaving a stale one. The client reconnects by itself, so a server restart
 only shows as a line on the screen.
+
+Everything that comes from the stream (messages, step names, results, error
+texts, ids) is shown through ``literal``: task text often carries user data,
+so it must never be read as Rich markup (``[/b]`` would crash the view,
+``[link=...]`` plant a hyperlink) nor reach the terminal's control sequences.
 """
 
 from __future__ import annotations
@@ -23,16 +28,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.pretty import Pretty
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.text import Text
 
 from .client import Client, Frame
 from .protocol import TERMINAL_EVENT_TYPES
@@ -46,6 +52,16 @@ _STATUS_POLL = 0.25  # seconds between checks of the connection state, for the s
 _REPLY_GRACE = 2.0  # seconds an answer already sent may take to be confirmed before the watcher exits
 _YES = {"y", "yes"}
 _NO = {"n", "no"}
+#: C0 and C1 control characters but newline and tab: ESC starts the sequences
+#: that clear the screen, move the cursor or open a hyperlink (OSC 8)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def literal(value: object, style: str = "") -> Text:
+    """``value`` shown exactly as it is: never read as markup, and with its
+    control characters written out (``\\x1b``), so a task's text can neither
+    restyle nor link the view, nor drive the terminal."""
+    return Text(_CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value)), style=style)
 
 
 class LineReader:
@@ -116,22 +132,22 @@ class View:
     def progress(self, frame: Frame) -> None:
         task_id = str(frame.get("task_id"))
         current, total = float(frame.get("current") or 0), frame.get("total")
-        label = f"{task_id[:8]} {frame.get('message') or ''}".rstrip()
+        label = literal(f"{task_id[:8]} {frame.get('message') or ''}".rstrip()).plain
         self._last[task_id] = (current, float(total) if total is not None else None, label)
         if not self.console.is_terminal:
             percent = frame.get("progress")
             shown = f"{current:g}/{total:g}" if total is not None else f"{current:g}"
-            self.line(f"[cyan]{escape(task_id[:8])}[/] progress {shown}"
-                      + (f" ({percent}%)" if percent is not None else "")
-                      + f" {escape(str(frame.get('message') or ''))}")
+            self.line(literal(task_id[:8], "cyan"),
+                      literal(f" progress {shown}" + (f" ({percent}%)" if percent is not None else "")
+                              + f" {frame.get('message') or ''}"))
             return
         self._draw(task_id)
 
     def _draw(self, task_id: str) -> None:
         current, total, label = self._last[task_id]
         if self._progress is None:
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TaskProgressColumn(), console=self.console)
+            self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                                      MofNCompleteColumn(), TaskProgressColumn(), console=self.console)
             self._progress.start()
         if task_id not in self._bars:
             self._bars[task_id] = self._progress.add_task(label, total=total, completed=current)
@@ -144,38 +160,39 @@ class View:
             self._progress = None
             self._bars.clear()
 
-    def line(self, text: str) -> None:
+    def line(self, *parts: str | Text) -> None:
+        """One line of ``parts``: our own fixed words as strings (never markup
+        either), anything from the stream as ``literal`` text."""
         self.pause()
-        self.console.print(text)
+        self.console.print(Text.assemble(*parts))
 
     def step_result(self, frame: Frame) -> None:
-        status = frame.get("status") or ""
-        body = escape(str(frame.get("message") or ""))
-        if frame.get("result") is not None:
-            body += f"\nresult: {escape(repr(frame.get('result')))}"
-        title = escape(f"{str(frame.get('task_id'))[:8]} step {frame.get('step')} [{status}]")
-        self.pause()
-        self.console.print(Panel(body, title=title, expand=False))
+        title = f"{str(frame.get('task_id'))[:8]} step {frame.get('step')} [{frame.get('status') or ''}]"
+        self._panel(frame, title, "\nresult: ")
 
     def question(self, frame: Frame) -> None:
-        title = escape(f"{str(frame.get('task_id'))[:8]} asks (step {frame.get('step')})")
-        body = escape(str(frame.get("message") or ""))
+        self._panel(frame, f"{str(frame.get('task_id'))[:8]} asks (step {frame.get('step')})", "\n", "yellow")
+
+    def _panel(self, frame: Frame, title: str, before_result: str, border_style: str = "none") -> None:
+        """A step's message, and its result's repr, in a box."""
+        body = str(frame.get("message") or "")
         if frame.get("result") is not None:
-            body += f"\n{escape(repr(frame.get('result')))}"
+            body += f"{before_result}{frame.get('result')!r}"
         self.pause()
-        self.console.print(Panel(body, title=title, border_style="yellow", expand=False))
+        self.console.print(Panel(literal(body), title=literal(title), border_style=border_style,
+                                 expand=False))
 
     def outcome(self, frame: Frame) -> None:
-        kind, task = frame.get("type"), escape(str(frame.get("task_id"))[:8])
+        kind, task = frame.get("type"), str(frame.get("task_id"))[:8]
         if kind == "task_succeeded":
-            self.line(f"[green]{task} succeeded[/]")
-            self.console.print(Pretty(frame.get("result")))
+            self.line(literal(f"{task} succeeded", "green"))
+            self.console.print(Pretty(frame.get("result")))  # a repr: control characters come out escaped
         elif kind == "task_failed":
-            self.line(f"[red]{task} failed[/]: {escape(str(frame.get('error_code')))}: "
-                      f"{escape(str(frame.get('error_message')))}")
+            self.line(literal(f"{task} failed", "red"),
+                      literal(f": {frame.get('error_code')}: {frame.get('error_message')}"))
         else:
-            self.line(f"[yellow]{task} cancelled[/] ({escape(str(frame.get('reason') or ''))}"
-                      f" by {escape(str(frame.get('requested_by')))})")
+            self.line(literal(f"{task} cancelled", "yellow"),
+                      literal(f" ({frame.get('reason') or ''} by {frame.get('requested_by')})"))
 
 
 class Watcher:
@@ -207,7 +224,7 @@ class Watcher:
                 prompt.cancel()
             self.view.pause()
         reason = self.client.auth_error or "the connection closed"
-        self.view.line(f"[red]{escape(str(reason))}[/]")
+        self.view.line(literal(reason, "red"))
         return EXIT_CONNECTION
 
     async def handle(self, frame: Frame) -> int | None:
@@ -224,11 +241,11 @@ class Watcher:
         elif kind in ("confirmation_answered", "confirmation_expired"):
             self._withdraw(frame)
         elif kind in ("task_sent", "task_started", "task_retrying"):
-            extra = f" {frame.get('reason')}" if kind == "task_retrying" else f" {frame.get('name') or ''}"
-            self.view.line(f"[dim]{escape(str(frame.get('task_id'))[:8])} {kind}{escape(extra)}[/]")
+            extra = frame.get("reason") if kind == "task_retrying" else frame.get("name") or ""
+            self.view.line(literal(f"{str(frame.get('task_id'))[:8]} {kind} {extra}", "dim"))
         elif kind == "error":
-            self.view.line(f"[red]server error[/] {escape(str(frame.get('code')))}: "
-                           f"{escape(str(frame.get('message')))}")
+            self.view.line(Text("server error ", "red"),
+                           literal(f"{frame.get('code')}: {frame.get('message')}"))
         elif kind in TERMINAL_EVENT_TYPES:
             self.view.outcome(frame)
             if not self.follow:
@@ -246,7 +263,7 @@ class Watcher:
 
     def _asked(self, prompt: asyncio.Task[None]) -> None:
         if not prompt.cancelled() and prompt.exception() is not None:
-            self.view.line(f"[red]could not answer: {escape(repr(prompt.exception()))}[/]")
+            self.view.line(literal(f"could not answer: {prompt.exception()!r}", "red"))
         self.asking = None
         self._next_question()
 
@@ -259,35 +276,36 @@ class Watcher:
             self.asking[1].cancel()
             how = "expired" if frame.get("type") == "confirmation_expired" else \
                 f"answered by {frame.get('answered_by')} (proceed={frame.get('proceed')})"
-            self.view.line(f"\n[yellow]the question was {escape(how)}[/]")
+            self.view.line("\n", literal(f"the question was {how}", "yellow"))
         elif frame.get("type") == "confirmation_expired":
-            self.view.line(f"[yellow]a question of {escape(str(frame.get('task_id'))[:8])} expired[/]")
+            self.view.line(literal(f"a question of {str(frame.get('task_id'))[:8]} expired", "yellow"))
 
     async def _ask(self, frame: Frame) -> None:
         self.view.question(frame)
         if self.yes:
             proceed, feedback = True, "approved with --yes"
             self.answered.add(str(frame["callback_id"]))
-            self.view.line("Proceed? \\[y/n] y (--yes)")
+            self.view.line("Proceed? [y/n] y (--yes)")
         else:
             answer = await self._prompt()
             if answer is None:
-                self.view.line("[yellow]no more input: leaving the question unanswered[/]")
+                self.view.line(Text("no more input: leaving the question unanswered", "yellow"))
                 return
             proceed, feedback = answer
         self.answered.add(str(frame["callback_id"]))
         reply = await self.client.confirm(str(frame["callback_id"]), proceed, feedback)
         if reply.get("type") == "confirmation_received":
-            self.view.line(f"sent: proceed={proceed}" + (f", feedback {feedback!r}" if feedback else ""))
+            sent = f"sent: proceed={proceed}" + (f", feedback {feedback!r}" if feedback else "")
+            self.view.line(literal(sent))
         else:
-            self.view.line(f"[red]answer refused[/]: {escape(str(reply.get('code')))}: "
-                           f"{escape(str(reply.get('message')))}")
+            self.view.line(Text("answer refused", "red"),
+                           literal(f": {reply.get('code')}: {reply.get('message')}"))
 
     async def _prompt(self) -> tuple[bool, str | None] | None:
         """``y``/``n``, optionally followed by feedback on the same line; None at end of input."""
         self.stdin.drain()
         while True:
-            self.view.console.print("Proceed? \\[y/n] (a note may follow the answer) ", end="")
+            self.view.console.print(Text("Proceed? [y/n] (a note may follow the answer) "), end="")
             line = await self.stdin.readline()
             if line is None:
                 return None
@@ -301,10 +319,10 @@ class Watcher:
         while not self.client.closed.is_set():
             up = self.client.connected.is_set()
             if was_up and not up:
-                self.view.line("[yellow]connection lost, reconnecting...[/]")
+                self.view.line(Text("connection lost, reconnecting...", "yellow"))
             if self.client.reconnects != reconnects:
                 reconnects = self.client.reconnects
-                self.view.line("[green]reconnected[/]")
+                self.view.line(Text("reconnected", "green"))
             was_up = up
             await asyncio.sleep(_STATUS_POLL)
 
@@ -318,20 +336,20 @@ async def watch(url: str, *, task_id: str | None = None, user_id: str | None = N
     try:
         client = await Client(url, token=token, reconnect=True).__aenter__()
     except Exception as exc:  # noqa: BLE001 - refused, unreachable, bad URL: all reported the same way
-        console.print(f"[red]cannot connect to {escape(url)}[/]: {escape(str(exc))}")
+        view.line(literal(f"cannot connect to {url}", "red"), literal(f": {exc}"))
         return EXIT_CONNECTION
     try:
         if task_id is not None or user_id is not None:
             try:
                 reply = await client.subscribe(user_id=None if task_id else user_id, task_id=task_id)
             except TimeoutError:
-                console.print(f"[red]no subscription: {escape(str(client.auth_error or 'no reply'))}[/]")
+                view.line(literal(f"no subscription: {client.auth_error or 'no reply'}", "red"))
                 return EXIT_CONNECTION
             if reply.get("type") != "subscription_confirmed":
-                console.print(f"[red]subscribe refused[/]: {escape(str(reply.get('message')))}")
+                view.line(Text("subscribe refused", "red"), literal(f": {reply.get('message')}"))
                 return EXIT_CONNECTION
         who = f"task {task_id}" if task_id else f"user {user_id or '(from the token)'}"
-        console.print(f"Watching {escape(who)} on {escape(url)}" + (" (answering yes)" if yes else ""))
+        view.line(literal(f"Watching {who} on {url}" + (" (answering yes)" if yes else "")))
         final = (reply.get("state") or {}).get("final") if task_id is not None else None
         if final is not None and not follow:  # it ended before we came: say how, and go
             view.outcome(final)

@@ -159,3 +159,25 @@ def step_by_step(self: ProgressTask, steps: int = 10, delay: float = 0.5) -> int
         self.step_result(step=f"step-{i}", message=f"step {i} done", status="completed", result={"i": i})
         time.sleep(delay)
     return steps
+
+
+@shared_task(base=ProgressTask, bind=True)
+def say_everywhere(self: ProgressTask, text: str) -> str:
+    """``text`` wherever a client shows task text: a progress message, a step
+    result (name, message, status, result), a question, the result."""
+    self.progress(1, 2, message=f"Importing {text}")
+    self.step_result(step=text, message=text, status=text, result={"path": text})
+    confirm_step(TaskStepResult(step=text, message=text, status="waiting", result=[text]), step=2, timeout=20)
+    return text
+
+
+@shared_task(base=ProgressTask, bind=True, max_retries=1, default_retry_delay=0)
+def fail_saying(self: ProgressTask, text: str) -> None:
+    """Retry once, then fail, each time with an exception saying ``text``: what
+    an owner is told of errors that carry user data or internals."""
+    if self.request.retries == 0:
+        try:
+            raise RuntimeError(text)
+        except RuntimeError as exc:  # retry() from a handler, as tasks do: the reason is this exception
+            raise self.retry(exc=exc, countdown=0) from exc
+    raise ValueError(text)

@@ -172,3 +172,44 @@ def test_watching_a_task_that_already_ended_exits_at_once(celery_ws_server, cele
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "failed" in done.stdout
+
+
+#: task text as users' data can make it: Rich markup that would crash the view
+#: or plant a link, terminal sequences that would plant a hyperlink (OSC 8) or
+#: clear the screen
+HOSTILE = ("[/b] [link=https://evil.example]x[/link] [bold red]red "
+           "\x1b]8;;https://evil.example\x1b\\y\x1b]8;;\x1b\\ \x1b[2J")
+#: the same text as the watcher must show it: as it is, control characters written out
+SHOWN = ("[/b] [link=https://evil.example]x[/link] [bold red]red "
+         "\\x1b]8;;https://evil.example\\x1b\\y\\x1b]8;;\\x1b\\ \\x1b[2J")
+
+
+def assert_nothing_reached_the_terminal(term: Terminal) -> None:
+    """No hyperlink (OSC 8, which Rich's [link] markup also emits), no cleared
+    screen, no traceback."""
+    assert b"\x1b]8;" not in term.raw and b"\x1b[2J" not in term.raw, term.raw
+    assert "Traceback" not in term.screen, term.screen
+
+
+def test_task_text_is_shown_literally(celery_ws_server, user, terminal):
+    term = watch(terminal, "--user", user, "--url", celery_ws_server.url, "--yes")
+    term.expect("Watching user")
+    result = tasks.say_everywhere.delay_for(user, HOSTILE)
+    assert term.wait() == 0  # the progress message did not crash the view
+    assert_nothing_reached_the_terminal(term)
+    screen = term.screen
+    assert "Importing" in screen and "asks (step" in screen and "(--yes)" in screen, screen
+    for part in SHOWN.split():  # in the step result, the question and the result, wrapped where they are
+        assert part in screen, (part, screen)
+    assert result.get(timeout=10) == HOSTILE
+
+
+def test_error_texts_are_shown_literally(celery_ws_server, user, terminal):
+    term = watch(terminal, "--user", user, "--url", celery_ws_server.url)
+    term.expect("Watching user")
+    tasks.fail_saying.delay_for(user, HOSTILE)
+    assert term.wait() == 1
+    assert_nothing_reached_the_terminal(term)
+    lines = " ".join(term.screen.split())  # the lines as read, whatever the terminal wrapped
+    assert f"task_retrying RuntimeError: {SHOWN}" in lines, lines
+    assert f"failed: ValueError: {SHOWN}" in lines, lines
