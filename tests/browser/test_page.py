@@ -246,6 +246,31 @@ def test_token_mode_page_follows_its_user_and_resumes_after_a_restart(page, toke
     expect(page.locator("#notice")).to_be_empty()
 
 
+def test_token_leaves_the_address_and_a_reload_says_it_is_gone(page, token_server, user):
+    """A token in the address would stay in history and bookmarks: the page keeps
+    it in memory, still follows its user, and after a reload (no token left) says
+    so instead of trying to connect."""
+    from celery_ws.settings import Settings
+    from celery_ws.tokens import issue_token
+
+    token = issue_token(user, ttl=600, settings=Settings.load(secret=SECRET))
+    page.goto(f"{token_server.http_url}/?view=compact&token={token}#tasks")
+    address = f"{token_server.http_url}/?view=compact#tasks"  # the other parameters and the fragment stay
+    assert page.evaluate("location.href") == address
+    expect(page.locator("#state")).to_have_text("open")
+    page.wait_for_selector("body[data-ready]", state="attached")  # authenticated with the token in memory
+    result = tasks.slow_progress.delay_for(user, steps=3, delay=0.05)
+    expect(card(page, result.id)).to_have_attribute("data-status", "succeeded")
+    expect(card(page, result.id).locator(".message")).to_have_text("Step 3 of 3")
+
+    page.reload()
+    expect(page.locator("#notice")).to_contain_text("No token")
+    page.wait_for_timeout(1500)  # longer than a connection attempt would take: none is made
+    assert page.evaluate("[location.href, window.celeryWs, document.getElementById('state').textContent]") == [
+        address, None, "closed"]
+    screenshot(page, "token-removed-reload")
+
+
 def test_token_mode_page_with_a_bad_token_stops_and_says_why(page, token_server):
     page.goto(f"{token_server.http_url}/?token=not-a-token")
     expect(page.locator("#state")).to_have_text("closed")
