@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = _setting(
         10.0, "heartbeat_interval", "CELERY_WS_HEARTBEAT_INTERVAL", ge=0.05
     )
+    #: what a task's owner is told of its exceptions: "message" (class and text)
+    #: or "class" (the class name only: a text can carry SQL, paths, other users' data)
+    error_detail: Literal["message", "class"] = _setting("message", "error_detail", "CELERY_WS_ERROR_DETAIL")
 
     # -- security --
     secret: SecretStr | None = _setting(None, "secret", "CELERY_WS_SECRET")

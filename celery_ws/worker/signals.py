@@ -6,6 +6,10 @@ task signals in the process that executes it, ``task_revoked`` and some
 failures (a lost worker child, a hard time limit) in the worker's main
 process. Every process writes through its own emitter. Handlers are
 idempotent: ``emit.lua`` keeps only the first terminal event of a task.
+
+An exception's text reaches the owner only with ``error_detail="message"``
+(the default); with ``"class"`` the owner reads its class name and
+``_WITHHELD`` instead, and the text stays in the worker's log.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ logger = logging.getLogger(__name__)
 _FLUSH_AFTER_TASK = 5.0
 #: bounds what a Redis outage adds to apply_async()
 _FLUSH_BEFORE_PUBLISH = 1.0
+#: ``error_message`` of a failure when ``error_detail`` is "class"
+_WITHHELD = "details are in the worker's log"
 
 
 def _ws_for(task: Any) -> CeleryWS | None:
@@ -41,6 +47,11 @@ def _ws_for(task: Any) -> CeleryWS | None:
 
 def _emit(ws: CeleryWS, type_: str, task_id: str, owner: str | None, **fields: Any) -> None:
     ws.emitter().emit(event(type_, task_id=task_id, user_id=owner, **fields))
+
+
+def _error_message(ws: CeleryWS, error: BaseException | None) -> str:
+    """What the owner reads of ``error`` besides its class name."""
+    return str(error) if ws.settings.error_detail == "message" else _WITHHELD
 
 
 def _owner_or_lookup(ws: CeleryWS, request: Any, task_id: str) -> str | None:
@@ -61,8 +72,9 @@ def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None,
         return
     if headers.get("retries"):
         error = sys.exc_info()[1]
+        reason = None if error is None else f"{type(error).__name__}: {_error_message(ws, error)}"
         _emit(ws, "task_retrying", headers["id"], owner, retries=headers["retries"],
-              eta=headers.get("eta"), reason=None if error is None else f"{type(error).__name__}: {error}")
+              eta=headers.get("eta"), reason=reason)
     else:
         _emit(ws, "task_sent", headers["id"], owner, name=sender)
     ws.emitter().flush(_FLUSH_BEFORE_PUBLISH)
@@ -94,8 +106,8 @@ def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseEx
         _emit(ws, "task_cancelled", task_id, owner, reason="cancelled by user",
               requested_by=ws.publisher().cancelled_by(task_id))
     else:
-        _emit(ws, "task_failed", task_id, owner,
-              error_code=type(exception).__name__, error_message=str(exception))
+        _emit(ws, "task_failed", task_id, owner, error_code=type(exception).__name__,
+              error_message=_error_message(ws, exception))
     ws.emitter().flush(_FLUSH_AFTER_TASK)
 
 
