@@ -1,24 +1,42 @@
 """Every Redis key celery-ws reads or writes, in one place.
 
-Layout (``cws`` is the configurable prefix)::
+Layout (``cws`` is the configurable prefix; the braces are part of the key,
+``<...>`` stands for an id)::
 
-    cws:events                 stream  every event, read by every server replica
-    cws:user:{user}:events     stream  one user's events, for resume
-    cws:task:{task}:events     stream  one task's events, for resume and late viewers
-    cws:task:{task}            hash    owner, final (terminal event type), cancel flag
-    cws:user:{user}:pending    zset    the user's open confirmations, scored by deadline
-    cws:task:{task}:pending    zset    the task's open confirmations, scored by deadline
-    cws:running                zset    running tasks, scored by when their lease runs out
-    cws:pending                zset    every open confirmation, scored by deadline
-    cws:confirm:{callback}     hash    one confirmation: state, owner, assignees, deadline,
-                                       the request event, the answer
-    cws:confirm:{callback}:reply list  the answer, pushed once; the worker BLPOPs it
-    cws:ack:{message}          string  the user an acknowledged send went to
-    cws:ack:{message}:acks     list    one entry per acknowledgement; the sender BLPOPs it
-    cws:producer:{producer}    string  last sequence number stored from one worker process
+    cws:events                       stream  every event, read by every server replica
+    cws:user:{<user>}:events         stream  one user's events, for resume
+    cws:task:{<task>}:events         stream  one task's events, for resume and late viewers
+    cws:task:{<task>}                hash    owner, final (terminal event type), cancel flag
+    cws:user:{<user>}:pending        zset    the user's open confirmations, scored by deadline
+    cws:task:{<task>}:pending        zset    the task's open confirmations, scored by deadline
+    cws:running                      zset    running tasks, scored by when their lease runs out
+    cws:pending                      zset    every open confirmation, scored by deadline
+    cws:confirm:{<callback>}         hash    one confirmation: state, owner, assignees, deadline,
+                                             the request event, the answer
+    cws:confirm:{<callback>}:reply   list    the answer, pushed once; the worker BLPOPs it
+    cws:ack:{<message>}              string  the user an acknowledged send went to
+    cws:ack:{<message>}:acks         list    one entry per acknowledgement; the sender BLPOPs it
+    cws:producer:{<producer>}        string  last sequence number stored from one worker process
 
-The Lua scripts in ``celery_ws/lua`` derive the per-user and per-task keys
-from the prefix with the same patterns; keep both in step.
+Every id sits in braces so that no id can name a key other than its own. The
+prefix (which holds no ``:``) and the kind end at fixed colons, and what
+follows the id (``}``, ``}:events``, ``}:pending``, ``}:reply``, ``}:acks``)
+never ends with what follows it in another key of the same kind, so one key
+string belongs to exactly one kind and one id whatever the id holds:
+``cws:task:{T:events}`` is task ``T:events``'s hash, never task ``T``'s stream.
+That holds for ids from the worker side too (a Celery task id, the owner
+header), which may hold any character, braces included.
+
+Ids from clients are validated as ``protocol.Identifier``, which excludes
+``{`` and ``}``: keep it that way, so the braces are also Redis Cluster hash
+tags around the whole id, and all keys of one task (one user, one
+confirmation, one message) share a hash slot. Redis Cluster support will build
+on that; the shared keys (``cws:events``, ``cws:running``, ``cws:pending``)
+and the scripts that touch several ids are what it still has to solve.
+
+The Lua scripts in ``celery_ws/lua`` derive the per-user, per-task and
+per-confirmation keys from the prefix with the same pattern (``id_key`` in
+``common.lua``); keep both in step.
 """
 
 from __future__ import annotations
@@ -32,18 +50,22 @@ __all__ = ["Keys"]
 class Keys:
     prefix: str = "cws"
 
+    def _of(self, kind: str, id_: str, suffix: str = "") -> str:
+        """The key of one id: ``prefix:kind:{id}suffix``."""
+        return f"{self.prefix}:{kind}:{{{id_}}}{suffix}"
+
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"
 
     def user_events(self, user_id: str) -> str:
-        return f"{self.prefix}:user:{user_id}:events"
+        return self._of("user", user_id, ":events")
 
     def task_events(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:events"
+        return self._of("task", task_id, ":events")
 
     def task(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}"
+        return self._of("task", task_id)
 
     @property
     def running(self) -> str:
@@ -54,22 +76,22 @@ class Keys:
         return f"{self.prefix}:pending"
 
     def user_pending(self, user_id: str) -> str:
-        return f"{self.prefix}:user:{user_id}:pending"
+        return self._of("user", user_id, ":pending")
 
     def task_pending(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:pending"
+        return self._of("task", task_id, ":pending")
 
     def confirm(self, callback_id: str) -> str:
-        return f"{self.prefix}:confirm:{callback_id}"
+        return self._of("confirm", callback_id)
 
     def confirm_reply(self, callback_id: str) -> str:
-        return f"{self.prefix}:confirm:{callback_id}:reply"
+        return self._of("confirm", callback_id, ":reply")
 
     def ack(self, message_id: str) -> str:
-        return f"{self.prefix}:ack:{message_id}"
+        return self._of("ack", message_id)
 
     def ack_list(self, message_id: str) -> str:
-        return f"{self.prefix}:ack:{message_id}:acks"
+        return self._of("ack", message_id, ":acks")
 
     def producer(self, producer_id: str) -> str:
-        return f"{self.prefix}:producer:{producer_id}"
+        return self._of("producer", producer_id)

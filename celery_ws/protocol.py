@@ -51,7 +51,9 @@ __all__ = [
     "with_id",
 ]
 
-#: User and task ids as they may appear in Redis keys: bounded and boring.
+#: User, task, callback and message ids a client may name: bounded and boring.
+#: No ``{`` or ``}``: keys.py encloses every id in braces, and an id without
+#: them fills its Redis Cluster hash tag exactly.
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+\-]+$")
 ]

@@ -1,14 +1,20 @@
 -- Helpers prepended to every script (scripts cannot call each other).
 
+-- The key of one id, as keys.py builds it (keep both in step): prefix:kind:{id}suffix.
+-- The braces keep an id from naming any other key, whatever characters it holds.
+local function id_key(prefix, kind, id, suffix)
+  return prefix .. ':' .. kind .. ':{' .. id .. '}' .. (suffix or '')
+end
+
 -- Forget a confirmation in every pending index: global, its task's, and the
 -- per-user ones of its owner and assignees.
 local function unindex_confirmation(prefix, cid, owner, task_id, assignees_json)
   redis.call('ZREM', prefix .. ':pending', cid)
-  if owner and owner ~= '' then redis.call('ZREM', prefix .. ':user:' .. owner .. ':pending', cid) end
-  if task_id and task_id ~= '' then redis.call('ZREM', prefix .. ':task:' .. task_id .. ':pending', cid) end
+  if owner and owner ~= '' then redis.call('ZREM', id_key(prefix, 'user', owner, ':pending'), cid) end
+  if task_id and task_id ~= '' then redis.call('ZREM', id_key(prefix, 'task', task_id, ':pending'), cid) end
   if assignees_json then
     for _, who in ipairs(cjson.decode(assignees_json)) do
-      redis.call('ZREM', prefix .. ':user:' .. who .. ':pending', cid)
+      redis.call('ZREM', id_key(prefix, 'user', who, ':pending'), cid)
     end
   end
 end
@@ -16,15 +22,16 @@ end
 -- Close every open confirmation of a task with new_state; when reply is given,
 -- push it so a worker blocked on the answer wakes up.
 local function close_task_confirmations(prefix, task_id, new_state, reply, ttl)
-  local pending_key = prefix .. ':task:' .. task_id .. ':pending'
+  local pending_key = id_key(prefix, 'task', task_id, ':pending')
   for _, cid in ipairs(redis.call('ZRANGE', pending_key, 0, -1)) do
-    local ck = prefix .. ':confirm:' .. cid
+    local ck = id_key(prefix, 'confirm', cid)
     local c = redis.call('HMGET', ck, 'state', 'owner', 'assignees')
     if c[1] == 'pending' then
       redis.call('HSET', ck, 'state', new_state)
       if reply then
-        redis.call('RPUSH', ck .. ':reply', reply)
-        redis.call('EXPIRE', ck .. ':reply', ttl)
+        local reply_key = id_key(prefix, 'confirm', cid, ':reply')
+        redis.call('RPUSH', reply_key, reply)
+        redis.call('EXPIRE', reply_key, ttl)
       end
     end
     unindex_confirmation(prefix, cid, c[2], task_id, c[3])
