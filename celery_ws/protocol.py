@@ -31,6 +31,7 @@ __all__ = [
     "Confirm",
     "ErrorCode",
     "Identifier",
+    "MAX_DEPTH",
     "Ping",
     "ProtocolError",
     "Subscribe",
@@ -89,6 +90,12 @@ ErrorCode = Literal[
     "rate_limited",
     "internal_error",
 ]
+
+#: How deeply the values of a client frame may nest (a confirm's ``data``, the
+#: extra fields a ping echoes). Far below what orjson decodes (1024 levels) and
+#: encodes (254), so whatever a client may send can also be stored and sent
+#: back inside the records and frames that wrap it.
+MAX_DEPTH: Final = 32
 
 #: The versioned subprotocol; selected when a client offers it, optional otherwise.
 SUBPROTOCOL: Final = "celery-ws.v1"
@@ -226,6 +233,11 @@ def parse_action(raw: str | bytes) -> ClientAction:
     model = _ACTION_MODELS.get(action) if isinstance(action, str) else None
     if model is None:
         raise ProtocolError("unknown_action", f"Unknown action: {action}", action=_short(action))
+    for field, value in data.items():
+        if _deeper_than(value, MAX_DEPTH):
+            name = _short(field)
+            raise ProtocolError("invalid_message", f"Invalid field {name!r}: nested deeper than {MAX_DEPTH} levels",
+                                field=name)
     try:
         return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
@@ -234,6 +246,24 @@ def parse_action(raw: str | bytes) -> ClientAction:
         raise ProtocolError(
             "invalid_message", f"Invalid field {field!r}: {first['msg']}", field=field
         ) from None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels in ``value``.
+
+    A loop, not recursion: what orjson accepts (1024 levels) is deeper than
+    Python's recursion limit.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _short(value: Any) -> Any:

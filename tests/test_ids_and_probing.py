@@ -21,6 +21,7 @@ import pytest
 
 from celery_ws import Settings, issue_token
 from celery_ws.client import Client
+from celery_ws.protocol import MAX_DEPTH
 from celery_ws.testing import ServerThread
 from tests import tasks
 from tests.rawws import PING, TEXT, RawSocket
@@ -129,6 +130,14 @@ def alike(replies: dict[str, tuple[bytes, str]]) -> bytes:
     return next(iter(blanked.values()))
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """An object ``depth`` levels deep."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 # -- item 8: an id names only its own keys ------------------------------------------------
 
 async def test_an_id_spelling_another_key_is_an_unknown_id_and_logs_no_traceback(server, settings, user,
@@ -186,3 +195,33 @@ async def test_celery_task_ids_with_any_characters_name_only_their_own_keys(serv
         assert {e["task_id"] for e in events} == {task_id}
         assert [e["type"] for e in events][-1] == "task_succeeded"
         assert publisher.redis.hget(keys.task(task_id), "owner") == user.encode()
+
+
+# -- item 10: one depth limit, checked when a frame is parsed -----------------------------
+
+async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(server, settings, user,
+                                                                              server_log):
+    client = await logged_in(server, settings, user)
+    attacker = await Raw.logged_in(server, settings, user)
+    try:
+        result = tasks.ask.delay_for(user)
+        callback_id = (await question(client, result.id))["callback_id"]
+        for depth in (300, MAX_DEPTH + 1):
+            refused = json.loads(await attacker.reply(
+                {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(depth)}))
+            assert refused == {"type": "error", "code": "invalid_message", "field": "data",
+                               "message": f"Invalid field 'data': nested deeper than {MAX_DEPTH} levels"}
+            refused = json.loads(await attacker.reply({"action": "ping", "note": [nested(depth)]}))
+            assert (refused["code"], refused["field"]) == ("invalid_message", "note")
+
+        pong = json.loads(await attacker.reply({"action": "ping", "note": nested(MAX_DEPTH)}))
+        assert pong["original_data"] == {"note": nested(MAX_DEPTH)}
+        taken = json.loads(await attacker.reply(
+            {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(MAX_DEPTH)}))
+        assert taken["type"] == "confirmation_received"
+        done = await client.wait_for_event("task_succeeded", task_id=result.id)
+        assert done["result"]["data"] == nested(MAX_DEPTH)
+        assert server_log.tracebacks() == []
+    finally:
+        attacker.close()
+        await client.close()
