@@ -11,6 +11,7 @@ real worker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from celery_ws import Settings, issue_token
+from celery_ws import Publisher, Settings, issue_token
 from celery_ws.client import Client
 from celery_ws.protocol import MAX_DEPTH
 from celery_ws.testing import ServerThread
@@ -225,3 +226,109 @@ async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(
     finally:
         attacker.close()
         await client.close()
+
+
+# -- item 11: unknown and someone else's look alike ---------------------------------------
+
+async def test_subscribe_cannot_tell_an_unknown_task_from_another_users(server, settings, user):
+    alice = await logged_in(server, settings, user + "-a")
+    bob = await Raw.logged_in(server, settings, user + "-b")
+    try:
+        running = tasks.ask.delay_for(user + "-a")
+        await question(alice, running.id)
+        finished = tasks.report.delay_for(user + "-a", 1)
+        await alice.wait_for_event("task_succeeded", task_id=finished.id)
+        nothing = unknown()
+        reply = alike({name: (await bob.reply({"action": "subscribe", "task_id": task_id}), task_id)
+                       for name, task_id in (("running", running.id), ("finished", finished.id),
+                                             ("unknown", nothing))})
+        assert json.loads(reply)["code"] == "forbidden"
+        await alice.cancel(running.id)
+    finally:
+        bob.close()
+        await alice.close()
+
+
+async def test_cancel_cannot_tell_an_unknown_task_from_another_users(server, settings, user):
+    alice = await logged_in(server, settings, user + "-a")
+    bob = await Raw.logged_in(server, settings, user + "-b")
+    try:
+        running = tasks.ask.delay_for(user + "-a")
+        await question(alice, running.id)
+        finished = tasks.report.delay_for(user + "-a", 1)
+        await alice.wait_for_event("task_succeeded", task_id=finished.id)
+        nothing = unknown()
+        reply = alike({name: (await bob.reply({"action": "cancel", "task_id": task_id}), task_id)
+                       for name, task_id in (("running", running.id), ("finished", finished.id),
+                                             ("unknown", nothing))})
+        assert json.loads(reply)["code"] == "forbidden"
+        # refused, so still running, and its owner still may cancel it
+        assert (await alice.cancel(running.id))["type"] == "cancel_received"
+        await alice.wait_for_event("task_cancelled", task_id=running.id)
+    finally:
+        bob.close()
+        await alice.close()
+
+
+async def test_confirm_cannot_tell_an_unknown_question_from_another_users(server, settings, user):
+    alice = await logged_in(server, settings, user + "-a")
+    bob = await Raw.logged_in(server, settings, user + "-b")
+    try:
+        open_task = tasks.ask.delay_for(user + "-a")
+        answered_task = tasks.ask.delay_for(user + "-a")
+        expired_task = tasks.ask.delay_for(user + "-a", timeout=0.5, default=False)
+        open_id = (await question(alice, open_task.id))["callback_id"]
+        answered_id = (await question(alice, answered_task.id))["callback_id"]
+        expired_id = (await question(alice, expired_task.id))["callback_id"]
+        assert (await alice.confirm(answered_id, True))["type"] == "confirmation_received"
+        await alice.wait_for_event("task_succeeded", task_id=answered_task.id)
+        await alice.wait_for_event("confirmation_expired", task_id=expired_task.id)
+        nothing = unknown()
+        reply = alike({name: (await bob.reply({"action": "confirm", "callback_id": callback_id, "proceed": True}),
+                              callback_id)
+                       for name, callback_id in (("open", open_id), ("answered", answered_id),
+                                                 ("expired", expired_id), ("unknown", nothing))})
+        assert json.loads(reply)["code"] == "forbidden"
+        # the refusals changed nothing: the open question is still alice's to answer
+        assert (await alice.confirm(open_id, False, "mine"))["type"] == "confirmation_received"
+        done = await alice.wait_for_event("task_succeeded", task_id=open_task.id)
+        assert done["result"]["feedback"] == "mine"
+    finally:
+        bob.close()
+        await alice.close()
+
+
+async def test_ack_cannot_tell_an_unknown_message_from_another_users(server, settings, user, publisher: Publisher):
+    alice = await logged_in(server, settings, user + "-a")
+    bob = await Raw.logged_in(server, settings, user + "-b")
+    try:
+        acked = asyncio.create_task(asyncio.to_thread(publisher.send_with_ack, user + "-a", {"type": "needs_ack"}, 5.0))
+        message_id = (await alice.wait_for_event("needs_ack"))["message_id"]
+        assert await acked is True
+        nothing = unknown()
+        reply = alike({name: (await bob.reply({"action": "ack", "message_id": id_}), id_)
+                       for name, id_ in (("alice's", message_id), ("unknown", nothing))})
+        assert json.loads(reply)["code"] == "forbidden"
+    finally:
+        bob.close()
+        await alice.close()
+
+
+async def test_open_mode_tells_only_an_anonymous_connection_that_an_id_is_unknown(celery_ws_server, user):
+    """Open mode has no secrets to keep, so a connection that named no user hears
+    precisely what is wrong; one that subscribed as a user is answered like a
+    token-mode connection."""
+    frames = {"cancel": {"action": "cancel", "task_id": unknown()},
+              "confirm": {"action": "confirm", "callback_id": unknown(), "proceed": True},
+              "ack": {"action": "ack", "message_id": unknown()}}
+    anonymous = await Raw.connect(celery_ws_server)
+    named = await Raw.connect(celery_ws_server)
+    try:
+        await named.reply({"action": "subscribe", "user_id": user})
+        told = {action: json.loads(await anonymous.reply(frame))["code"] for action, frame in frames.items()}
+        refused = {action: json.loads(await named.reply(frame))["code"] for action, frame in frames.items()}
+    finally:
+        anonymous.close()
+        named.close()
+    assert told == {"cancel": "not_found", "confirm": "unknown_callback", "ack": "unknown_message"}
+    assert refused == {"cancel": "forbidden", "confirm": "forbidden", "ack": "forbidden"}

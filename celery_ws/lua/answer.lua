@@ -5,20 +5,24 @@
 --       needs no check against the question's form (checked already, or a refusal)
 -- Returns {'ok', task_id, owner, asked_at}, {'check', JSON Schema} for a typed
 -- question whose answer the caller has yet to check, or {error state}:
--- unknown_callback, answered, expired, cancelled, closed, forbidden.
+-- forbidden, unknown_callback, answered, expired, cancelled, closed.
 local c = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'assignees', 'task_id', 'owner', 'asked_at',
                      'schema')
 local state = c[1]
-if not state then return {'unknown_callback'} end
-if state ~= 'pending' then return {state} end
-if tonumber(c[2]) <= tonumber(ARGV[5]) then return {'expired'} end
+-- who may answer comes first: a named user learns nothing of a question that is
+-- not theirs, not even that it exists or how it ended
 if ARGV[3] ~= '' then
   local allowed = false
-  for _, who in ipairs(cjson.decode(c[3])) do
-    if who == ARGV[3] then allowed = true end
+  if state then
+    for _, who in ipairs(cjson.decode(c[3])) do
+      if who == ARGV[3] then allowed = true end
+    end
   end
   if not allowed then return {'forbidden'} end
 end
+if not state then return {'unknown_callback'} end
+if state ~= 'pending' then return {state} end
+if tonumber(c[2]) <= tonumber(ARGV[5]) then return {'expired'} end
 if c[7] and ARGV[7] ~= '1' then return {'check', c[7]} end
 redis.call('HSET', KEYS[1], 'state', 'answered', 'answer', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[4])

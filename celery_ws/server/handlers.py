@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 #: Revokes a Celery task by id (the server's only way to reach Celery).
 Revoke = Callable[[str], Awaitable[None]]
 
+# The scripts check who may act before anything else: a named user (every
+# connection in token mode) gets ``forbidden`` for an id that is not theirs
+# whether it exists or not, and whatever its state, so ids cannot be probed.
+# ``unknown_callback``, ``not_found`` and ``unknown_message`` only reach
+# anonymous open-mode connections.
 _ANSWER_REFUSALS: dict[str, tuple[Any, str]] = {
     "unknown_callback": ("unknown_callback", "Unknown callback_id"),
     "answered": ("already_answered", "This confirmation was answered already"),

@@ -86,13 +86,18 @@ class ServerStore:
         return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
 
     async def ack(self, message_id: str, user_id: str | None) -> str:
-        """``ok``, ``unknown`` or ``forbidden`` (acknowledging someone else's message)."""
+        """``ok``, ``unknown`` or ``forbidden``.
+
+        A named user is refused (``forbidden``) any message that was not sent to
+        them, known or not, so acks cannot probe for message ids; only an
+        anonymous open-mode connection hears ``unknown``.
+        """
         keys = self.settings.keys
         recipient = text(await self.redis.get(keys.ack(message_id)))
-        if recipient is None:
-            return "unknown"
         if user_id is not None and user_id != recipient:
             return "forbidden"
+        if recipient is None:
+            return "unknown"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(keys.ack_list(message_id), user_id or "")
             pipe.expire(keys.ack_list(message_id), 60)
