@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = _setting(
         [], "allowed_origins", "WEBSOCKET_ALLOWED_ORIGINS", "CELERY_WS_ALLOWED_ORIGINS"
     )
+    #: the URL browsers use to reach this server (e.g. https://ws.example.com,
+    #: the proxy's address when behind one): the origin of the server's own
+    #: pages in the Origin check, and the base of every URL handed to a browser
+    public_url: str | None = _setting(None, "public_url", "CELERY_WS_PUBLIC_URL")
     max_message_size: int = _setting(
         65_536, "max_message_size", "WEBSOCKET_MAX_MESSAGE_SIZE", "CELERY_WS_MAX_MESSAGE_SIZE", ge=256
     )
@@ -117,6 +122,13 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _browser_url(cls, value: str | None) -> str | None:
+        if value is not None and not _is_browser_url(value):
+            raise ValueError("must be an absolute http(s):// or ws(s):// URL, such as https://ws.example.com")
+        return value
+
     @property
     def token_mode(self) -> bool:
         """Whether clients must authenticate: a secret or a public key is set."""
@@ -140,6 +152,16 @@ class Settings(BaseSettings):
             return cls(**missing, **overrides) if missing else explicit
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+
+
+def _is_browser_url(value: str) -> bool:
+    """Whether a browser can open ``value``: a web or WebSocket scheme, a host,
+    and a port that parses (port 0 is none a browser can reach)."""
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https", "ws", "wss") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number or out of range, an unclosed [
+        return False
 
 
 def _from_conf(conf: Mapping[str, Any]) -> dict[str, Any]:
