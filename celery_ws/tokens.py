@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from .exceptions import CeleryWSError, SettingsError
 from .protocol import Identifier
-from .settings import Settings
+from .settings import Settings, _variable_names
 
-__all__ = ["Identity", "InvalidToken", "TokenVerifier", "issue_token"]
+__all__ = ["Identity", "InvalidToken", "TokenVerifier", "issue_token", "verification_keys"]
 
 _USER_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 _LEEWAY = 5.0  # seconds of clock skew tolerated between the minting app and the server
@@ -50,11 +51,13 @@ def issue_token(
     Signed with ``CELERY_WS_SECRET`` (HS256 by default); for RS256/ES256 pass
     the ``private_key`` whose public half the server is configured with.
     ``aud``/``iss`` come from the settings unless given in ``claims``.
+
+    Raises:
+        SettingsError: no key, or one the server would refuse (too short, or
+            not a key for the algorithm).
     """
     settings = settings or Settings.load()
-    key = private_key or (settings.secret.get_secret_value() if settings.secret else None)
-    if key is None:
-        raise SettingsError("CELERY_WS_SECRET is not set: cannot sign a token")
+    key = _signing_key(settings, private_key)
     now = int(time.time())
     payload: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
     if settings.jwt_audience:
@@ -65,19 +68,87 @@ def issue_token(
     return jwt.encode(payload, key, algorithm=settings.jwt_algorithm)
 
 
+def _signing_key(settings: Settings, private_key: str | None) -> Any:
+    if private_key is not None:
+        return _prepared(private_key, settings.jwt_algorithm, "private_key")
+    if settings.secret is None:
+        raise SettingsError(f"{_variable_names('secret')} is not set: cannot sign a token")
+    return _prepared(settings.secret.get_secret_value(), settings.jwt_algorithm, _variable_names("secret"))
+
+
+def verification_keys(settings: Settings) -> list[Any]:
+    """The keys that verify tokens, current first, each as PyJWT uses it.
+
+    ``WebSocketManager.start_server()`` calls this before listening, so a key
+    no token could pass stops the server at start instead of failing every
+    connection with 1011.
+
+    Raises:
+        SettingsError: naming the setting to fix.
+    """
+    algorithm = settings.jwt_algorithm
+    if algorithm.startswith("HS"):
+        if settings.jwt_public_key is not None:
+            raise SettingsError(
+                f"{_variable_names('jwt_public_key')} is set but {_variable_names('jwt_algorithm')} is "
+                f"{algorithm}, which verifies with a shared secret: set the algorithm the key was made "
+                "for (RS256, ES256), or unset the key and use CELERY_WS_SECRET"
+            )
+        if settings.secret is None:
+            raise SettingsError(f"{_variable_names('secret')} is not set: no key verifies {algorithm} tokens")
+        named = [(settings.secret, _variable_names("secret"))]
+        named += [(old, f"{_variable_names('previous_secrets')} (#{number})")
+                  for number, old in enumerate(settings.previous_secrets, 1)]
+        return [_prepared(secret.get_secret_value(), algorithm, name) for secret, name in named]
+    if settings.jwt_public_key is None:
+        raise SettingsError(
+            f"{_variable_names('jwt_algorithm')} is {algorithm}, which verifies with a public key: "
+            f"set {_variable_names('jwt_public_key')}"
+        )
+    return [_prepared(_pem(settings.jwt_public_key), algorithm, _variable_names("jwt_public_key"))]
+
+
+def _pem(value: str) -> str:
+    """A public key setting holds the PEM itself or a path to it."""
+    if value.lstrip().startswith("-----BEGIN"):
+        return value
+    try:
+        return Path(value).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{_variable_names('jwt_public_key')}: neither a PEM key nor a readable file: "
+                            f"{exc}") from None
+
+
+def _prepared(key: str, algorithm: str, name: str) -> Any:
+    """``key`` parsed by PyJWT for ``algorithm`` and long enough for it: an HMAC
+    secret at least as long as its hash (32, 48, 64 bytes for HS256/384/512,
+    RFC 7518 §3.2), an RSA key at least 2048 bits. PyJWT only warns about a
+    short key; a server that accepted one would be as weak as it.
+
+    Raises:
+        SettingsError: naming ``name`` and the reason, never the key.
+    """
+    try:
+        checks = jwt.get_algorithm_by_name(algorithm)
+        prepared = checks.prepare_key(key)
+    except (jwt.PyJWTError, NotImplementedError, ValueError, TypeError) as exc:
+        raise SettingsError(f"{name}: PyJWT cannot use it as a {algorithm} key: {exc}") from None
+    if too_short := checks.check_key_length(prepared):
+        raise SettingsError(f"{name}: too short for {algorithm}: {too_short}")
+    return prepared
+
+
 class TokenVerifier:
     """Checks tokens against the configured keys; several keys allow rotation."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        if settings.jwt_public_key:
-            key = settings.jwt_public_key
-            if not key.lstrip().startswith("-----BEGIN"):
-                key = Path(key).read_text()
-            self._keys: list[Any] = [key]
-        else:
-            secrets = [settings.secret, *settings.previous_secrets] if settings.secret else []
-            self._keys = [secret.get_secret_value() for secret in secrets]
+
+    @cached_property
+    def _keys(self) -> list[Any]:
+        """Read at the first token rather than here, so that building a server
+        never fails: its ``start_server()`` reports a bad key."""
+        return verification_keys(self.settings)
 
     def verify(self, token: str) -> Identity:
         """Raises:

@@ -36,7 +36,7 @@ def celery_ws_app(celery_ws_redis_url):
 
 @pytest.fixture(scope="session")
 def celery_ws_server(celery_ws_redis_url):
-    server = ServerThread(Settings.load(redis_url=celery_ws_redis_url, secret="users-secret-0123456789abcdef"))
+    server = ServerThread(Settings.load(redis_url=celery_ws_redis_url, secret="users-secret-0123456789abcdef-xyz"))
     yield server.start()
     server.stop()
 '''

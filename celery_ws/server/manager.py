@@ -174,9 +174,14 @@ class WebSocketManager:
         await server.wait_closed()
 
     def _check_exposure(self) -> None:
-        """Like Redis' protected mode: open mode trusts clients to say who they
-        are, which is only acceptable on loopback or when the operator insists."""
+        """Refuse, before listening, settings that would expose users or fail
+        every connection. Like Redis' protected mode: open mode trusts clients
+        to say who they are, which is only acceptable on loopback or when the
+        operator insists. Token mode needs keys that can verify a token."""
+        from ..tokens import verification_keys
+
         if self.settings.token_mode:
+            verification_keys(self.settings)
             return
         if not _is_loopback(self.settings.host) and not self.settings.insecure:
             raise SettingsError(
@@ -184,7 +189,8 @@ class WebSocketManager:
                 "user's tasks. Set CELERY_WS_SECRET (token mode) or pass --insecure / CELERY_WS_INSECURE=1"
             )
         logger.warning("OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
-                       "every unsubscribed connection sees every event")
+                       "every unsubscribed connection sees every event. Browser pages may connect only "
+                       "from loopback, CELERY_WS_PUBLIC_URL and CELERY_WS_ALLOWED_ORIGINS")
 
     async def _housekeeping(self) -> None:
         """Once a second: report tasks whose worker stopped beating, and refresh

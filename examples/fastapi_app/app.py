@@ -1,9 +1,9 @@
 """A web application that starts a Celery task for its signed-in user and lets
 the page follow it live through celery-ws.
 
-    CELERY_WS_SECRET=change-me celery -A examples.tasks ws serve     # the WebSocket server
+    CELERY_WS_SECRET=change-me-to-32-or-more-random-bytes celery -A examples.tasks ws serve     # the WebSocket server
     celery -A examples.tasks worker -P prefork -c 2                   # a worker
-    CELERY_WS_SECRET=change-me uvicorn examples.fastapi_app.app:app   # this app
+    CELERY_WS_SECRET=change-me-to-32-or-more-random-bytes uvicorn examples.fastapi_app.app:app   # this app
 
 Why it is shaped this way: the browser never says who it is to celery-ws. The
 application, which knows its user, mints a short-lived token
