@@ -86,7 +86,10 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = _setting(None, "jwt_public_key", "CELERY_WS_JWT_PUBLIC_KEY")
     jwt_audience: str | None = _setting(None, "jwt_audience", "CELERY_WS_JWT_AUDIENCE")
     jwt_issuer: str | None = _setting(None, "jwt_issuer", "CELERY_WS_JWT_ISSUER")
+    #: seconds a new connection has for its HTTP handshake, and then (token mode) for its auth frame
     auth_timeout: float = _setting(5.0, "auth_timeout", "CELERY_WS_AUTH_TIMEOUT", gt=0)
+    #: seconds a closing connection has to finish the closing handshake before it is cut
+    close_timeout: float = _setting(5.0, "close_timeout", "CELERY_WS_CLOSE_TIMEOUT", gt=0)
     insecure: bool = _setting(False, "insecure", "CELERY_WS_INSECURE")
     allowed_origins: Annotated[list[str], NoDecode] = _setting(
         [], "allowed_origins", "WEBSOCKET_ALLOWED_ORIGINS", "CELERY_WS_ALLOWED_ORIGINS"

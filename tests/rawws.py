@@ -15,7 +15,7 @@ import socket
 import struct
 from collections.abc import Sequence
 
-__all__ = ["RawSocket", "handshake_request"]
+__all__ = ["RawSocket", "frame", "handshake_request"]
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 
@@ -31,6 +31,21 @@ def handshake_request(host: str, port: int, path: str = "/", *,
                   "Sec-WebSocket-Version: 13"]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def frame(payload: bytes | str, opcode: int = TEXT) -> bytes:
+    """One masked client frame (as RFC 6455 requires of clients)."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    mask = os.urandom(4)
+    size = len(data)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return header + mask + masked
 
 
 class RawSocket:
@@ -65,23 +80,13 @@ class RawSocket:
             raise ConnectionError(f"handshake refused with HTTP {status}")
         return raw
 
+    def send(self, payload: bytes | str, opcode: int = TEXT) -> None:
+        self.writer.write(frame(payload, opcode))
+
     async def read_response(self) -> tuple[int, bytes]:
         """The HTTP status and head of the server's reply to the upgrade request."""
         head = await self.reader.readuntil(b"\r\n\r\n")
         return int(head.split(b" ", 2)[1]), head
-
-    def send(self, payload: bytes | str, opcode: int = TEXT) -> None:
-        data = payload.encode() if isinstance(payload, str) else payload
-        mask = os.urandom(4)
-        size = len(data)
-        if size < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
-        elif size < 1 << 16:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.writer.write(header + mask + masked)
 
     async def recv(self, timeout: float = 5.0) -> tuple[int, bytes]:
         """The next frame's opcode and payload (uncompressed frames only)."""
@@ -105,6 +110,10 @@ class RawSocket:
                         return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
+
+    def stop_reading(self) -> None:
+        """Read nothing more: bytes pile up in the kernel's buffers, then the server's."""
+        self.writer.transport.pause_reading()
 
     def abort(self) -> None:
         self.writer.transport.abort()

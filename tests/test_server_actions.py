@@ -8,6 +8,7 @@ import json
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 BAD_FRAMES = [
     ("{not json", "invalid_json", None),
@@ -93,16 +94,16 @@ async def test_unsubscribed_connection_sees_every_event_in_open_mode(celery_ws_c
     assert not [f for f in other.frames if f.get("type") == "note"]
 
 
-async def test_connections_over_the_limit_are_closed_with_1013(celery_ws_redis_url):
+async def test_connections_over_the_limit_are_refused_with_503(celery_ws_redis_url):
     from celery_ws import Settings
     from celery_ws.testing import ServerThread
 
     server = ServerThread(Settings.load(redis_url=celery_ws_redis_url, max_connections=2)).start()
     try:
         async with connect(server.url, proxy=None) as first, connect(server.url, proxy=None) as second:
-            async with connect(server.url, proxy=None) as third:
-                await third.wait_closed()
-                assert third.close_code == 1013
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(server.url, proxy=None)
+            assert refused.value.response.status_code == 503
             await first.send(json.dumps({"action": "ping"}))
             assert json.loads(await first.recv())["type"] == "pong"
             assert second.state.name == "OPEN"

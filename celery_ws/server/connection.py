@@ -24,10 +24,13 @@ from ..protocol import CLOSE_UNAUTHORIZED, Auth, ProtocolError, dumps, error_fra
 from ..settings import Settings
 from ..tokens import Identity, InvalidToken, TokenVerifier
 from .handlers import ActionHandler
-from .limits import TokenBucket
+from .limits import REPLAY_COST, RateLimits, TokenBucket
 from .registry import Registry, Session
 
 __all__ = ["ConnectionLoop"]
+
+#: frames of a replay sent between two turns of the event loop
+_YIELD_EVERY = 64
 
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
@@ -42,17 +45,13 @@ class ConnectionLoop:
         self.handler = handler
         self.count = count
         self.verifier = TokenVerifier(settings) if settings.token_mode else None
+        self.limits = RateLimits(settings.rate_limit, settings.rate_burst)
 
     async def run(self, connection: ServerConnection) -> None:
-        if len(self.registry) >= self.settings.max_connections:
-            # a close code, unlike an HTTP 503, reaches browser code (seed: 1013)
-            self.count("rejected_server_full")
-            await connection.close(CloseCode.TRY_AGAIN_LATER, "Server connection limit reached")
-            return
         identity, last_event_id = await self._authenticate(connection) if self.verifier else (None, None)
         if self.verifier and identity is None:
             return
-        if identity and self.registry.user_connections(identity.user_id) >= self.settings.max_connections_per_user:
+        if identity and self.registry.identity_connections(identity.user_id) >= self.settings.max_connections_per_user:
             self.count("rejected_user_full")
             await connection.close(CloseCode.TRY_AGAIN_LATER, "Too many connections for this user")
             return
@@ -60,29 +59,37 @@ class ConnectionLoop:
         connection.response = None
         session = Session(connection, firehose=identity is None,
                           identity=identity.user_id if identity else None)
-        self.registry.add(session)
+        self.registry.add(session, authenticated=identity is not None)
         self.count("accepted")
         expiry = self._close_at_expiry(connection, identity) if identity else None
         try:
             if identity is not None:
+                bucket = self.limits.bucket(identity.user_id)
+                if last_event_id is not None and bucket.in_debt:
+                    # a reconnect loop must not buy a replay per connection
+                    self.count("closed_rate_limit")
+                    await connection.close(CloseCode.TRY_AGAIN_LATER, "Resuming too often: try again later")
+                    return
                 # not kept in a local: this frame lives as long as the connection,
                 # and orjson's output holds a 4 KiB buffer
-                await self._send(session, await self.handler.authenticated(session, identity.expires_at,
-                                                                           last_event_id))
+                await self._send(session, bucket, await self.handler.authenticated(session, identity.expires_at,
+                                                                                   last_event_id))
             await self._read(session)
         except ConnectionClosed:
             pass
         finally:
             self.registry.remove(session)
+            if identity is None:
+                self.limits.forget(session)
             if expiry is not None:
                 expiry.cancel()
 
     async def _read(self, session: Session) -> None:
         connection = session.connection
-        bucket = None  # made on the first frame: most connections only listen
+        bucket = None  # looked up on the first frame: most connections only listen
         async for raw in connection:
             if bucket is None:
-                bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
+                bucket = self.limits.bucket(session.identity if self.verifier else session)
             if not bucket.take():
                 if bucket.strikes > self.settings.rate_burst:
                     self.count("closed_rate_limit")
@@ -91,12 +98,17 @@ class ConnectionLoop:
                 await connection.send(dumps(error_frame(
                     "rate_limited", f"Over {self.settings.rate_limit:g} messages/s: slow down")).decode())
                 continue
-            await self._send(session, await self.handler.handle(session, raw))
+            await self._send(session, bucket, await self.handler.handle(session, raw))
 
-    async def _send(self, session: Session, frames: list[bytes]) -> None:
-        """Send replies, then any live events held back while they were made."""
-        for frame in frames:
+    async def _send(self, session: Session, bucket: TokenBucket, frames: list[bytes]) -> None:
+        """Send replies, then any live events held back while they were made.
+        Frames beyond the first (a replay) are charged to the sender's bucket."""
+        if len(frames) > 1:
+            bucket.charge((len(frames) - 1) * REPLAY_COST)
+        for n, frame in enumerate(frames, 1):
             await session.connection.send(frame.decode())
+            if n % _YIELD_EVERY == 0:  # a long replay must not stall delivery to everyone else
+                await asyncio.sleep(0)
         for text in self.registry.release(session):
             await session.connection.send(text)
 

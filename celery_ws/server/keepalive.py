@@ -5,6 +5,11 @@ that an idle watcher carries for its whole life. One loop that pings every
 admitted connection each ``interval`` does the same job: a connection whose
 pong does not come back within ``timeout`` is closed with 1011, as websockets
 would close it.
+
+A ping cannot be sent to a connection whose unsent bytes are over the write
+limit: ``ping()`` would wait in ``drain()`` and stall the loop for everyone.
+Such a connection is skipped once; if it is still stuck a round later with no
+byte taken meanwhile, it has stopped reading and is dropped.
 """
 
 from __future__ import annotations
@@ -14,46 +19,44 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
+
+from .peer import Peer
 
 __all__ = ["keep_alive"]
 
 logger = logging.getLogger(__name__)
 
-_BACKLOG = 64 * 1024
 
-
-async def keep_alive(connections: Callable[[], Iterable[ServerConnection]], interval: float,
+async def keep_alive(connections: Callable[[], Iterable[Peer]], interval: float,
                      timeout: float | None, stopping: asyncio.Event) -> None:
     """Ping ``connections()`` every ``interval`` seconds until ``stopping`` is set."""
+    stuck: dict[Peer, int] = {}
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
             return
         pongs = {}
-        for connection in list(connections()):
-            pong = await _ping(connection)
-            if pong is not None:
-                pongs[connection] = pong
+        was_stuck, stuck = stuck, {}
+        for connection in connections():
+            if connection.protocol.state is not State.OPEN:
+                continue
+            if not connection.writable:
+                backlog = connection.backlog
+                if was_stuck.get(connection, -1) == backlog:
+                    logger.info("dropping a connection that stopped reading (%s)", connection.remote_address)
+                    connection.drop_slow()
+                else:
+                    stuck[connection] = backlog
+                continue
+            with contextlib.suppress(ConnectionClosed):
+                pongs[connection] = await connection.ping()
         if timeout is None or not pongs:
             continue
-        await asyncio.wait(pongs.values(), timeout=timeout)
+        await asyncio.wait(pongs.values(), timeout=timeout)  # type: ignore[arg-type]
         for connection, pong in pongs.items():
-            if not pong.done() and connection.state is State.OPEN:
+            if not pong.done() and connection.protocol.state is State.OPEN:
                 logger.info("closing a connection that stopped answering pings (%s)", connection.remote_address)
-                asyncio.ensure_future(connection.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
-
-
-async def _ping(connection: ServerConnection) -> asyncio.Future[float] | None:
-    """Send a ping, unless the connection is closing or has a backlog the ping
-    would wait behind (the fan-out drops clients that stop reading)."""
-    transport = connection.transport
-    if connection.state is not State.OPEN or transport is None or transport.get_write_buffer_size() > _BACKLOG:
-        return None
-    try:
-        return await connection.ping()  # type: ignore[return-value]
-    except ConnectionClosed:
-        return None
+                connection.close_soon(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

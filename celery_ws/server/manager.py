@@ -34,6 +34,7 @@ from .handlers import ActionHandler, Revoke
 from .http import HttpEndpoints
 from .keepalive import keep_alive
 from .metrics import Metrics
+from .peer import Peer, PeerPolicy, peer_class
 from .registry import Registry
 from .store import ServerStore
 
@@ -84,6 +85,14 @@ class WebSocketManager:
                                      token_mode=self.settings.token_mode)
         self.connections = ConnectionLoop(self.settings, self.registry, self.handler,
                                           lambda outcome: self.metrics.connection_outcomes.labels(outcome).inc())
+        self.policy = PeerPolicy(
+            max_connections=self.settings.max_connections,
+            write_buffer_limit=self.settings.write_buffer_limit,
+            close_timeout=self.settings.close_timeout,
+            on_closing=self.registry.forget,
+            on_slow=self.metrics.slow_clients.inc,
+            on_refused=lambda: self.metrics.connection_outcomes.labels("rejected_server_full").inc(),
+        )
         self.http = HttpEndpoints(self, serve_page=self.settings.serve_page,
                                   allowed_origins=self.settings.allowed_origins)
         self._server: Server | None = None
@@ -126,13 +135,14 @@ class WebSocketManager:
         ]
         if self.settings.ping_interval is not None:
             self._background.append(asyncio.create_task(
-                keep_alive(self.registry.sessions.keys, self.settings.ping_interval, self.settings.ping_timeout,
+                keep_alive(self._peers, self.settings.ping_interval, self.settings.ping_timeout,
                            self._stopping), name="celery-ws-keepalive"))
         self._server = await serve(
             self.connections.run,
             self.settings.host,
             self.settings.port,
             # WebSocket
+            create_connection=peer_class(self.policy),
             select_subprotocol=_select_subprotocol,
             compression=None,
             extensions=_compression(self.settings.compression),
@@ -140,6 +150,8 @@ class WebSocketManager:
             process_request=self.http.process_request,
             # Timeouts: pings come from keep_alive(), one task for all connections
             ping_interval=None,
+            open_timeout=self.settings.auth_timeout,
+            close_timeout=self.settings.close_timeout,
             # Limits
             max_size=self.settings.max_message_size,
         )
@@ -148,11 +160,21 @@ class WebSocketManager:
         return self._server
 
     async def stop_server(self) -> None:
-        """Close every connection with 1001 (going away) and stop reading Redis."""
+        """Close every connection with 1001 (going away) and stop reading Redis.
+
+        Takes at most ``close_timeout`` for the connections (a peer that does
+        not answer the close is cut) plus ``auth_timeout`` for handshakes in
+        progress, whatever the peers do."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            await server.wait_closed()
+            try:
+                async with asyncio.timeout(self.settings.close_timeout + self.settings.auth_timeout + 1):
+                    await server.wait_closed()
+            except TimeoutError:
+                logger.warning("%d connections did not close in time: cut", len(self.policy.live))
+                for peer in list(self.policy.live):
+                    peer.transport.abort()
         self._stopping.set()
         for task in self._background:
             task.cancel()
@@ -226,26 +248,35 @@ class WebSocketManager:
             stored_at = int(event_id.split(b"-", 1)[0]) / 1000
             self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
 
-    def _send_all(self, connections: Iterable[ServerConnection], event_id: bytes, data: bytes) -> int:
+    def _send_all(self, connections: Iterable[Peer], event_id: bytes, data: bytes) -> int:
         """A client that stopped reading is dropped rather than allowed to grow
-        the server's memory or slow delivery to everyone else."""
+        the server's memory or slow delivery to everyone else; events held for
+        it during a replay count as unsent bytes."""
         healthy = []
         holding = self.registry.holding
+        limit = self.settings.write_buffer_limit
+        slow = []
         for conn in connections:
-            if holding and conn in holding:
-                holding[conn].append((event_id, data.decode()))
-                continue
             transport = conn.transport
             if conn.state is not State.OPEN or transport is None or transport.is_closing():
                 self.metrics.send_failures.inc()
                 continue
-            if transport.get_write_buffer_size() > self.settings.write_buffer_limit:
-                logger.warning("dropping a client that stopped reading (%s)", conn.remote_address)
-                self.metrics.slow_clients.inc()
-                transport.abort()
-                continue
-            healthy.append(conn)
+            held = holding.get(conn) if holding else None
+            if held is not None:
+                held.events.append((event_id, data))
+                held.size += len(data)
+            if conn.backlog + (held.size if held is not None else 0) > limit:
+                slow.append(conn)
+            elif held is None:
+                healthy.append(conn)
+        for conn in slow:  # after the loop: dropping changes the sets being iterated
+            logger.warning("dropping a client that stopped reading (%s)", conn.remote_address)
+            conn.drop_slow()
         return send_text(healthy, data)
+
+    def _peers(self) -> list[Peer]:
+        """Admitted connections, for the keepalive loop."""
+        return list(self.registry.sessions)  # type: ignore[arg-type]
 
     # -- health and status ------------------------------------------------------------
 

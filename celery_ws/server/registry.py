@@ -7,12 +7,12 @@ sockets, and everything another replica could need lives in Redis.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-__all__ = ["Registry", "Session"]
+__all__ = ["Held", "Registry", "Session"]
 
 _NONE: frozenset[Any] = frozenset()
 
@@ -37,32 +37,51 @@ class Session:
     replayed: frozenset[bytes] = _NONE
 
 
+@dataclass(slots=True)
+class Held:
+    """Live events kept aside while a connection is replayed to. Their bytes
+    count against ``write_buffer_limit`` like unsent socket bytes: a client
+    that stops reading mid-replay must not grow the server without bound."""
+
+    events: list[tuple[bytes, bytes]] = field(default_factory=list)
+    size: int = 0
+
+
 class Registry:
     def __init__(self) -> None:
         self.sessions: dict[ServerConnection, Session] = {}
         self._firehose: set[ServerConnection] = set()
         self._by_user: defaultdict[str, set[ServerConnection]] = defaultdict(set)
         self._by_task: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+        #: connections by the user their token names, whatever they subscribe to
+        self._by_identity: defaultdict[str, set[ServerConnection]] = defaultdict(set)
         #: connections being replayed to: their live events wait here, in order
-        self.holding: dict[ServerConnection, list[tuple[bytes, str]]] = {}
+        self.holding: dict[ServerConnection, Held] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def add(self, session: Session) -> None:
+    def add(self, session: Session, *, authenticated: bool = False) -> None:
+        """Admit ``session``; an ``authenticated`` one counts toward its user's
+        connection cap until it closes."""
         self.sessions[session.connection] = session
         if session.firehose:
             self._firehose.add(session.connection)
+        if authenticated and session.identity is not None:
+            self._by_identity[session.identity].add(session.connection)
 
     def hold(self, session: Session) -> None:
         """Keep live events for ``session`` aside until :meth:`release`."""
-        self.holding.setdefault(session.connection, [])
+        if session.connection in self.sessions:
+            self.holding.setdefault(session.connection, Held())
 
     def release(self, session: Session) -> list[str]:
         """The live events held during a replay, minus those the replay sent."""
-        held = self.holding.pop(session.connection, [])
+        held = self.holding.pop(session.connection, None)
         replayed, session.replayed = session.replayed, _NONE
-        return [text for event_id, text in held if event_id not in replayed]
+        if held is None:
+            return []
+        return [data.decode() for event_id, data in held.events if event_id not in replayed]
 
     def remove(self, session: Session) -> None:
         conn = session.connection
@@ -73,9 +92,19 @@ class Registry:
             _discard(self._by_user, user, conn)
         for task in session.tasks:
             _discard(self._by_task, task, conn)
+        if session.identity is not None:
+            _discard(self._by_identity, session.identity, conn)
+
+    def forget(self, conn: ServerConnection) -> None:
+        """Remove the session of ``conn``, if it has one: it is closing."""
+        session = self.sessions.get(conn)
+        if session is not None:
+            self.remove(session)
 
     def subscribe(self, session: Session, *, user_id: str | None, task_id: str | None) -> None:
         conn = session.connection
+        if conn not in self.sessions:  # closed while the subscription was checked
+            return
         session.firehose = False
         self._firehose.discard(conn)
         if user_id is not None:
@@ -105,8 +134,9 @@ class Registry:
             return self._firehose | by_user if by_user else self._firehose
         return self._firehose | by_task | (by_user or set())
 
-    def user_connections(self, user_id: str) -> int:
-        return len(self._by_user.get(user_id, ()))
+    def identity_connections(self, user_id: str) -> int:
+        """Open connections authenticated as ``user_id``."""
+        return len(self._by_identity.get(user_id, ()))
 
     def counts(self) -> dict[str, int]:
         return {"users": len(self._by_user), "tasks": len(self._by_task), "firehose": len(self._firehose)}
