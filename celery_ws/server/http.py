@@ -30,8 +30,6 @@ __all__ = ["HttpEndpoints", "OriginPolicy", "StatusSource"]
 
 
 class StatusSource(Protocol):
-    settings: Settings
-
     def get_status(self) -> dict[str, Any]: ...
     def metrics_exposition(self, accept: str) -> tuple[bytes, str]: ...
     async def redis_ok(self) -> bool: ...
@@ -155,10 +153,10 @@ class OriginPolicy:
 
 
 class HttpEndpoints:
-    def __init__(self, source: StatusSource, *, serve_page: bool, allowed_origins: list[str]) -> None:
+    def __init__(self, source: StatusSource, settings: Settings) -> None:
         self.source = source
-        self.origins = OriginPolicy.build(allowed_origins, public_url=source.settings.public_url,
-                                          token_mode=source.settings.token_mode)
+        self.origins = OriginPolicy.build(settings.allowed_origins, public_url=settings.public_url,
+                                          token_mode=settings.token_mode)
         self.routes: dict[str, Handler] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -166,7 +164,7 @@ class HttpEndpoints:
             "/status": self.status,
             "/celery-ws.js": self.static("celery-ws.js", "text/javascript; charset=utf-8"),
         }
-        if serve_page:
+        if settings.serve_page:
             self.routes["/"] = self.static("index.html", "text/html; charset=utf-8")
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:

@@ -93,8 +93,7 @@ class WebSocketManager:
             on_slow=self.metrics.slow_clients.inc,
             on_refused=lambda: self.metrics.connection_outcomes.labels("rejected_server_full").inc(),
         )
-        self.http = HttpEndpoints(self, serve_page=self.settings.serve_page,
-                                  allowed_origins=self.settings.allowed_origins)
+        self.http = HttpEndpoints(self, self.settings)
         self._server: Server | None = None
         self._background: list[asyncio.Task[None]] = []
         # loops watch this as well as being cancelled: redis-py can swallow a
