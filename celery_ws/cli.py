@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from ._version import __version__
+
 __all__ = ["main", "ws"]
 
 
@@ -37,6 +39,7 @@ def _configure_logging(level: str, fmt: str = "text") -> None:
 
 
 @click.group(name="ws")
+@click.version_option(__version__, message="celery-ws %(version)s")
 def ws() -> None:
     """celery-ws: live progress and confirmations for Celery tasks over WebSockets."""
 
@@ -127,7 +130,7 @@ def _print_status(target: str, figures: dict[str, Any]) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
-    except ImportError:  # rich comes with the [demo] extra; plain columns without it
+    except ImportError:  # rich comes with the [watch] and [demo] extras; plain columns without it
         width = max(map(len, figures), default=0)
         click.echo(target)
         for name, value in figures.items():
@@ -172,8 +175,14 @@ def watch(task_id: str | None, user_id: str | None, url: str, token: str | None,
     (with --user: the first task that ends), 4 on connection or token errors,
     130 on Ctrl-C.
     """
-    from .watch import EXIT_INTERRUPTED
-    from .watch import watch as run_watch
+    try:
+        from .client.watch import EXIT_INTERRUPTED
+        from .client.watch import watch as run_watch
+    except ModuleNotFoundError as exc:  # rich is an extra: say which, not a traceback
+        if (exc.name or "").partition(".")[0] != "rich":
+            raise
+        click.echo("celery-ws watch needs rich: pip install 'celery-ws[watch]'", err=True)
+        sys.exit(1)
 
     if task_id is None and user_id is None and token is None:
         raise click.UsageError("give a TASK_ID, --user USER or --token TOKEN")

@@ -1,7 +1,8 @@
 """The command line, run as real subprocesses: ``celery-ws status``,
 ``celery -A app ws serve`` (Celery's ``celery.commands`` entry point),
-``python -m celery_ws serve``, ``celery-ws token``, the open-mode refusal on a
-public address, and JSON log lines without tokens."""
+``python -m celery_ws serve``, ``celery-ws token``, ``--version``, the
+open-mode refusal on a public address, and JSON log lines without tokens.
+``tests/test_wheel.py`` runs them again from a plain install of the wheel."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
+from celery_ws import __version__
 from celery_ws.client import Client
 from celery_ws.logs import JsonFormatter, configure_logging, redact
-from celery_ws.redis_server import free_port
 from celery_ws.settings import Settings
 from celery_ws.testing import ServerThread
+from celery_ws.testing.redis_server import free_port
 from celery_ws.tokens import issue_token
 from tests.processes import ServeProcess, http_get
 
@@ -69,6 +71,19 @@ def test_status_exits_1_when_the_server_is_unreachable() -> None:
     done = run([*celery_ws_command(), "status", "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2"])
     assert done.returncode == 1
     assert "cannot read" in done.stderr and "/status" in done.stderr
+
+
+# -- --version -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    [*celery_ws_command(), "--version"],
+    [sys.executable, "-m", "celery_ws", "--version"],
+    [sys.executable, "-m", "celery", "ws", "--version"],  # celery-ws's version, not Celery's
+], ids=["celery-ws", "python -m celery_ws", "celery ws"])
+def test_version_is_the_packages(command: list[str]) -> None:
+    done = run(command)
+    assert (done.returncode, done.stdout) == (0, f"celery-ws {__version__}\n"), done.stderr
 
 
 # -- starting the server ---------------------------------------------------------------
