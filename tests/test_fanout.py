@@ -55,7 +55,7 @@ async def test_connections_that_keep_compression_context_get_their_own_frames():
     before, so it cannot be shared: each such connection is framed on its own."""
     from websockets.asyncio.server import serve
 
-    from celery_ws.server.frames import send_text
+    from celery_ws.server.fanout import send_text
 
     connected: dict = {}  # client port -> server side of the connection
 

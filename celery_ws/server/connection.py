@@ -26,6 +26,7 @@ from ..tokens import Identity, InvalidToken, TokenVerifier
 from .handlers import ActionHandler
 from .limits import REPLAY_COST, RateLimits, TokenBucket
 from .registry import Registry, Session
+from .wsconn import forget_handshake
 
 __all__ = ["ConnectionLoop"]
 
@@ -55,8 +56,7 @@ class ConnectionLoop:
             self.count("rejected_user_full")
             await connection.close(CloseCode.TRY_AGAIN_LATER, "Too many connections for this user")
             return
-        # nothing reads the handshake response again (2.3 KiB per connection)
-        connection.response = None
+        forget_handshake(connection)  # 2.3 KiB per connection
         session = Session(connection, firehose=identity is None,
                           identity=identity.user_id if identity else None)
         self.registry.add(session, authenticated=identity is not None)

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from .peer import Peer
+from .wsconn import Peer
 
 __all__ = ["keep_alive"]
 
@@ -41,7 +41,7 @@ async def keep_alive(connections: Callable[[], Iterable[Peer]], interval: float,
         pongs = {}
         was_stuck, stuck = stuck, {}
         for connection in connections():
-            if connection.protocol.state is not State.OPEN:
+            if connection.state is not State.OPEN:
                 continue
             if not connection.writable:
                 backlog = connection.backlog
@@ -52,11 +52,12 @@ async def keep_alive(connections: Callable[[], Iterable[Peer]], interval: float,
                     stuck[connection] = backlog
                 continue
             with contextlib.suppress(ConnectionClosed):
-                pongs[connection] = await connection.ping()
+                # ping() gives a Future typed as an Awaitable: ensure_future() returns it as it is
+                pongs[connection] = asyncio.ensure_future(await connection.ping())
         if timeout is None or not pongs:
             continue
-        await asyncio.wait(pongs.values(), timeout=timeout)  # type: ignore[arg-type]
+        await asyncio.wait(pongs.values(), timeout=timeout)
         for connection, pong in pongs.items():
-            if not pong.done() and connection.protocol.state is State.OPEN:
+            if not pong.done() and connection.state is State.OPEN:
                 logger.info("closing a connection that stopped answering pings (%s)", connection.remote_address)
                 connection.close_soon(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

@@ -9,40 +9,38 @@ several replicas behaves the same as one with a single process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ..connections import async_client
 from ..exceptions import SettingsError
-from ..protocol import SUBPROTOCOL, TaskStepResult, UserConfirmation, event, with_id
+from ..protocol import SUBPROTOCOL, TaskStepResult, UserConfirmation, event
 from ..publisher import AsyncPublisher, Default
 from ..settings import Settings
-from .bus import EventBus, StreamEntry
+from .bus import EventBus
 from .connection import ConnectionLoop
-from .frames import send_text
+from .fanout import Fanout
 from .handlers import ActionHandler, Revoke
+from .housekeeping import Housekeeping
 from .http import HttpEndpoints
 from .keepalive import keep_alive
 from .metrics import Metrics
-from .peer import Peer, PeerPolicy, peer_class
 from .registry import Registry
 from .store import ServerStore
+from .wsconn import Peer, PeerPolicy, peer_class
 
 __all__ = ["WebSocketManager"]
 
 logger = logging.getLogger(__name__)
 
-_HOUSEKEEPING_INTERVAL = 1.0
 _HEALTH_TIMEOUT = 1.0
 _STOP_TIMEOUT = 5.0
 
@@ -77,10 +75,12 @@ class WebSocketManager:
         self.registry = Registry()
         self.metrics = Metrics(lambda: len(self.registry))
         self.publisher = AsyncPublisher(settings=self.settings)
+        self.fanout = Fanout(self.registry, self.metrics, self.settings.write_buffer_limit)
         self._bus_redis = async_client(self.settings.redis_url, blocking=True)
-        self.bus = EventBus(self._bus_redis, self.settings.keys.events, self._deliver,
+        self.bus = EventBus(self._bus_redis, self.settings.keys.events, self.fanout.deliver,
                             on_reconnect=self.metrics.redis_reconnects.inc)
         self.store = ServerStore(self.publisher.redis, self.settings)
+        self.housekeeping = Housekeeping(self.store, self.publisher, self.metrics)
         self.handler = ActionHandler(self.registry, self.store, self.publisher, revoke, self.metrics,
                                      token_mode=self.settings.token_mode)
         self.connections = ConnectionLoop(self.settings, self.registry, self.handler,
@@ -130,7 +130,7 @@ class WebSocketManager:
         self._stopping.clear()
         self._background = [
             asyncio.create_task(self.bus.run(self._stopping), name="celery-ws-bus"),
-            asyncio.create_task(self._housekeeping(), name="celery-ws-housekeeping"),
+            asyncio.create_task(self.housekeeping.run(self._stopping), name="celery-ws-housekeeping"),
         ]
         if self.settings.ping_interval is not None:
             self._background.append(asyncio.create_task(
@@ -173,7 +173,7 @@ class WebSocketManager:
             except TimeoutError:
                 logger.warning("%d connections did not close in time: cut", len(self.policy.live))
                 for peer in list(self.policy.live):
-                    peer.transport.abort()
+                    peer.abort()
         self._stopping.set()
         for task in self._background:
             task.cancel()
@@ -212,66 +212,6 @@ class WebSocketManager:
         logger.warning("OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
                        "every unsubscribed connection sees every event. Browser pages may connect only "
                        "from loopback, CELERY_WS_PUBLIC_URL and CELERY_WS_ALLOWED_ORIGINS")
-
-    async def _housekeeping(self) -> None:
-        """Once a second: report tasks whose worker stopped beating, and refresh
-        the figures that live in Redis for the synchronous get_status()."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._report_lost_tasks()
-                self.metrics.pending_confirmations.set(await self.store.pending_count())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), _HOUSEKEEPING_INTERVAL)
-
-    async def _report_lost_tasks(self) -> None:
-        """A task whose lease ran out lost its worker (killed, or its machine
-        died). Every replica may report it: only the first terminal event counts."""
-        for task_id, lease_end in await self.store.expired_leases():
-            owner = await self.publisher.owner_of(task_id)
-            lost = event("task_failed", task_id=task_id, user_id=owner, error_code="WorkerLost",
-                         error_message="the worker stopped sending heartbeats: the task is lost",
-                         lease_expired_at=lease_end)
-            if (await self.publisher.emit(lost)).id is None:
-                await self.store.forget_lease(task_id)
-
-    # -- delivery -------------------------------------------------------------------
-
-    def _deliver(self, entries: list[StreamEntry]) -> None:
-        """Route a batch from the bus; encode each event once for all its targets."""
-        now = time.time()
-        for event_id, payload, owner, task_id, type_ in entries:
-            targets = self.registry.targets(owner.decode() or None, task_id.decode() or None)
-            if targets:
-                sent = self._send_all(targets, event_id, with_id(event_id, payload))
-                self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)
-            stored_at = int(event_id.split(b"-", 1)[0]) / 1000
-            self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
-
-    def _send_all(self, connections: Iterable[Peer], event_id: bytes, data: bytes) -> int:
-        """A client that stopped reading is dropped rather than allowed to grow
-        the server's memory or slow delivery to everyone else; events held for
-        it during a replay count as unsent bytes."""
-        healthy = []
-        holding = self.registry.holding
-        limit = self.settings.write_buffer_limit
-        slow = []
-        for conn in connections:
-            transport = conn.transport
-            if conn.state is not State.OPEN or transport is None or transport.is_closing():
-                self.metrics.send_failures.inc()
-                continue
-            held = holding.get(conn) if holding else None
-            if held is not None:
-                held.events.append((event_id, data))
-                held.size += len(data)
-            if conn.backlog + (held.size if held is not None else 0) > limit:
-                slow.append(conn)
-            elif held is None:
-                healthy.append(conn)
-        for conn in slow:  # after the loop: dropping changes the sets being iterated
-            logger.warning("dropping a client that stopped reading (%s)", conn.remote_address)
-            conn.drop_slow()
-        return send_text(healthy, data)
 
     def _peers(self) -> list[Peer]:
         """Admitted connections, for the keepalive loop."""
@@ -345,7 +285,7 @@ def _compression(enabled: bool) -> list[ServerPerMessageDeflateFactory]:
     costs about what it costs uncompressed (websockets' default, context-keeping
     deflate measured 63 KiB), for about 15 % more CPU per frame and a slightly
     lower ratio on small events. It also lets one compressed frame serve every
-    connection that negotiated the same window (``frames.py``)."""
+    connection that negotiated the same window (``fanout.py``)."""
     if not enabled:
         return []
     return [ServerPerMessageDeflateFactory(

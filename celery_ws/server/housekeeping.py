@@ -1,0 +1,50 @@
+"""Housekeeping: what the server checks once a second rather than per event.
+
+A task whose worker stopped beating (killed, or its machine died) is reported
+to its owner as ``task_failed`` with ``error_code`` ``WorkerLost``; and the
+pending-confirmations gauge is refreshed from Redis, so that the synchronous
+``get_status()`` can read it without a round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis
+
+from ..protocol import event
+from ..publisher import AsyncPublisher
+from .metrics import Metrics
+from .store import ServerStore
+
+__all__ = ["Housekeeping"]
+
+_INTERVAL = 1.0
+
+
+class Housekeeping:
+    def __init__(self, store: ServerStore, publisher: AsyncPublisher, metrics: Metrics) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.metrics = metrics
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Once a second until ``stopping`` is set; a Redis outage skips a round."""
+        while not stopping.is_set():
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.report_lost_tasks()
+                self.metrics.pending_confirmations.set(await self.store.pending_count())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), _INTERVAL)
+
+    async def report_lost_tasks(self) -> None:
+        """A task whose lease ran out lost its worker. Every replica may report
+        it: only the first terminal event counts."""
+        for task_id, lease_end in await self.store.expired_leases():
+            owner = await self.publisher.owner_of(task_id)
+            lost = event("task_failed", task_id=task_id, user_id=owner, error_code="WorkerLost",
+                         error_message="the worker stopped sending heartbeats: the task is lost",
+                         lease_expired_at=lease_end)
+            if (await self.publisher.emit(lost)).id is None:
+                await self.store.forget_lease(task_id)

@@ -1,0 +1,53 @@
+"""The undocumented parts of websockets and redis-py that celery-ws relies on
+are still there: checked on a real server connection and a real Redis, so an
+upgrade that removes one fails here, naming it, rather than somewhere in the
+fan-out, a close or the bus."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+
+import pytest
+from websockets.asyncio.client import connect
+
+from celery_ws.connections import async_client
+from celery_ws.server import redisconn, wsconn
+from celery_ws.server.manager import WebSocketManager
+from celery_ws.settings import Settings
+
+
+def _fail_if_missing(package: str, missing: list[str], module: str) -> None:
+    if missing:
+        pytest.fail("\n".join(f"{package} {version(package)} no longer has {name}: {module} uses it "
+                              "(its docstring says what for)" for name in missing))
+
+
+async def test_websockets_internals_are_there(celery_ws_settings: Settings) -> None:
+    async with WebSocketManager("127.0.0.1", 0, settings=celery_ws_settings, compression=True) as manager:
+        async with connect(f"ws://127.0.0.1:{manager.port}") as client:  # offers permessage-deflate
+            (peer,) = manager.policy.live
+            _fail_if_missing("websockets", wsconn.missing_internals(peer), "celery_ws/server/wsconn.py")
+        async with asyncio.timeout(5):
+            await client.wait_closed()
+        # the check itself names what is gone
+        del peer.send_in_progress
+        assert wsconn.missing_internals(peer) == ["ServerConnection.send_in_progress"]
+
+
+async def test_redis_raw_connection_api_is_there(celery_ws_redis_url: str) -> None:
+    client = async_client(celery_ws_redis_url, blocking=True)
+    try:
+        _fail_if_missing("redis", redisconn.missing_internals(client), "celery_ws/server/redisconn.py")
+        connection = redisconn.RawConnection(client)
+        await connection.connect()
+        try:
+            # two commands written before either reply is read: the bus asks
+            # for its next batch this way
+            await connection.send("ECHO", "first")
+            await connection.send("ECHO", "second")
+            assert [await connection.reply(), await connection.reply()] == [b"first", b"second"]
+        finally:
+            await connection.close()
+    finally:
+        await client.aclose()
