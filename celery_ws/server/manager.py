@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import redis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 from ..connections import async_client
 from ..exceptions import SettingsError
 from ..protocol import SUBPROTOCOL, TaskStepResult, UserConfirmation, event
-from ..publisher import AsyncPublisher, Default
+from ..publisher import AsyncPublisher, ConfirmOptions
 from ..settings import Settings
 from .bus import EventBus
 from .connection import ConnectionLoop
@@ -255,16 +255,15 @@ class WebSocketManager:
         user_id: str,
         task_id: str,
         step: int | None = None,
-        *,
-        timeout: float | None = None,
-        default: Default = None,
+        **options: Unpack[ConfirmOptions],
     ) -> UserConfirmation:
-        """Show a step result to ``user_id`` and wait for their answer.
+        """Show a step result to ``user_id`` and wait for their answer; ``options``
+        as for :meth:`AsyncPublisher.notify_user <celery_ws.AsyncPublisher.notify_user>`.
 
         Unlike the seed, a timeout raises ConfirmationTimeout unless a
         ``default`` is given: it never silently proceeds.
         """
-        return await self.publisher.notify_user(step_result, user_id, task_id, step, timeout=timeout, default=default)
+        return await self.publisher.notify_user(step_result, user_id, task_id, step, **options)
 
     async def broadcast_message(self, message: dict[str, Any]) -> None:
         await self.publisher.broadcast(message)

@@ -8,14 +8,13 @@ at once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from celery import current_task
-from pydantic import BaseModel
 
 from ..exceptions import NotInTaskError, TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation
-from ..publisher import Default
+from ..publisher import ConfirmOptions
 from .integration import CeleryWS
 from .ownership import owner_of
 
@@ -28,25 +27,17 @@ def confirm_step(
     step_result: TaskStepResult,
     *,
     step: int | None = None,
-    timeout: float | None = None,
-    default: Default = None,
-    assignees: list[str] | None = None,
-    answer_model: type[BaseModel] | None = None,
     task: Any = None,
+    **options: Unpack[ConfirmOptions],
 ) -> UserConfirmation:
     """Ask the running task's owner to proceed or cancel, and wait for the answer.
 
     Args:
         step_result: what to show the person.
         step: the step number, echoed in the request.
-        timeout: seconds to wait; ``WEBSOCKET_CALLBACK_TIMEOUT`` when None.
-        default: returned when nobody answers in time (``True``/``False`` or a
-            UserConfirmation); without it a timeout raises.
-        assignees: users allowed to answer; the task's owner when None.
-        answer_model: a pydantic model for a typed answer: its JSON Schema goes
-            with the question (a page can render it as a form), answers that do
-            not fit are refused while the task keeps waiting, and the validated
-            instance is the returned confirmation's ``data``.
+        task: the running task; Celery's current task when None.
+        options: ``timeout``, ``default``, ``assignees`` (the task's owner when
+            None), ``answer_model``: see :class:`~celery_ws.publisher.ConfirmOptions`.
 
     Raises:
         NotInTaskError: called outside a task, or in a task without an owner.
@@ -70,7 +61,4 @@ def confirm_step(
     emitter.flush(_FLUSH_BEFORE_ASK)  # the person sees earlier events first
     if emitter.is_cancelled(request.id):
         raise TaskCancelled(request.id)
-    return ws.publisher().notify_user(
-        step_result, owner, request.id, step, timeout=timeout, default=default, assignees=assignees,
-        answer_model=answer_model,
-    )
+    return ws.publisher().notify_user(step_result, owner, request.id, step, **options)

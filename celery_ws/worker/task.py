@@ -19,15 +19,14 @@ failed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from celery import Task
 from celery.result import AsyncResult
-from pydantic import BaseModel
 
 from ..exceptions import TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, step_result_event
-from ..publisher import Default
+from ..publisher import ConfirmOptions
 from . import runs
 from .confirm import confirm_step
 from .integration import CeleryWS
@@ -82,14 +81,10 @@ class ProgressTask(Task):  # type: ignore[misc]
         result: TaskStepResult,
         *,
         step: int | None = None,
-        timeout: float | None = None,
-        default: Default = None,
-        assignees: list[str] | None = None,
-        answer_model: type[BaseModel] | None = None,
+        **options: Unpack[ConfirmOptions],
     ) -> UserConfirmation:
         """:func:`~celery_ws.confirm_step` for this task."""
-        return confirm_step(result, step=step, timeout=timeout, default=default, assignees=assignees,
-                            answer_model=answer_model, task=self)
+        return confirm_step(result, step=step, task=self, **options)
 
     @property
     def is_cancelled(self) -> bool:
