@@ -13,6 +13,7 @@ only cost time on the hot path.
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
 import orjson
@@ -25,6 +26,7 @@ __all__ = [
     "SUBPROTOCOL",
     "Auth",
     "EVENT_TYPES",
+    "EventType",
     "TERMINAL_EVENT_TYPES",
     "Cancel",
     "ClientAction",
@@ -34,6 +36,7 @@ __all__ = [
     "MAX_DEPTH",
     "Ping",
     "ProtocolError",
+    "ReplyType",
     "Subscribe",
     "TaskStepResult",
     "Unsubscribe",
@@ -59,21 +62,54 @@ Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+\-]+$")
 ]
 
-EVENT_TYPES: Final = (
-    "task_sent",
-    "task_started",
-    "task_progress",
-    "task_step_result",
-    "task_succeeded",
-    "task_failed",
-    "task_retrying",
-    "task_cancelled",
-    "heartbeat",
-    "confirmation_answered",
-    "confirmation_expired",
-)
+
+class ReplyType(StrEnum):
+    """The ``type`` of each frame the server sends in answer to a client frame.
+
+    Defined once, here, so the server, the clients and the test fixtures cannot
+    drift apart. Members are strings: they compare equal to the decoded JSON
+    (``frame["type"] == ReplyType.PONG``) and encode as their value.
+    """
+
+    #: token mode: the connection's user, sent before anything else
+    AUTHENTICATED = "authenticated"
+    SUBSCRIPTION_CONFIRMED = "subscription_confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    CONFIRMATION_RECEIVED = "confirmation_received"
+    CANCEL_RECEIVED = "cancel_received"
+    ACK_RECEIVED = "ack_received"
+    #: echoes the whole ping frame as ``original_data``
+    PONG = "pong"
+    #: the answer to any frame that could not be acted on (see :data:`ErrorCode`)
+    ERROR = "error"
+
+
+class EventType(StrEnum):
+    """The ``type`` of each event a task (or the server) emits.
+
+    Messages sent with ``broadcast``/``send_to_user`` keep their sender's own
+    ``type`` and are not listed here.
+    """
+
+    TASK_SENT = "task_sent"
+    TASK_STARTED = "task_started"
+    TASK_PROGRESS = "task_progress"
+    TASK_STEP_RESULT = "task_step_result"
+    TASK_SUCCEEDED = "task_succeeded"
+    TASK_FAILED = "task_failed"
+    TASK_RETRYING = "task_retrying"
+    TASK_CANCELLED = "task_cancelled"
+    #: live only, never kept in the history
+    HEARTBEAT = "heartbeat"
+    CONFIRMATION_ANSWERED = "confirmation_answered"
+    CONFIRMATION_EXPIRED = "confirmation_expired"
+
+
+EVENT_TYPES: Final = tuple(EventType)
 #: Events after which a task emits nothing else; the first one wins.
-TERMINAL_EVENT_TYPES: Final = frozenset({"task_succeeded", "task_failed", "task_cancelled"})
+TERMINAL_EVENT_TYPES: Final = frozenset(
+    {EventType.TASK_SUCCEEDED, EventType.TASK_FAILED, EventType.TASK_CANCELLED}
+)
 
 ErrorCode = Literal[
     "invalid_json",
@@ -319,7 +355,7 @@ def with_id(event_id: bytes, payload: bytes) -> bytes:
 
 
 def error_frame(code: ErrorCode, message: str, **details: Any) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, **details}
+    return {"type": ReplyType.ERROR, "code": code, "message": message, **details}
 
 
 # -- encoding ---------------------------------------------------------------------

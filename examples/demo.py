@@ -53,8 +53,8 @@ from rich.rule import Rule
 from rich.table import Table
 
 from celery_ws.client import Client, Frame
-from celery_ws.redis_server import RedisServer, free_port, redis_reachable
 from celery_ws.settings import DEFAULT_REDIS_URL
+from celery_ws.testing.redis_server import RedisServer, free_port, redis_reachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USER_ID = "demo-user"

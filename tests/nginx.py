@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from celery_ws.redis_server import free_port
+from celery_ws.testing.redis_server import free_port
 from tests.processes import REPO, wait_until_ok
 
 __all__ = ["Nginx", "find_nginx", "nginx_command", "write_nginx_conf"]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from celery_ws.redis_server import free_port
+from celery_ws.testing.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 _START_TIMEOUT = 30.0

@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from celery_ws import Settings, issue_token
 from celery_ws.client import Client
 from celery_ws.protocol import SUBPROTOCOL, event, event_order
-from celery_ws.redis_server import free_port
 from celery_ws.testing import ServerThread
+from celery_ws.testing.redis_server import free_port
 from tests import tasks
 from tests.processes import ServeProcess
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from celery_ws.cli import ws
-from celery_ws.redis_server import free_port
+from celery_ws.testing.redis_server import free_port
 from tests.nginx import find_nginx, nginx_command, write_nginx_conf
 
 REPO = Path(__file__).resolve().parent.parent

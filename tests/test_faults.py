@@ -15,8 +15,8 @@ import pytest
 from celery_ws import Publisher, Settings
 from celery_ws.client import Client
 from celery_ws.protocol import event_order
-from celery_ws.redis_server import RedisServer
 from celery_ws.testing import ServerThread
+from celery_ws.testing.redis_server import RedisServer
 from tests import tasks
 from tests.processes import ServeProcess, WorkerProcess
 

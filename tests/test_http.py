@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 
 from celery_ws.client import Client
 from celery_ws.protocol import SUBPROTOCOL
-from celery_ws.redis_server import RedisServer
 from celery_ws.settings import Settings
 from celery_ws.testing import ServerThread
+from celery_ws.testing.redis_server import RedisServer
 from tests import tasks
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -216,7 +216,7 @@ async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(
             assert (refused["code"], refused["field"]) == ("invalid_message", "note")
 
         pong = json.loads(await attacker.reply({"action": "ping", "note": nested(MAX_DEPTH)}))
-        assert pong["original_data"] == {"note": nested(MAX_DEPTH)}
+        assert pong["original_data"] == {"action": "ping", "note": nested(MAX_DEPTH)}
         taken = json.loads(await attacker.reply(
             {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(MAX_DEPTH)}))
         assert taken["type"] == "confirmation_received"

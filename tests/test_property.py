@@ -46,4 +46,4 @@ async def _exchange(url: str, batch: list) -> None:
                                          "forbidden", "already_answered", "confirmation_expired",
                                          "task_finished"}, reply
                 assert reply["message"]
-        assert (await client.ping(after=len(batch)))["original_data"] == {"after": len(batch)}
+        assert (await client.ping(after=len(batch)))["original_data"] == {"action": "ping", "after": len(batch)}

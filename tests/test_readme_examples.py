@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_ws.redis_server import free_port
+from celery_ws.testing.redis_server import free_port
 from examples import embedded_server, publish, watch
 from tests import tasks
 

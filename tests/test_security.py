@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -44,9 +45,9 @@ def token_for(user: str, settings: Settings, ttl: float = 60, **claims) -> str:
     return issue_token(user, ttl=ttl, settings=settings, **claims)
 
 
-async def authenticated(secure: ServerThread, user: str, settings: Settings) -> Client:
+async def authenticated(secure: ServerThread, user: str, settings: Settings, **options: Any) -> Client:
     """A client logged in as ``user``, past the frames that follow the login."""
-    client = await Client(f"{secure.url}/?token={token_for(user, settings)}").__aenter__()
+    client = await Client(f"{secure.url}/?token={token_for(user, settings)}", **options).__aenter__()
     await client.wait_for_event("authenticated")
     await client.wait_for_event("subscription_confirmed")
     return client
@@ -290,7 +291,7 @@ async def test_wrong_types_for_every_field_are_refused(secure, settings, publish
 async def test_client_that_never_reads_is_dropped_and_others_get_everything(secure, settings, publisher, user):
     victim = user + "-fast"
     slow = await Client(f"{secure.url}/?token={token_for(user, settings)}").__aenter__()
-    fast = await authenticated(secure, victim, settings)
+    fast = await authenticated(secure, victim, settings, keep_frames=None)  # asserts on all 10,000
     await slow.wait_for_event("authenticated")
     slow.connection.transport.pause_reading()
     try:
@@ -375,7 +376,7 @@ async def test_rs256_tokens_with_a_public_key(celery_ws_redis_url, user):
 
 
 def test_redis_password_in_the_url_is_used(tmp_path):
-    from celery_ws.redis_server import RedisServer
+    from celery_ws.testing.redis_server import RedisServer
 
     with RedisServer(password="pw-for-test") as redis_server:
         publisher = Publisher(redis_server.url)

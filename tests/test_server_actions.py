@@ -43,7 +43,7 @@ async def test_bad_frames_get_an_error_and_the_connection_survives(celery_ws_ser
             assert error["field"] == field
         await ws.send(json.dumps({"action": "ping", "n": 1}))
         pong = json.loads(await ws.recv())
-        assert pong["type"] == "pong" and pong["original_data"] == {"n": 1}
+        assert pong["type"] == "pong" and pong["original_data"] == {"action": "ping", "n": 1}
 
 
 async def test_unknown_action_message_names_the_action(celery_ws_client):
@@ -56,7 +56,7 @@ async def test_unknown_action_message_names_the_action(celery_ws_client):
 async def test_ping_echoes_the_client_data(celery_ws_client):
     async with celery_ws_client() as client:
         pong = await client.ping(timestamp=123, note="hi")
-    assert pong["original_data"] == {"timestamp": 123, "note": "hi"}
+    assert pong["original_data"] == {"action": "ping", "timestamp": 123, "note": "hi"}
     assert isinstance(pong["timestamp"], float)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_ws.redis_server import free_port
+from celery_ws.testing.redis_server import free_port
 from tests import tasks
 
 pytestmark = pytest.mark.usefixtures("worker")

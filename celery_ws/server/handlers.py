@@ -24,6 +24,7 @@ from ..protocol import (
     Confirm,
     Ping,
     ProtocolError,
+    ReplyType,
     Subscribe,
     Unsubscribe,
     dumps,
@@ -105,13 +106,15 @@ class ActionHandler:
 
     async def dispatch(self, session: Session, action: ClientAction) -> list[bytes]:
         if isinstance(action, Ping):
-            original = action.model_dump(exclude={"action"})
-            return [_encode({"type": "pong", "timestamp": time.time(), "original_data": original})]
+            # the whole frame, ``action`` included, as the seed design echoes it
+            original = action.model_dump()
+            return [_encode({"type": ReplyType.PONG, "timestamp": time.time(), "original_data": original})]
         if isinstance(action, Subscribe):
             return await self.subscribe(session, action)
         if isinstance(action, Unsubscribe):
             self.registry.unsubscribe(session, user_id=action.user_id, task_id=action.task_id)
-            return [_encode({"type": "unsubscribed", "user_id": action.user_id, "task_id": action.task_id})]
+            return [_encode({"type": ReplyType.UNSUBSCRIBED, "user_id": action.user_id,
+                             "task_id": action.task_id})]
         if isinstance(action, Confirm):
             return await self.confirm(session, action)
         if isinstance(action, Ack):
@@ -130,14 +133,14 @@ class ActionHandler:
             raise ProtocolError("unknown_message", "Unknown or expired message_id", message_id=action.message_id)
         if outcome == "forbidden":
             raise ProtocolError("forbidden", "This message was not sent to you", message_id=action.message_id)
-        return [_encode({"type": "ack_received", "message_id": action.message_id})]
+        return [_encode({"type": ReplyType.ACK_RECEIVED, "message_id": action.message_id})]
 
     async def authenticated(self, session: Session, expires_at: float, last_event_id: str | None) -> list[bytes]:
         """Token mode: a new connection follows its own user from the start, and
         catches up from ``last_event_id`` when it is a reconnect."""
         user_id = session.identity
         assert user_id is not None
-        welcome = _encode({"type": "authenticated", "user_id": user_id, "expires_at": expires_at})
+        welcome = _encode({"type": ReplyType.AUTHENTICATED, "user_id": user_id, "expires_at": expires_at})
         return [welcome, *await self._follow(session, user_id, None, last_event_id)]
 
     async def subscribe(self, session: Session, action: Subscribe) -> list[bytes]:
@@ -161,7 +164,8 @@ class ActionHandler:
         if last_event_id is not None:
             self.registry.hold(session)
         self.registry.subscribe(session, user_id=user_id, task_id=task_id)
-        confirmed: dict[str, Any] = {"type": "subscription_confirmed", "user_id": user_id, "task_id": task_id}
+        confirmed: dict[str, Any] = {"type": ReplyType.SUBSCRIPTION_CONFIRMED,
+                                     "user_id": user_id, "task_id": task_id}
         replay: list[bytes] = []
         if last_event_id is not None:
             confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
@@ -189,7 +193,7 @@ class ActionHandler:
             raise ProtocolError(code, message, callback_id=action.callback_id)
         if answered.asked_at is not None:
             self.metrics.answer_latency.observe(max(0.0, time.time() - answered.asked_at))
-        return [_encode({"type": "confirmation_received", "callback_id": action.callback_id,
+        return [_encode({"type": ReplyType.CONFIRMATION_RECEIVED, "callback_id": action.callback_id,
                          "proceed": action.proceed})]
 
     async def cancel(self, session: Session, action: Cancel) -> list[bytes]:
@@ -203,7 +207,7 @@ class ActionHandler:
         )
         if self.revoke is not None:
             await self.revoke(action.task_id)
-        return [_encode({"type": "cancel_received", "task_id": action.task_id})]
+        return [_encode({"type": ReplyType.CANCEL_RECEIVED, "task_id": action.task_id})]
 
 
 def _check_answer(schema: dict[str, Any], action: Confirm) -> None:

@@ -4,25 +4,30 @@ Registered through the ``pytest11`` entry point; nothing runs unless a test asks
 for one of these fixtures. They use real parts: a real redis-server, a real
 WebSocket server on a free loopback port, real clients.
 
-- ``celery_ws_redis_url``: a redis-server started for the session (or
-  ``CELERY_WS_TEST_REDIS_URL``).
+- ``celery_ws_redis_url``: a redis-server started for the session
+  (:class:`~celery_ws.testing.redis_server.RedisServer`), or
+  ``CELERY_WS_TEST_REDIS_URL``.
 - ``celery_ws_settings``: settings pointing at it.
-- ``celery_ws_server``: a running server (:class:`ServerThread`); override
-  ``celery_ws_revoke`` to let it revoke tasks of your app.
+- ``celery_ws_server``: a running server (:class:`ServerThread`, from
+  ``celery_ws.testing.server``); override ``celery_ws_revoke`` to let it
+  revoke tasks of your app.
 - ``celery_ws_client``: ``async with celery_ws_client(user_id="u1") as c: ...``
   gives a :class:`~celery_ws.client.Client` logged in as that user: with a
   token when the server runs in token mode, by ``subscribe`` in open mode.
-  ``c.wait_for_event(type, task_id=...)`` and ``c.confirm(callback_id, proceed)``
-  are the helpers most tests need.
+  ``c.wait_for_event(type, task_id=...)`` and ``c.confirm(callback_id, proceed,
+  data=...)`` are the helpers most tests need.
 - ``celery_ws_worker``: an embedded Celery worker (threads pool) for your app,
   with ``CeleryWS`` attached; override ``celery_ws_app`` to return your app.
+
+The parts they are made of are usable on their own: ``testing/server.py``
+(:class:`ServerThread`) and ``testing/redis_server.py`` (``RedisServer``, which
+``make demo`` also uses when no Redis is reachable). Importing either runs this
+module first, so it needs pytest, as everything under ``celery_ws.testing`` does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -31,62 +36,15 @@ import pytest
 from celery import Celery
 from celery import _state as _celery_state
 
-from .client import Client
+from ..client import Client
+from ..protocol import ReplyType
+from ..server.handlers import Revoke
+from ..settings import Settings
+from ..tokens import issue_token
 from .redis_server import RedisServer
-from .server.handlers import Revoke
-from .server.manager import WebSocketManager
-from .settings import Settings
-from .tokens import issue_token
+from .server import ServerThread
 
 __all__ = ["ServerThread"]
-
-_START_TIMEOUT = 10.0
-
-
-class ServerThread:
-    """A WebSocketManager on its own event loop in a background thread, so that
-    synchronous test code (``result.get()``) never blocks it."""
-
-    def __init__(self, settings: Settings, *, revoke: Revoke | None = None) -> None:
-        self.manager = WebSocketManager(settings=settings.model_copy(update={"port": 0}), revoke=revoke)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="celery-ws-test-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.manager.port}"
-
-    def start(self) -> ServerThread:
-        self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT) or self._error is not None:
-            raise RuntimeError("celery-ws test server did not start") from self._error
-        return self
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self.manager.start_server())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self.manager.stop_server())
-        self._loop.close()
-
-    def call(self, func: Callable[[], Any]) -> Any:
-        """Run a synchronous ``func`` on the server's loop and return its result."""
-        async def wrapper() -> Any:
-            return func()
-        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(_START_TIMEOUT)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(_START_TIMEOUT)
 
 
 @pytest.fixture(scope="session")
@@ -128,11 +86,11 @@ def celery_ws_client(celery_ws_server: ServerThread) -> Callable[..., AbstractAs
             options["token"] = issue_token(user_id, ttl=3600, settings=settings)
         async with Client(celery_ws_server.url, **options) as client:
             if settings.token_mode and user_id is not None:
-                await client.wait_for_event("authenticated")
+                await client.wait_for_event(ReplyType.AUTHENTICATED)
                 user_id = None  # followed already
             if user_id is not None or task_id is not None:
                 reply = await client.subscribe(user_id=user_id, task_id=task_id)
-                assert reply["type"] == "subscription_confirmed", reply
+                assert reply["type"] == ReplyType.SUBSCRIPTION_CONFIRMED, reply
             yield client
     return connect
 
@@ -151,7 +109,7 @@ def celery_ws_worker(celery_ws_app: Celery, celery_ws_redis_url: str) -> Iterato
     this and pytest-celery's session worker) disturb each other's timers."""
     from celery.contrib.testing.worker import start_worker
 
-    from .worker.integration import CeleryWS
+    from ..worker.integration import CeleryWS
 
     CeleryWS(celery_ws_app, redis_url=celery_ws_redis_url)
     current = _celery_state.get_current_app()
