@@ -88,7 +88,7 @@ class Stack:
     def __init__(self, kind: str, redis_url: str, n: int, *, procs: int | None = None, token: bool = False,
                  replicas: int = 1, profile: str | None = None, initial: int | None = None) -> None:
         """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory)."""
-        from celery_ws.redis_server import free_port
+        from celery_ws.testing.redis_server import free_port
 
         self.kind, self.redis_url, self.n, self.token = kind, redis_url, n, token
         self.procs = procs or max(1, min(4, math.ceil(n / 1250)))

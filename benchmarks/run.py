@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     opts = parser.parse_args()
     raise_nofile()
-    from celery_ws.redis_server import RedisServer
+    from celery_ws.testing.redis_server import RedisServer
 
     quick = opts.quick
     repeats = opts.repeats or (1 if quick else 3)
