@@ -6,12 +6,16 @@ processes on loopback, fed through Redis by a publisher in this process.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import math
+import os
 import threading
 import time
 from typing import Any
 
+import psutil
 import redis
 
 from .common import PY, SECRET, Child, CpuMeter, percentile, rss, summary
@@ -86,8 +90,11 @@ class Stack:
     """Server process(es) plus client processes with N connections in total."""
 
     def __init__(self, kind: str, redis_url: str, n: int, *, procs: int | None = None, token: bool = False,
-                 replicas: int = 1, profile: str | None = None, initial: int | None = None) -> None:
-        """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory)."""
+                 replicas: int = 1, profile: str | None = None, initial: int | None = None,
+                 server_env: dict[str, str] | None = None, client_args: list[str] | None = None) -> None:
+        """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory).
+        ``server_env``: more environment for the servers (``CELERY_WS_*`` settings);
+        ``client_args``: more arguments for the client processes (``--ttl``, ``--resume``)."""
         from celery_ws.testing.redis_server import free_port
 
         self.kind, self.redis_url, self.n, self.token = kind, redis_url, n, token
@@ -95,6 +102,7 @@ class Stack:
         self.servers: list[Child] = []
         self.clients: list[Child] = []
         env = {"BENCH_SECRET": SECRET, "BENCH_CONNECT_CONCURRENCY": str(max(8, CONNECT_IN_FLIGHT // self.procs))}
+        self.env = env
         for r in range(replicas):
             port = free_port()
             args = [PY, "-m", "benchmarks.servers", kind, str(port), redis_url]
@@ -102,7 +110,7 @@ class Stack:
                 args.append("--token")
             if profile and r == 0:
                 args += ["--profile", profile]
-            child = Child(args, env)
+            child = Child(args, {**env, **(server_env or {})})
             child.read(60)
             child.port = port  # type: ignore[attr-defined]
             self.servers.append(child)
@@ -116,7 +124,7 @@ class Stack:
             args = [PY, "-m", "benchmarks.clients", kind, f"ws://127.0.0.1:{server.port}", str(first), str(count)]
             if token:
                 args.append("--token")
-            self.clients.append(Child(args, env))
+            self.clients.append(Child(args + list(client_args or ()), env))
         self.rss_initial = None
         self.connected_initial = 0
         if initial and initial < n:
@@ -403,56 +411,287 @@ def run_memory(redis_url: str, kinds: list[tuple[str, bool, list[int]]], repeats
     return results
 
 
-def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5.0) -> dict[str, Any]:
-    """Token-mode celery-ws with connections churning and tasks emitting; RSS over time."""
-    stack = Stack("celery-ws", redis_url, n, token=True)
+# The soak (``make soak``): token-mode connections churning and resuming, tokens
+# expiring, tasks emitting, and a few clients that stop reading.
+SOAK_TOKEN_TTL = 120.0  # s; a soak shorter than 3 ttl uses a third of its length (20 s at least)
+SOAK_WRITE_BUFFER_LIMIT = 256 * 1024  # the server's write_buffer_limit for the soak (default 1 MiB)
+SOAK_STALLED = 5  # connections at a time that never read
+SOAK_STALL_EVERY = 30.0  # s between two batches of stalled connections
+SOAK_STALL_EVENT_BYTES = 8192  # each stalled user is sent one event of this size ...
+SOAK_STALL_INTERVAL = 0.05  # ... every this many s (160 KiB/s each)
+SOAK_END_WAIT = 60.0  # s the end waits for active connections to come back to what the clients hold
+# the big events' publisher trims the global stream and the stalled users' histories
+# shorter than the defaults (100,000 and 1,000), which would keep up to 800 MB in Redis
+SOAK_STREAM_MAX = 5_000
+SOAK_HISTORY_MAX = 100
+_STATUS_COUNTS = ("slow_clients_dropped", "send_failures")
+
+
+def server_status(port: int) -> dict[str, Any] | None:
+    """The server's ``GET /status`` JSON, or None when it does not answer within 5 s."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/status")
+        reply = conn.getresponse()
+        body = reply.read()
+        return json.loads(body) if reply.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _slope_per_min(points: list[tuple[float, float]]) -> float:
+    if len(points) < 2:
+        return 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den * 60 if den else 0.0
+
+
+def _drop_times(batches: list[tuple[float, int]], watch: list[tuple[float, int | None, int | None]],
+                end: float) -> list[float | None]:
+    """For each batch of stalled connections (opened at t, how many), the s until the
+    server's ``slow_clients_dropped`` had counted them all, before the next batch
+    (the last: before ``end``); None when it had not (they were closed some other
+    way, or were still open)."""
+    out: list[float | None] = []
+    for b, (t_b, opened) in enumerate(batches):
+        t_next = batches[b + 1][0] if b + 1 < len(batches) else end
+        after = [(t, slow) for t, _, slow in watch if t_b <= t < t_next and slow is not None]
+        if not after or not opened:
+            out.append(None)
+            continue
+        base = after[0][1]  # a stalled connection needs seconds of traffic before it can be dropped
+        out.append(next((t - t_b for t, slow in after if slow >= base + opened), None))
+    return out
+
+
+def _add(total: dict[str, int], part: dict[str, int] | None) -> None:
+    for key, value in (part or {}).items():
+        total[key] = total.get(key, 0) + value
+
+
+def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5.0,
+             stalled: int = SOAK_STALLED) -> dict[str, Any]:
+    """Token-mode celery-ws under a day's abuse; RSS and active connections over time.
+
+    * N connections (``u0``...), 5 % closed and reopened every ``every`` s; every
+      reopen resumes from the last event id the connection saw (``last_event_id``);
+    * tokens live ``SOAK_TOKEN_TTL`` s: the server closes with 4401 at expiry and
+      the client reconnects with a fresh token, resuming;
+    * a thread emits progress every 2 ms and a step result every 40 ms, walking
+      the users (the progress writer coalesces to every ``progress_interval``);
+    * ``stalled`` connections (users ``s0``...) authenticate and never read,
+      a new batch every ``SOAK_STALL_EVERY`` s, each user sent an 8 KiB event
+      every 50 ms, against a ``write_buffer_limit`` of 256 KiB: the server must
+      drop them (or close them: keepalive, expiry);
+    * RSS and ``/status`` every ``every`` s. At the end the churn and the stalled
+      batches stop (the last batch stays, still sent to) and the soak waits up to
+      ``SOAK_END_WAIT`` s for the server's active connections to come back to
+      what the clients hold.
+    """
+    ttl = SOAK_TOKEN_TTL if duration >= 3 * SOAK_TOKEN_TTL else max(20.0, duration / 3)
+    stack = Stack("celery-ws", redis_url, n, token=True,
+                  server_env={"CELERY_WS_WRITE_BUFFER_LIMIT": str(SOAK_WRITE_BUFFER_LIMIT)},
+                  client_args=["--ttl", f"{ttl:g}", "--resume"])
+    port = stack.servers[0].port  # type: ignore[attr-defined]
+    pid = stack.server_pids[0]
     pub = Pub("celery-ws", redis_url)
-    stop = threading.Event()
-    emitted = [0]
+    stall_child = Child([PY, "-m", "benchmarks.clients", "celery-ws", f"ws://127.0.0.1:{port}", "0", "0", "--token",
+                         "--ttl", f"{ttl:g}"], stack.env) if stalled else None
+    stall_users = [f"s{j}" for j in range(stalled)]
+    stop, stall_stop = threading.Event(), threading.Event()
+    emitted, big_sent = [0], [0]
+    errors: list[str] = []
 
     def tasks() -> None:  # a few "tasks" reporting progress and step results to their owners
         from celery_ws.protocol import event
 
-        emitter = pub.worker_emitter()
-        i = 0
-        while not stop.is_set() and i < 10_000_000:
-            task = f"soak-task-{i // 200}"
-            user = f"u{(i // 200) % n}"
-            emitter.reporter(task, user)(i % 200, 200, "working")
-            if i % 20 == 0:
-                emitter.emit(event("task_step_result", task_id=task, user_id=user, step=str(i), message="ok",
-                                   status="completed", bm=0))
-                emitted[0] += 1
-            i += 1
-            time.sleep(0.002)
+        try:
+            emitter = pub.worker_emitter()
+            i = 0
+            while not stop.is_set() and i < 10_000_000:
+                task = f"soak-task-{i // 200}"
+                user = f"u{(i // 200) % n}"
+                emitter.reporter(task, user)(i % 200, 200, "working")
+                if i % 20 == 0:
+                    emitter.emit(event("task_step_result", task_id=task, user_id=user, step=str(i), message="ok",
+                                       status="completed", bm=0))
+                    emitted[0] += 1
+                i += 1
+                time.sleep(0.002)
+        except Exception as exc:  # reported in the result, not lost with the thread
+            errors.append(f"tasks: {exc!r}")
 
-    worker = threading.Thread(target=tasks, daemon=True)
-    worker.start()
-    samples = []
+    def stall_traffic() -> None:  # big events to the stalled users, connected or not
+        from celery_ws import Publisher
+        from celery_ws.protocol import message_event
+        from celery_ws.settings import Settings
+
+        big = Publisher(settings=Settings.load(redis_url=redis_url, stream_max_events=SOAK_STREAM_MAX,
+                                               history_max_events=SOAK_HISTORY_MAX))
+        pads = [base64.b64encode(os.urandom(SOAK_STALL_EVENT_BYTES * 3 // 4)).decode() for _ in range(8)]
+        try:
+            t0, k = time.monotonic(), 0
+            while not stall_stop.is_set() and k < 10_000_000:
+                big.emit_many([message_event({"type": "bench_big", "pad": pads[(k + j) % len(pads)]}, user_id=u)
+                               for j, u in enumerate(stall_users)])
+                big_sent[0] += len(stall_users)
+                k += 1
+                stall_stop.wait(max(0.0, t0 + k * SOAK_STALL_INTERVAL - time.monotonic()))
+        except Exception as exc:
+            errors.append(f"stall traffic: {exc!r}")
+        finally:
+            big.close()
+
+    watch: list[tuple[float, int | None, int | None]] = []  # (t, active, slow_clients_dropped), every 0.5 s
+
+    def watcher() -> None:
+        for _ in range(int((duration + SOAK_END_WAIT + 300) / 0.5)):
+            status = server_status(port)
+            watch.append((time.monotonic(), status.get("active_connections") if status else None,
+                          status.get("slow_clients_dropped") if status else None))
+            if stop.wait(0.5):
+                return
+
+    threads = [threading.Thread(target=tasks, daemon=True), threading.Thread(target=watcher, daemon=True)]
+    if stalled:
+        threads.append(threading.Thread(target=stall_traffic, daemon=True))
+    for thread in threads:
+        thread.start()
+    samples: list[tuple[float, float]] = []
+    active: list[tuple[float, int | None]] = []
+    end_trace: list[tuple[float, int | None, int]] = []
+    batches: list[dict[str, Any]] = []
+    opened_at: list[tuple[float, int]] = []
+    final_batch: dict[str, Any] = {}
+    churned, held, active_final, settle = 0, 0, None, None
+    status0 = server_status(port) or {}
+    status1: dict[str, Any] = {}
+    reports: list[dict[str, Any]] = []
+    churn_k = max(1, n // 20 // len(stack.clients))
     t0 = time.monotonic()
-    pid = stack.server_pids[0]
     try:
-        while time.monotonic() - t0 < duration:
-            samples.append((time.monotonic() - t0, rss(pid) / 2**20))
+        next_stall = 0.0
+        for tick in range(int(duration / every) + 2):
+            t = time.monotonic() - t0
+            if t >= duration:
+                break
+            samples.append((t, rss(pid) / 2**20))
+            status = server_status(port)
+            active.append((t, status.get("active_connections") if status else None))
+            if stall_child is not None and t >= next_stall:
+                batches.append(stall_child.ask("stall " + " ".join(stall_users), timeout=60))
+                opened_at.append((time.monotonic(), batches[-1]["opened"]))
+                next_stall += SOAK_STALL_EVERY
             for c in stack.clients:
-                c.ask(f"churn {max(1, n // 20 // len(stack.clients))}", timeout=120)
-            time.sleep(max(0.0, min(every, duration - (time.monotonic() - t0))))
+                churned += c.ask(f"churn {churn_k}", timeout=120)["churned"]
+            time.sleep(max(0.0, min(t0 + (tick + 1) * every, t0 + duration) - time.monotonic()))
         samples.append((time.monotonic() - t0, rss(pid) / 2**20))
+        # the end: no more churn, no new stalled batch; the last one is still sent to
+        t_end = time.monotonic()
+        for _ in range(int(SOAK_END_WAIT / 0.5) + 1):
+            if time.monotonic() - t_end >= SOAK_END_WAIT:
+                break
+            status = server_status(port)
+            held = sum(c.ask("report")["open"] for c in stack.clients)
+            active_final = status.get("active_connections") if status else None
+            end_trace.append((time.monotonic() - t0, active_final, held))
+            if active_final is not None and active_final <= held:
+                settle = time.monotonic() - t_end
+                break
+            time.sleep(0.5)
+        if stall_child is not None:
+            final_batch = stall_child.ask("stall", timeout=60)
+        stall_stop.set()
+        status1 = server_status(port) or {}
+        reports = [c.ask("report") for c in stack.clients]
     finally:
         stop.set()
-        worker.join(5)
+        stall_stop.set()
+        for thread in threads:
+            thread.join(5)
+        if stall_child is not None:
+            try:
+                stall_child.ask("close", timeout=30)
+            except (TimeoutError, RuntimeError, OSError):
+                pass
+            stall_child.stop()
+        try:
+            rss_final: float | None = rss(pid) / 2**20
+        except psutil.Error:  # the server is gone: the figures say so below
+            rss_final = None
         pub.close()
         stack.close()
+    drops = _drop_times(opened_at, watch, math.inf) if opened_at else []
+    known = sorted(d for d in drops if d is not None)
     half = [s for s in samples if s[0] >= duration / 2] or samples
-    slope = 0.0
-    if len(half) >= 2:
-        xs, ys = [s[0] for s in half], [s[1] for s in half]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        den = sum((x - mx) ** 2 for x in xs)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den * 60 if den else 0.0
+    slope = _slope_per_min(half)
+    from celery_ws.settings import Settings
+
+    defaults = Settings.load(redis_url=redis_url)  # the soak's server changes none of these
+    # the limits that end a connection that never reads: the write buffer (at the rate it is
+    # sent to), keepalive, and token expiry, the hard bound: the close starts at expiry and
+    # is over (the transport aborted) close_timeout later
+    limits = {"ping_interval_s": defaults.ping_interval, "ping_timeout_s": defaults.ping_timeout,
+              "close_timeout_s": defaults.close_timeout, "token_ttl_s": ttl,
+              "bound_s": ttl + defaults.close_timeout}
+    counts: dict[str, int] = {}
+    closes: dict[str, int] = {}
+    for r in reports:
+        _add(counts, r.get("soak"))
+        _add(closes, r.get("server_closes"))
+    stall_totals = final_batch.get("totals") or (batches[-1]["totals"] if batches else {})
+    actives = [a for _, a, _ in watch if a is not None] + [a for _, a in active if a is not None]
     result = {"connections": n, "duration_s": duration, "every_s": every, "samples": samples, "step_results": emitted[0],
               "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1],
-              "rss_max_mib": max(s[1] for s in samples), "slope_second_half_mib_per_min": slope}
+              "rss_max_mib": max(s[1] for s in samples), "slope_second_half_mib_per_min": slope,
+              "rss_final_mib": rss_final,
+              "token_ttl_s": ttl, "write_buffer_limit": SOAK_WRITE_BUFFER_LIMIT,
+              "churned": churned, "resumes": counts.get("resumes", 0),
+              "resumes_recovered": counts.get("recovered", 0), "resumes_not_recovered": counts.get("not_recovered", 0),
+              "reconnects": counts.get("reconnects", 0), "reconnects_failed": counts.get("reconnects_failed", 0),
+              "server_closes": closes,  # close code -> connections the server closed, as the clients saw it
+              "stalled_at_once": stalled, "stall_every_s": SOAK_STALL_EVERY,
+              "stall_event_bytes": SOAK_STALL_EVENT_BYTES, "stall_interval_s": SOAK_STALL_INTERVAL,
+              "stall_events": big_sent[0], "stall_mib_sent": big_sent[0] * SOAK_STALL_EVENT_BYTES / 2**20,
+              "stalled_opened": stall_totals.get("opened", 0), "stalled_open_failed": stall_totals.get("open_failed", 0),
+              "stalled_ended_by_server": stall_totals.get("ended_by_server", 0),
+              "stalled_closed_by_client": stall_totals.get("closed_by_client", 0),
+              "stalled_last_batch": {k: v for k, v in final_batch.items() if k != "totals"},
+              "stalled_open_errors": [e for b in batches for e in b.get("errors", [])][:10],
+              # stalled connections sent an event before their "authenticated" frame
+              "stalled_event_before_authenticated": stall_totals.get("before_authenticated", 0),
+              "slow_clients_dropped": (status1.get("slow_clients_dropped", 0) - status0.get("slow_clients_dropped", 0)
+                                       if status1 else None),
+              "server_counts": {k: v for k, v in status1.items()
+                                if k.startswith("connections_") or k in _STATUS_COUNTS},
+              "active_samples": active, "active_max": max(actives) if actives else None,
+              "active_final": active_final, "clients_held_final": held,
+              "settle_s": settle, "returned_to_held": settle is not None, "end_trace": end_trace,
+              "limits_s": limits,
+              # per batch, s from opening until the server had dropped all of it as slow (None: not all)
+              "stalled_drop_after_s": drops,
+              "stalled_drop_after_s_min": known[0] if known else None,
+              "stalled_drop_after_s_median": known[len(known) // 2] if known else None,
+              "stalled_drop_after_s_max": known[-1] if known else None,
+              "stalled_batches_not_all_dropped": sum(d is None for d in drops),
+              "errors": errors}
     log(f"soak {duration:.0f} s: RSS {result['rss_start_mib']:.1f} -> {result['rss_end_mib']:.1f} MiB, "
         f"second-half slope {slope:+.2f} MiB/min")
+    log(f"  {churned} churned, {result['resumes']} resumes ({result['resumes_not_recovered']} not recovered), "
+        f"{result['reconnects']} reconnects after server closes {closes} (token ttl {ttl:g} s)")
+    log(f"  stalled: {result['stalled_opened']} opened, {result['stalled_ended_by_server']} ended by the server "
+        f"({result['slow_clients_dropped']} dropped as slow), {result['stalled_closed_by_client']} still open when "
+        f"replaced; {result['stall_mib_sent']:.0f} MiB sent to them")
+    log(f"  active connections: max {result['active_max']}, at the end {active_final} for {held} held by the clients"
+        + (f" {settle:.1f} s after the churn stopped" if settle is not None
+           else f": not back within {SOAK_END_WAIT:g} s"))
+    log("  stalled batches dropped whole as slow after "
+        + (f"{known[0]:.1f}-{known[-1]:.1f} s (median {known[len(known) // 2]:.1f})" if known else "-")
+        + f", {result['stalled_batches_not_all_dropped']} of {len(drops)} batches not (token expiry bounds a "
+        f"connection at {limits['bound_s']:g} s)"
+        + (f"; errors {errors}" if errors else ""))
     return result

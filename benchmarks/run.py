@@ -139,10 +139,13 @@ def table(res: dict[str, Any]) -> str:
         add("")
     if "soak" in res:
         s = res["soak"]
-        add(f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections, 5 % churned and RSS read every {s.get('every_s', 5):g} s, "
-            f"a task emitting progress every 2 ms and a step result every 40 ms): RSS {s['rss_start_mib']:.1f} → "
-            f"{s['rss_end_mib']:.1f} MiB (max {s['rss_max_mib']:.1f}), second-half slope "
-            f"{s['slope_second_half_mib_per_min']:+.2f} MiB/min.\n")
+        if "stalled_at_once" not in s:  # a result from before the soak had resumes and stalled clients
+            add(f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections, 5 % churned and RSS read every {s.get('every_s', 5):g} s, "
+                f"a task emitting progress every 2 ms and a step result every 40 ms): RSS {s['rss_start_mib']:.1f} → "
+                f"{s['rss_end_mib']:.1f} MiB (max {s['rss_max_mib']:.1f}), second-half slope "
+                f"{s['slope_second_half_mib_per_min']:+.2f} MiB/min.\n")
+        else:
+            add(soak_table(s))
     if "scaleout" in res:
         add("### 6. Scale-out: two celery-ws replicas on one Redis, half the clients each\n")
         add("| N | mode | msgs/s, 2 replicas | msgs/s, 1 server | server CPU (both) | clients CPU |")
@@ -153,6 +156,54 @@ def table(res: dict[str, Any]) -> str:
                 add(f"| {int(n):,} | {mode} | {fmt(e[mode]['msgs_per_s'], '', 0)} | {fmt(one.get('msgs_per_s'), '', 0)} | "
                     f"{e[mode]['server_cpu']['median']:.0f}% | {e[mode]['client_cpu']['median']:.0f}% |")
         add("")
+    return "\n".join(lines)
+
+
+def soak_table(s: dict[str, Any]) -> str:
+    """The soak's paragraph and its figures."""
+    lines: list[str] = []
+    add = lines.append
+    kib = s["write_buffer_limit"] / 1024
+    add(f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections): every {s['every_s']:g} s 5 % of "
+        f"them close and reconnect, resuming from the last event id they saw (`last_event_id`), and RSS and `/status` "
+        f"are read; tokens live {s['token_ttl_s']:g} s, so the server closes connections at expiry (4401) and they "
+        f"reconnect with a fresh token, resuming; a task emits progress every 2 ms and a step result every 40 ms; "
+        f"{s['stalled_at_once']} connections at a time authenticate and never read (a new batch every "
+        f"{s['stall_every_s']:g} s), each sent a {s['stall_event_bytes'] / 1024:g} KiB event every "
+        f"{1000 * s['stall_interval_s']:g} ms, against a `write_buffer_limit` of {kib:g} KiB. At the end the churn and "
+        f"the batches stop, the last batch is still sent to, and the server's active connections must come back to "
+        f"what the clients hold.\n")
+    add("| figure | value |")
+    add("|---|---|")
+    after = f"; {s['rss_final_mib']:.1f} MiB after the end" if s.get("rss_final_mib") is not None else ""
+    add(f"| RSS start → end of the churn (max) | {s['rss_start_mib']:.1f} → {s['rss_end_mib']:.1f} MiB "
+        f"({s['rss_max_mib']:.1f}){after} |")
+    add(f"| RSS slope, second half | {s['slope_second_half_mib_per_min']:+.2f} MiB/min |")
+    add(f"| connections churned / resumes (not recovered) | {s['churned']:,} / {s['resumes']:,} "
+        f"({s['resumes_not_recovered']:,}) |")
+    closes = ", ".join(f"{code}: {count:,}" for code, count in sorted(s["server_closes"].items())) or "none"
+    add(f"| closed by the server, seen by the clients (code: count) / reconnects (failed) | {closes} / "
+        f"{s['reconnects']:,} ({s['reconnects_failed']:,}) |")
+    add(f"| step results emitted / MiB sent to stalled users | {s['step_results']:,} / {s['stall_mib_sent']:,.0f} |")
+    add(f"| stalled connections opened (failed to open) | {s['stalled_opened']:,} ({s['stalled_open_failed']:,}) |")
+    if s.get("stalled_event_before_authenticated"):
+        add(f"| … sent a live event before their `authenticated` frame | {s['stalled_event_before_authenticated']:,} |")
+    add(f"| … ended by the server / still open when replaced | {s['stalled_ended_by_server']:,} / "
+        f"{s['stalled_closed_by_client']:,} |")
+    add(f"| … dropped as slow (`slow_clients_dropped`) | {s['slow_clients_dropped']} |")
+    drops = s["stalled_drop_after_s"]
+    if s["stalled_drop_after_s_max"] is not None:
+        add(f"| batches dropped whole as slow, s after opening: min / median / max | "
+            f"{s['stalled_drop_after_s_min']:.1f} / {s['stalled_drop_after_s_median']:.1f} / "
+            f"{s['stalled_drop_after_s_max']:.1f} ({len(drops) - s['stalled_batches_not_all_dropped']} of "
+            f"{len(drops)} batches; token expiry bounds any connection at {s['limits_s']['bound_s']:g} s) |")
+    add(f"| active connections: max / at the end / held by the clients | {s['active_max']} / {s['active_final']} / "
+        f"{s['clients_held_final']} |")
+    add("| active connections back to what the clients hold, after the churn stopped | "
+        + (f"{s['settle_s']:.1f} s" if s["settle_s"] is not None else "**no**") + " |")
+    if s.get("errors"):
+        add(f"| errors | {'; '.join(s['errors'])} |")
+    add("")
     return "\n".join(lines)
 
 
@@ -218,10 +269,21 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
     if "soak" in res:
         s = res["soak"]["samples"]
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([x for x, _ in s], [y for _, y in s], marker=".")
+        ax.plot([x for x, _ in s], [y for _, y in s], marker=".", label="RSS")
         ax.set_xlabel("s")
         ax.set_ylabel("server RSS MiB")
         ax.set_title("soak")
+        active = [(t, a) for t, a in res["soak"].get("active_samples", [])
+                  + [(t, a) for t, a, _ in res["soak"].get("end_trace", [])] if a is not None]
+        if active:
+            ax2 = ax.twinx()
+            ax2.plot([t for t, _ in active], [a for _, a in active], color="tab:orange", marker=".", linewidth=0.8,
+                     label="active connections")
+            ax2.set_ylabel("active connections")
+            lo, hi = min(a for _, a in active), max(a for _, a in active)
+            ax2.set_ylim(lo - max(5, (hi - lo)), hi + max(5, (hi - lo)))
+            handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+            ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "soak.png", dpi=110)
         plt.close(fig)
