@@ -294,3 +294,33 @@ async def test_another_users_delivery_holds_while_one_user_loops_resumes(server,
     # scheduler hiccup on a shared machine from deciding the test
     assert p99["loaded"] <= 2 * max(p99["unloaded"], 0.002), p99
     assert replays <= 8, f"{replays} replays of 1,000 events in 6 s"
+
+
+async def test_the_first_frames_come_before_any_live_event(server, settings, publisher, user):
+    """Events streaming to a user while it connects or subscribes never overtake
+    ``authenticated`` and ``subscription_confirmed``."""
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        for n in range(2_000):
+            if stop.is_set():
+                return
+            await asyncio.to_thread(publisher.send_to_user, user, {"type": "tick", "n": n})
+            await asyncio.sleep(0.001)
+
+    streaming = asyncio.create_task(stream())
+    try:
+        for _ in range(30):
+            raw = await RawSocket.upgraded("127.0.0.1", server.manager.port, f"/?token={token(user, settings)}")
+            try:
+                firsts = [json.loads((await raw.recv())[1])["type"] for _ in range(2)]
+                assert firsts == ["authenticated", "subscription_confirmed"]
+                raw.send(json.dumps({"action": "subscribe", "user_id": user}))
+                for _ in range(200):  # ticks already on their way, then the confirmation
+                    if json.loads((await raw.recv())[1])["type"] == "subscription_confirmed":
+                        break
+            finally:
+                raw.abort()
+    finally:
+        stop.set()
+        await streaming

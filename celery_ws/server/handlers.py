@@ -157,12 +157,13 @@ class ActionHandler:
         """Subscribe, then send what the client must see before live events:
         the confirmation, missed events (replay) and open questions.
 
-        During a replay the connection's live events are held by the registry
-        (released by the caller once these frames are sent), so nothing falls
-        into the gap between history and live delivery and nothing is sent twice.
+        Meanwhile the connection's live events are held by the registry
+        (released by the caller once these frames are sent): they come after
+        the confirmation (and, on connect, after ``authenticated``), nothing
+        falls into the gap between history and live delivery, and nothing
+        replayed is sent twice.
         """
-        if last_event_id is not None:
-            self.registry.hold(session)
+        self.registry.hold(session)
         self.registry.subscribe(session, user_id=user_id, task_id=task_id)
         confirmed: dict[str, Any] = {"type": ReplyType.SUBSCRIPTION_CONFIRMED,
                                      "user_id": user_id, "task_id": task_id}
