@@ -28,8 +28,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)  ## celery-ws vs the peers; tables, JSON and plots in benchmarks/results/
 	$(BIN)/python -m benchmarks.run
 
-soak: $(BENCH_STAMP)  ## the 10-minute memory soak (connections churning, tasks running)
-	$(BIN)/python -m benchmarks.run --soak 600
+soak: $(BENCH_STAMP)  ## the 30-minute soak: connections churning and resuming, tokens expiring, stalled clients, tasks running
+	$(BIN)/python -m benchmarks.run --soak 1800
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
