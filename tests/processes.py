@@ -1,5 +1,6 @@
 """Real processes that tests start, stop, restart and kill: ``celery-ws serve``
-and ``celery worker``. Their output goes to log files named in failures."""
+and ``celery worker``. Their output goes to log files named in failures. Also
+one-shot commands (``run``), such as ``celery-ws token``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from celery_ws.testing.redis_server import free_port
 REPO = Path(__file__).resolve().parent.parent
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+_RUN_TIMEOUT = 30.0
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -37,6 +39,18 @@ def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **extra)
     return env
+
+
+def celery_ws_command() -> list[str]:
+    """The installed ``celery-ws`` script, or the module when not installed as a script."""
+    script = Path(sys.executable).parent / "celery-ws"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "celery_ws"]
+
+
+def run(args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end in the repository, without the user's celery-ws settings."""
+    return subprocess.run(args, cwd=REPO, env=_clean_env(**extra_env), capture_output=True, text=True,
+                          timeout=_RUN_TIMEOUT)
 
 
 def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = _START_TIMEOUT) -> bool:

@@ -125,7 +125,7 @@ def slow_progress(self: ProgressTask, steps: int = 40, delay: float = 0.1) -> st
 
 @shared_task(base=ProgressTask, bind=True)
 def report_and_ask(self: ProgressTask, n: int = 5, delay: float = 0.05, timeout: float = 20) -> dict[str, Any]:
-    """Progress, a step result, then a question: everything a watcher shows (tests/test_watch.py)."""
+    """Progress, a step result, then a question: everything a watcher shows (tests/e2e/test_watch.py)."""
     for i in range(n):
         time.sleep(delay)
         self.progress(i + 1, n, message="checking")

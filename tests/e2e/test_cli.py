@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,29 +23,9 @@ from celery_ws.settings import Settings
 from celery_ws.testing import ServerThread
 from celery_ws.testing.redis_server import free_port
 from celery_ws.tokens import issue_token
-from tests.processes import ServeProcess, http_get
+from tests.processes import ServeProcess, celery_ws_command, http_get, run
 
-REPO = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT = 30.0
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
-BIN = Path(sys.executable).parent
-
-
-def celery_ws_command() -> list[str]:
-    """The installed ``celery-ws`` script, or the module when not installed as a script."""
-    script = BIN / "celery-ws"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "celery_ws"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
-    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-def run(args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=REPO, env=clean_env(**extra_env), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT)
 
 
 # -- celery-ws status -----------------------------------------------------------------

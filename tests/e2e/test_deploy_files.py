@@ -3,7 +3,7 @@ checked without one. docker-compose.yml parses (with PyYAML, when installed)
 and has the services the README describes; deploy/nginx.conf passes
 ``nginx -t`` with its upstream hosts replaced by loopback addresses; the
 commands both files run are ones the CLI accepts. The same nginx
-configuration carries real traffic in tests/test_scale_out.py."""
+configuration carries real traffic in tests/e2e/test_scale_out.py."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pytest
 from celery_ws.cli import ws
 from celery_ws.testing.redis_server import free_port
 from tests.nginx import find_nginx, nginx_command, write_nginx_conf
+from tests.processes import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 NGINX_CONF = REPO / "deploy" / "nginx.conf"

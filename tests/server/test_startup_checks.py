@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from celery_ws import Settings, SettingsError, WebSocketManager, issue_token
 from celery_ws.testing.redis_server import free_port
-from tests.test_cli import celery_ws_command, run
+from tests.processes import celery_ws_command, run
 
 LONG_SECRET = "startup-checks-secret-0123456789abcdef"
 

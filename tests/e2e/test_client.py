@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -21,7 +20,6 @@ from celery_ws.testing.redis_server import free_port
 from tests import tasks
 from tests.processes import ServeProcess
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "client-tests-secret-0123456789abcdefghij"
 SERVER_START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0

@@ -13,16 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from celery_ws.testing.redis_server import free_port
 from tests import tasks
+from tests.processes import REPO
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 STEP_TIMEOUT = 20.0
 EXIT_TIMEOUT = 20.0
@@ -35,7 +34,7 @@ class Terminal:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
         env.update(TERM="xterm-256color", COLUMNS="100", LINES="40", PYTHONUNBUFFERED="1")
         self.master, slave = os.openpty()
-        self.process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=slave, stdout=slave, stderr=slave,
+        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave,
                                         start_new_session=True)
         os.close(slave)
         self.raw = b""

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.processes import ServeProcess
+from tests.processes import REPO, ServeProcess
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 CHROMIUM = os.environ.get("CELERY_WS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
