@@ -11,29 +11,36 @@ asyncio client (the server, :class:`~celery_ws.AsyncPublisher`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from .protocol import TERMINAL_EVENT_TYPES, UserConfirmation, dumps, loads
 from .settings import Settings
 
 __all__ = [
     "ANSWER",
-    "Call",
     "CANCEL",
     "EMIT",
     "EXPIRE",
+    "AnswerOutcome",
+    "AnswerRefusal",
+    "Call",
+    "CancelOutcome",
     "EmitResult",
+    "ReplyKind",
     "answer_call",
     "answer_payload",
+    "answer_reply",
     "cancel_call",
+    "cancel_reply",
     "confirmation_from_reply",
     "emit_call",
     "expire_call",
     "open_confirmation",
     "pipelined",
+    "text",
 ]
 
 
@@ -197,6 +204,52 @@ def cancel_call(settings: Settings, task_id: str, requested_by: str | None) -> C
         [keys.task(task_id)],
         [keys.prefix, task_id, requested_by or "", CANCELLED_REPLY, settings.history_ttl],
     )
+
+
+# -- what the scripts answer -----------------------------------------------------
+# Lua replies with bare strings; they become these Literals where they are
+# decoded, so a caller that forgets an outcome, or compares with a misspelt
+# one, fails mypy instead of a client. Keep them in step with lua/*.lua.
+
+#: Why ``answer.lua`` refused an answer: the person may not answer it, there is
+#: no such question, or the question's state (it is no longer pending).
+AnswerRefusal = Literal["forbidden", "unknown_callback", "answered", "expired", "cancelled", "closed"]
+#: ``answer.lua``'s verdict: taken (``ok``), to be checked against the
+#: question's form before it is sent again (``check``), or refused.
+AnswerOutcome = Literal["ok", "check", AnswerRefusal]
+#: ``cancel.lua``'s verdict: cancelled (``ok``), or why not.
+CancelOutcome = Literal["ok", "forbidden", "not_found", "finished"]
+
+_ANSWER_OUTCOMES: Final[tuple[AnswerOutcome, ...]] = get_args(AnswerOutcome)
+_CANCEL_OUTCOMES: Final[tuple[CancelOutcome, ...]] = get_args(CancelOutcome)
+_Outcome = TypeVar("_Outcome", bound=str)
+
+
+def answer_reply(reply: Sequence[bytes | str | None]) -> tuple[AnswerOutcome, list[str | None]]:
+    """``answer.lua``'s reply: the verdict and what comes with it (``ok``:
+    task id, owner, asked at; ``check``: the form's JSON Schema)."""
+    outcome, *details = [text(part) for part in reply]
+    return _one_of(_ANSWER_OUTCOMES, outcome, "answer.lua"), details
+
+
+def cancel_reply(reply: Sequence[bytes | str | None]) -> tuple[CancelOutcome, str | None]:
+    """``cancel.lua``'s reply: the verdict and the task's owner (None when the
+    task is unknown, or the requester may not learn who owns it)."""
+    outcome, *owner = [text(part) for part in reply]
+    return _one_of(_CANCEL_OUTCOMES, outcome, "cancel.lua"), owner[0] if owner else None
+
+
+def _one_of(outcomes: tuple[_Outcome, ...], value: str | None, script: str) -> _Outcome:
+    """``value`` as one of ``outcomes``.
+
+    Raises:
+        RuntimeError: a script replied with something this module does not
+            know, so the two were changed apart.
+    """
+    for outcome in outcomes:
+        if outcome == value:
+            return outcome
+    raise RuntimeError(f"{script} replied {value!r}, none of {', '.join(outcomes)}")
 
 
 def expire_call(settings: Settings, callback_id: str) -> Call:

@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 from pydantic import TypeAdapter, ValidationError
 
-from .exceptions import CeleryWSError, SettingsError
+from .exceptions import InvalidToken, SettingsError
 from .protocol import Identifier
 from .settings import Settings, _variable_names
 
@@ -26,10 +26,6 @@ __all__ = ["Identity", "InvalidToken", "TokenVerifier", "issue_token", "verifica
 
 _USER_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 _LEEWAY = 5.0  # seconds of clock skew tolerated between the minting app and the server
-
-
-class InvalidToken(CeleryWSError):
-    """A token that is missing, malformed, wrongly signed or expired."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from ..exceptions import CeleryWSError
+from ..exceptions import AuthError, ConnectionLost
 from ..protocol import CLOSE_UNAUTHORIZED, SUBPROTOCOL, ReplyType
 from .dial import Dialer
 from .frames import Frame, Frames, SeenEvents
@@ -51,15 +51,6 @@ _DEFAULT_TIMEOUT = 10.0
 #: frames kept by default: a whole task's events, and a screenful of history
 #: for a watcher, in well under a megabyte
 _KEEP_FRAMES = 1000
-
-
-class AuthError(CeleryWSError):
-    """The server closed the connection with 4401: missing, invalid or expired token."""
-
-
-class ConnectionLost(CeleryWSError, ConnectionError):
-    """The connection a request was sent on closed before its reply arrived
-    (with ``reconnect=True``; the request is not re-sent: it may have been applied)."""
 
 
 class Client:

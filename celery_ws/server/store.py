@@ -6,22 +6,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import redis.asyncio
 
 from ..protocol import event_order, loads, with_id
 from ..settings import Settings
-from ..storage import ANSWER, CANCEL, answer_call, answer_payload, cancel_call, text
+from ..storage import (
+    ANSWER,
+    CANCEL,
+    AnswerRefusal,
+    CancelOutcome,
+    answer_call,
+    answer_payload,
+    answer_reply,
+    cancel_call,
+    cancel_reply,
+    text,
+)
 
-__all__ = ["Answered", "ServerStore"]
+__all__ = ["AckOutcome", "Answered", "ServerStore"]
+
+#: What became of an ack: delivered to its sender, or why not (see :meth:`ServerStore.ack`).
+AckOutcome = Literal["ok", "unknown", "forbidden"]
 
 
 @dataclass(frozen=True, slots=True)
 class Answered:
     """What became of an answer: ``ok``, or why it was refused."""
 
-    outcome: str
+    outcome: Literal["ok"] | AnswerRefusal
     task_id: str | None = None
     owner: str | None = None
     asked_at: float | None = None
@@ -43,21 +57,22 @@ class ServerStore:
         is stored. An untyped question costs one round trip, a typed one two."""
         payload = answer_payload(proceed, feedback, answered_by, data)
         keys, args = answer_call(self.settings, callback_id, answered_by, payload, checked=not proceed)
-        outcome, *details = [text(part) for part in await self._answer(keys, args)]
+        outcome, details = answer_reply(await self._answer(keys, args))
         if outcome == "check":
-            check(loads(details[0]))
+            check(_json(details[0]))
             keys, args = answer_call(self.settings, callback_id, answered_by, payload)
-            outcome, *details = [text(part) for part in await self._answer(keys, args)]
+            outcome, details = answer_reply(await self._answer(keys, args))
+        if outcome == "check":
+            raise RuntimeError("answer.lua asked to check an answer it was told is checked")
         if outcome != "ok":
-            return Answered(outcome or "unknown_callback")
+            return Answered(outcome)
         task_id, owner, asked_at = details
         return Answered("ok", task_id or None, owner, float(asked_at) if asked_at else None)
 
-    async def cancel(self, task_id: str, requested_by: str | None) -> tuple[str, str | None]:
+    async def cancel(self, task_id: str, requested_by: str | None) -> tuple[CancelOutcome, str | None]:
         """Returns ``('ok', owner)`` or ``(refusal, owner or None)``."""
         keys, args = cancel_call(self.settings, task_id, requested_by)
-        reply = [text(part) for part in await self._cancel(keys, args)]
-        return reply[0] or "not_found", reply[1] if len(reply) > 1 else None
+        return cancel_reply(await self._cancel(keys, args))
 
     async def history(self, user_id: str | None, task_id: str | None, after: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
         """Events after ``after`` from the user's and/or the task's history, in
@@ -85,7 +100,7 @@ class ServerStore:
             self.settings.keys.task(task_id), "state:progress", "state:step", "state:final")
         return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
 
-    async def ack(self, message_id: str, user_id: str | None) -> str:
+    async def ack(self, message_id: str, user_id: str | None) -> AckOutcome:
         """``ok``, ``unknown`` or ``forbidden``.
 
         A named user is refused (``forbidden``) any message that was not sent to
@@ -106,8 +121,10 @@ class ServerStore:
 
     async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
         """Running tasks whose heartbeats stopped: ``(task_id, when the lease ran out)``."""
-        expired = await self.redis.zrangebyscore(self.settings.keys.running, "-inf", time.time(),
-                                                 start=0, num=limit, withscores=True)
+        # redis-py types every reply shape at once; this client has no
+        # decode_responses, and withscores pairs each member with its score
+        expired = cast("list[tuple[bytes, float]]", await self.redis.zrangebyscore(
+            self.settings.keys.running, "-inf", time.time(), start=0, num=limit, withscores=True))
         return [(task_id.decode(), float(score)) for task_id, score in expired]
 
     async def forget_lease(self, task_id: str) -> None:
@@ -131,7 +148,7 @@ class ServerStore:
         )
         callback_ids: dict[bytes, None] = {}
         for key in sources:
-            for cid in await self.redis.zrangebyscore(key, now, "+inf"):
+            for cid in cast("list[bytes]", await self.redis.zrangebyscore(key, now, "+inf")):
                 callback_ids[cid] = None
         if not callback_ids:
             return []
@@ -146,5 +163,5 @@ class ServerStore:
         ]
 
 
-def _json(raw: bytes | None) -> Any:
+def _json(raw: bytes | str | None) -> Any:
     return loads(raw) if raw else None
