@@ -78,9 +78,9 @@ def test_each_public_name_is_the_object_of_its_home_module(name):
 
 
 def test_importing_the_package_loads_none_of_its_modules():
-    """Names resolve on first use: the top level loads nothing but the version."""
+    """Names resolve on first use: the top level loads only the version and the lazy lookup."""
     loaded = _modules_after("import celery_ws")
-    assert {m for m in loaded if m.startswith("celery_ws.")} == {"celery_ws._version"}
+    assert {m for m in loaded if m.startswith("celery_ws.")} == {"celery_ws._lazy", "celery_ws._version"}
 
 
 def test_an_unknown_name_is_an_attribute_error():
@@ -126,7 +126,8 @@ def test_exceptions_stay_what_callers_already_catch():
 
 def test_exceptions_load_nothing_else_of_the_package():
     loaded = _modules_after("import celery_ws.exceptions")
-    assert {m for m in loaded if m.startswith("celery_ws.")} == {"celery_ws._version", "celery_ws.exceptions"}
+    assert {m for m in loaded if m.startswith("celery_ws.")} == {
+        "celery_ws._lazy", "celery_ws._version", "celery_ws.exceptions"}
 
 
 # -- the wall between worker and server ------------------------------------------------------
