@@ -18,6 +18,13 @@ each ``heartbeat_interval``. Each beat renews the task's lease in Redis; when a
 worker dies without a word (SIGKILL, power loss), the lease runs out and a
 server reports the task lost.
 
+Trouble is counted, not logged event by event: a full buffer drops every
+event that follows, and a Redis outage fails every retry, so one line each
+would bury the worker's log. The thread logs one WARNING with what it dropped
+and how often Redis failed since its last report, at most once per
+``report_interval``; :attr:`Emitter.dropped` and :attr:`Emitter.redis_errors`
+hold the totals.
+
 One emitter exists per process: after a prefork fork the child builds its own
 (threads and sockets do not survive ``fork``).
 """
@@ -52,6 +59,9 @@ _BATCH = 500
 #: missed heartbeats after which a task counts as lost
 LOST_AFTER_BEATS = 3
 
+#: seconds between two reports of dropped events and Redis errors, at least
+REPORT_INTERVAL = 60.0
+
 #: records a task's latest progress; returns whether the task was cancelled
 Reporter = Callable[[float, "float | None", "str | None"], bool]
 
@@ -60,11 +70,17 @@ _Entry = tuple[dict[str, Any], "str | None", int, "float | None", bool]
 
 
 class Emitter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, report_interval: float = REPORT_INTERVAL) -> None:
         self.settings = settings
         self.pid = os.getpid()
+        #: events lost since the emitter started: the buffer was full, or Redis refused them
         self.dropped = 0
+        #: failed writes since the emitter started; each is retried with backoff, nothing is lost
         self.redis_errors = 0
+        self._report_interval = report_interval
+        self._reported = (0, 0)  # (dropped, redis_errors) at the last report
+        self._next_report = 0.0  # the first trouble is reported at once
+        self._last_error: Exception | None = None
         self._redis = sync_client(settings.redis_url)
         self._script = self._redis.register_script(EMIT)
         self._producer = uuid.uuid4().hex
@@ -127,9 +143,7 @@ class Emitter:
         (``route_by_task``: see :func:`~celery_ws.storage.emit_call`)."""
         with self._cond:
             if len(self._queue) >= self.settings.emit_buffer:
-                self.dropped += 1
-                logger.warning("event buffer full (%d): dropped %s of task %s",
-                               self.settings.emit_buffer, event["type"], event.get("task_id"))
+                self.dropped += 1  # reported by the writer thread, which may be retrying
                 return
             task_id = event.get("task_id")
             if task_id is not None and task_id in self._progress:
@@ -140,9 +154,6 @@ class Emitter:
 
     def is_cancelled(self, task_id: str) -> bool:
         return task_id in self._cancelled
-
-    def mark_cancelled(self, task_id: str) -> None:
-        self._cancelled.add(task_id)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far, progress included, is in Redis."""
@@ -182,6 +193,7 @@ class Emitter:
                     count = min(len(self._queue), _BATCH)
                     batch = [self._queue.popleft() for _ in range(count)]
                     break
+                wait: float | None
                 if self._progress:
                     wait = self._next_progress - time.monotonic()
                     if wait <= 0:
@@ -190,8 +202,12 @@ class Emitter:
                         break
                 else:
                     wait = self.settings.progress_interval if self._running and self._coalesce else None
+                report_in = self._next_report - time.monotonic() if self._unreported() else None
+                if report_in is not None and report_in <= 0:
+                    batch = []  # nothing to write, but trouble to report
+                    break
                 beat_in = self._next_beat - time.monotonic() if self._running else None
-                timeouts = [t for t in (wait, beat_in) if t is not None]
+                timeouts = [t for t in (wait, beat_in, report_in) if t is not None]
                 self._cond.wait(min(timeouts) if timeouts else None)
             self._in_flight = len(batch)
             return batch
@@ -199,10 +215,31 @@ class Emitter:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
-            self._write(batch)
+            if batch:
+                self._write(batch)
+            self._report()
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def _unreported(self) -> bool:
+        return (self.dropped, self.redis_errors) != self._reported
+
+    def _report(self) -> None:
+        """Log the events dropped and the Redis errors since the last report, if
+        any, unless the last report is less than ``report_interval`` old: then
+        the writer comes back when it is (see :meth:`_next_batch`)."""
+        now = time.monotonic()
+        if now < self._next_report or not self._unreported():
+            return
+        dropped, errors = self.dropped, self.redis_errors
+        logger.warning(
+            "celery-ws events since the last report: %d dropped (buffer of %d full, or refused by Redis), "
+            "%d Redis errors (last: %s); since the start: %d dropped, %d Redis errors",
+            dropped - self._reported[0], self.settings.emit_buffer, errors - self._reported[1],
+            self._last_error or "none", dropped, errors)
+        self._reported = (dropped, errors)
+        self._next_report = now + self._report_interval
 
     def _write(self, batch: list[_Entry]) -> None:
         backoff = _BACKOFF_START
@@ -219,13 +256,15 @@ class Emitter:
                 continue
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.redis_errors += 1
-                logger.warning("Redis unavailable (%s); retrying %d events in %.2f s", exc, len(batch), backoff)
+                self._last_error = exc
+                self._report()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_CAP)
                 continue
             except Exception:  # a bug or a misconfigured Redis: never kill the thread
                 logger.exception("could not store %d events; dropped", len(batch))
-                self.dropped += len(batch)
+                with self._cond:
+                    self.dropped += len(batch)
                 return
             for (entry, *_), reply in zip(batch, replies, strict=True):
                 if EmitResult.from_reply(reply).cancelled and entry.get("task_id"):
