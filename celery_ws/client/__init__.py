@@ -5,14 +5,17 @@
 - ``celery-ws watch`` (``client/watch.py``): the terminal watcher built on it;
   it needs the ``rich`` package.
 
-    from celery_ws.client import Client
+    from celery_ws.client import Client  # also: from celery_ws import Client
 
-Only the client is imported here: the watcher (and rich) load when used.
+Its errors, ``AuthError`` and ``ConnectionLost``, are defined with every other
+in :mod:`celery_ws.exceptions`. Only the client is imported here: the watcher
+(and rich) load when used.
 """
 
 from __future__ import annotations
 
-from .connection import AuthError, Client, ConnectionLost
+from ..exceptions import AuthError, ConnectionLost
+from .connection import Client
 from .frames import Frame, Frames
 
 __all__ = ["AuthError", "Client", "ConnectionLost", "Frame", "Frames"]
