@@ -11,16 +11,22 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._version import __version__
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from .logs import LogFormat
+    from .server.handlers import Revoke
+
 __all__ = ["main", "ws"]
 
 
-def _load_app(path: str) -> Any:
+def _load_app(path: str) -> Celery:
     """Import ``module:app`` the way ``celery -A`` does, current directory first."""
     from celery.utils.imports import symbol_by_name
 
@@ -32,10 +38,17 @@ def _load_app(path: str) -> Any:
         raise click.BadParameter(f"cannot import {path!r}: {exc}", param_hint="--app") from None
 
 
-def _configure_logging(level: str, fmt: str = "text") -> None:
+def _configure_logging(level: str, fmt: LogFormat = "text") -> None:
     from .logs import configure_logging
 
-    configure_logging(level, fmt)  # type: ignore[arg-type]
+    configure_logging(level, fmt)
+
+
+def _revoker(app: Celery) -> Revoke:
+    async def revoke(task_id: str) -> None:
+        await asyncio.to_thread(app.control.revoke, task_id)
+
+    return revoke
 
 
 @click.group(name="ws")
@@ -57,7 +70,7 @@ def ws() -> None:
               help="json: one object per line (time, level, logger, message) [CELERY_WS_LOG_FORMAT].")
 @click.pass_context
 def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int | None,
-          redis_url: str | None, insecure: bool | None, log_level: str, log_format: str) -> None:
+          redis_url: str | None, insecure: bool | None, log_level: str, log_format: LogFormat) -> None:
     """Run the WebSocket server."""
     from .exceptions import SettingsError
     from .server.manager import WebSocketManager
@@ -72,11 +85,8 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
 
-    async def revoke(task_id: str) -> None:
-        await asyncio.to_thread(app.control.revoke, task_id)
-
     async def run() -> None:
-        manager = WebSocketManager(settings=settings, revoke=revoke if app is not None else None)
+        manager = WebSocketManager(settings=settings, revoke=_revoker(app) if app is not None else None)
         try:
             server = await manager.start_server()
         except SettingsError as exc:

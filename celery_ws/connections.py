@@ -28,7 +28,7 @@ def _options(blocking: bool) -> dict[str, object]:
 
 
 def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
-    return redis.Redis.from_url(url, **_options(blocking))  # type: ignore[arg-type]
+    return redis.Redis.from_url(url, **_options(blocking))
 
 
 #: a server's Redis connections; requests beyond wait for a free one instead of

@@ -151,7 +151,9 @@ class View:
                                       MofNCompleteColumn(), TaskProgressColumn(), console=self.console)
             self._progress.start()
         if task_id not in self._bars:
-            self._bars[task_id] = self._progress.add_task(label, total=total, completed=current)
+            # rich annotates add_task's completed as int, but keeps it as a float (as update() takes it)
+            self._bars[task_id] = self._progress.add_task(
+                label, total=total, completed=current)  # type: ignore[arg-type]
         self._progress.update(self._bars[task_id], description=label, completed=current, total=total,
                               refresh=True)
 
@@ -283,6 +285,7 @@ class Watcher:
 
     async def _ask(self, frame: Frame) -> None:
         self.view.question(frame)
+        feedback: str | None
         if self.yes:
             proceed, feedback = True, "approved with --yes"
             self.answered.add(str(frame["callback_id"]))

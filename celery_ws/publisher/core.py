@@ -17,7 +17,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
 import redis
 from redis.exceptions import NoScriptError
@@ -27,9 +27,16 @@ from ..settings import Settings
 from ..storage import EMIT, EXPIRE, Call, EmitResult, emit_call, expire_call, pipelined, text
 from .question import ConfirmOptions, Outgoing, Question
 
-__all__ = ["Announce", "Commands", "Core", "Effect", "Pause", "Pop", "Run", "Steps", "load_settings"]
+if TYPE_CHECKING:
+    import redis.asyncio.client
+    import redis.client
+
+__all__ = ["Announce", "Commands", "Core", "Effect", "Pause", "Pop", "Pipe", "Run", "Steps", "load_settings"]
 
 T = TypeVar("T")
+
+#: a pipeline of either publisher's client: sequences only queue commands on it
+Pipe: TypeAlias = "redis.client.Pipeline | redis.asyncio.client.Pipeline"
 
 _MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"; never ask for less than this
 _BACKOFF_START = 0.05
@@ -46,7 +53,7 @@ class Commands:
     """Queue commands on a pipeline with ``queue`` and send them in one round
     trip (in MULTI/EXEC when ``transaction``); the reply is their replies, in order."""
 
-    queue: Callable[[Any], object]
+    queue: Callable[[Pipe], object]
     transaction: bool = False
 
 
@@ -125,7 +132,7 @@ def _scripted(script: _Script, calls: list[Call]) -> Steps[list[Any]]:
     """``script`` once per call, all in one round trip (see
     :func:`~celery_ws.storage.pipelined`)."""
 
-    def queue(pipe: Any) -> None:
+    def queue(pipe: Pipe) -> None:
         pipelined(pipe, script, calls)
 
     try:
@@ -136,7 +143,7 @@ def _scripted(script: _Script, calls: list[Call]) -> Steps[list[Any]]:
     return replies
 
 
-def _command(queue: Callable[[Any], object]) -> Steps[Any]:
+def _command(queue: Callable[[Pipe], object]) -> Steps[Any]:
     (reply,) = yield Commands(queue)
     return reply
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from pydantic import BaseModel, ValidationError
 
@@ -14,6 +14,9 @@ from ..exceptions import ConfirmationError, ConfirmationTimeout, TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, event, step_result_event
 from ..settings import Settings
 from ..storage import confirmation_from_reply, open_confirmation
+
+if TYPE_CHECKING:
+    from .core import Pipe
 
 __all__ = ["ConfirmOptions", "Default", "Outgoing", "Question"]
 
@@ -76,7 +79,7 @@ class Question:
         self.schema = self.answer_model.model_json_schema() if self.answer_model is not None else None
         self.step_result = step_result
 
-    def open(self, pipe: Any) -> None:
+    def open(self, pipe: Pipe) -> None:
         open_confirmation(pipe, self.settings, self.callback_id, owner=self.owner, task_id=self.task_id,
                           step=self.step, assignees=self.assignees, deadline=self.deadline, schema=self.schema)
 

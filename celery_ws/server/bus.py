@@ -79,7 +79,7 @@ class EventBus:
             await self._ask(connection)
             if not entries:
                 continue
-            batch = []
+            batch: list[StreamEntry] = []
             for entry_id, raw in entries:
                 fields = dict(zip(raw[::2], raw[1::2], strict=True))
                 batch.append((entry_id, fields[b"d"], fields.get(b"u", b""), fields.get(b"t", b""),
@@ -101,4 +101,5 @@ def _entries(reply: Any) -> list[Any]:
         return []
     if isinstance(reply, dict):
         return next(iter(reply.values()))
-    return reply[0][1]  # type: ignore[no-any-return]
+    entries: list[Any] = reply[0][1]
+    return entries

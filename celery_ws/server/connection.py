@@ -26,7 +26,7 @@ from ..tokens import Identity, InvalidToken, TokenVerifier
 from .handlers import ActionHandler
 from .limits import REPLAY_COST, RateLimits, TokenBucket
 from .registry import Registry, Session
-from .wsconn import forget_handshake
+from .wsconn import Peer, forget_handshake
 
 __all__ = ["ConnectionLoop"]
 
@@ -49,6 +49,8 @@ class ConnectionLoop:
         self.limits = RateLimits(settings.rate_limit, settings.rate_burst)
 
     async def run(self, connection: ServerConnection) -> None:
+        # serve(create_connection=peer_class(...)) makes every connection a Peer
+        assert isinstance(connection, Peer)
         identity, last_event_id = await self._authenticate(connection) if self.verifier else (None, None)
         if self.verifier and identity is None:
             return

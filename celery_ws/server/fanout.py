@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Hashable, Iterable
-from typing import cast
+from collections.abc import Hashable, Iterable
 
 from websockets.asyncio.server import ServerConnection
 
@@ -48,8 +47,7 @@ class Fanout:
         """Route a batch from the bus; encode each event once for all its targets."""
         now = time.time()
         for event_id, payload, owner, task_id, type_ in entries:
-            # the registry holds only this server's connections, all Peers
-            targets = cast("Collection[Peer]", self.registry.targets(owner.decode() or None, task_id.decode() or None))
+            targets = self.registry.targets(owner.decode() or None, task_id.decode() or None)
             if targets:
                 sent = self.send_all(targets, event_id, with_id(event_id, payload))
                 self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)

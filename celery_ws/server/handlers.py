@@ -22,6 +22,7 @@ from ..protocol import (
     Cancel,
     ClientAction,
     Confirm,
+    ErrorCode,
     Ping,
     ProtocolError,
     ReplyType,
@@ -49,7 +50,7 @@ Revoke = Callable[[str], Awaitable[None]]
 # whether it exists or not, and whatever its state, so ids cannot be probed.
 # ``unknown_callback``, ``not_found`` and ``unknown_message`` only reach
 # anonymous open-mode connections.
-_ANSWER_REFUSALS: dict[str, tuple[Any, str]] = {
+_ANSWER_REFUSALS: dict[str, tuple[ErrorCode, str]] = {
     "unknown_callback": ("unknown_callback", "Unknown callback_id"),
     "answered": ("already_answered", "This confirmation was answered already"),
     "cancelled": ("already_answered", "This confirmation was closed: its task was cancelled"),
@@ -57,7 +58,7 @@ _ANSWER_REFUSALS: dict[str, tuple[Any, str]] = {
     "expired": ("confirmation_expired", "This confirmation expired"),
     "forbidden": ("forbidden", "You may not answer this confirmation"),
 }
-_CANCEL_REFUSALS: dict[str, tuple[Any, str]] = {
+_CANCEL_REFUSALS: dict[str, tuple[ErrorCode, str]] = {
     "not_found": ("not_found", "Unknown task_id"),
     "forbidden": ("forbidden", "You may not cancel this task"),
     "finished": ("task_finished", "This task has finished already"),

@@ -215,7 +215,7 @@ class WebSocketManager:
 
     def _peers(self) -> list[Peer]:
         """Admitted connections, for the keepalive loop."""
-        return list(self.registry.sessions)  # type: ignore[arg-type]
+        return list(self.registry.sessions)
 
     # -- health and status ------------------------------------------------------------
 

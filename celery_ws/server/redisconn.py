@@ -33,6 +33,7 @@ class RawConnection:
     """One connection to the Redis server of ``client``, spoken to directly:
     commands and replies are paired by the caller, in order."""
 
+    # the two ignores: redis-py leaves make_connection() and connect() unannotated
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._connection: AbstractConnection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
 

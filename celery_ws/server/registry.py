@@ -7,14 +7,15 @@ sockets, and everything another replica could need lives in Redis.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Never
 
-from websockets.asyncio.server import ServerConnection
+from .wsconn import Peer
 
 __all__ = ["Held", "Registry", "Session"]
 
-_NONE: frozenset[Any] = frozenset()
+_NONE: frozenset[Never] = frozenset()
 
 
 @dataclass(eq=False, slots=True)
@@ -26,7 +27,7 @@ class Session:
     empty sets cost 650 bytes.
     """
 
-    connection: ServerConnection
+    connection: Peer
     #: open mode: an unsubscribed connection sees every event
     firehose: bool = True
     #: the user this connection speaks for; None until identified
@@ -49,14 +50,14 @@ class Held:
 
 class Registry:
     def __init__(self) -> None:
-        self.sessions: dict[ServerConnection, Session] = {}
-        self._firehose: set[ServerConnection] = set()
-        self._by_user: defaultdict[str, set[ServerConnection]] = defaultdict(set)
-        self._by_task: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+        self.sessions: dict[Peer, Session] = {}
+        self._firehose: set[Peer] = set()
+        self._by_user: defaultdict[str, set[Peer]] = defaultdict(set)
+        self._by_task: defaultdict[str, set[Peer]] = defaultdict(set)
         #: connections by the user their token names, whatever they subscribe to
-        self._by_identity: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+        self._by_identity: defaultdict[str, set[Peer]] = defaultdict(set)
         #: connections being replayed to: their live events wait here, in order
-        self.holding: dict[ServerConnection, Held] = {}
+        self.holding: dict[Peer, Held] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -95,7 +96,7 @@ class Registry:
         if session.identity is not None:
             _discard(self._by_identity, session.identity, conn)
 
-    def forget(self, conn: ServerConnection) -> None:
+    def forget(self, conn: Peer) -> None:
         """Remove the session of ``conn``, if it has one: it is closing."""
         session = self.sessions.get(conn)
         if session is not None:
@@ -123,7 +124,7 @@ class Registry:
             session.tasks -= {task_id}
             _discard(self._by_task, task_id, conn)
 
-    def targets(self, user_id: str | None, task_id: str | None) -> set[ServerConnection] | Any:
+    def targets(self, user_id: str | None, task_id: str | None) -> AbstractSet[Peer]:
         """The connections an event for (user, task) goes to; a broadcast
         (neither) goes to all."""
         if user_id is None and task_id is None:
@@ -142,7 +143,7 @@ class Registry:
         return {"users": len(self._by_user), "tasks": len(self._by_task), "firehose": len(self._firehose)}
 
 
-def _discard(index: defaultdict[str, set[ServerConnection]], key: str, conn: ServerConnection) -> None:
+def _discard(index: defaultdict[str, set[Peer]], key: str, conn: Peer) -> None:
     conns = index.get(key)
     if conns is not None:
         conns.discard(conn)

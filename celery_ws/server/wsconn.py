@@ -55,7 +55,7 @@ class PeerPolicy:
     write_buffer_limit: int
     close_timeout: float
     #: the connection is closing (whoever started it): forget it now
-    on_closing: Callable[[ServerConnection], None]
+    on_closing: Callable[[Peer], None]
     #: a connection was dropped for not reading
     on_slow: Callable[[], None]
     #: a TCP connection was refused because the server was full

@@ -8,9 +8,9 @@ at once.
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+from typing import Unpack
 
-from celery import current_task
+from celery import Task, current_task
 
 from ..exceptions import NotInTaskError, TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation
@@ -27,7 +27,7 @@ def confirm_step(
     step_result: TaskStepResult,
     *,
     step: int | None = None,
-    task: Any = None,
+    task: Task | None = None,
     **options: Unpack[ConfirmOptions],
 ) -> UserConfirmation:
     """Ask the running task's owner to proceed or cancel, and wait for the answer.

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from celery import Task
+
     from .emitter import Emitter, Reporter
 
 __all__ = ["RUNS", "Run", "begin", "current", "end"]
@@ -23,7 +25,7 @@ __all__ = ["RUNS", "Run", "begin", "current", "end"]
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    task: Any
+    task: Task
     task_id: str
     owner: str
     emitter: Emitter
@@ -41,17 +43,17 @@ class _Runs(threading.local):
 RUNS = _Runs()
 
 
-def begin(task: Any, task_id: str, owner: str, emitter: Emitter) -> None:
+def begin(task: Task, task_id: str, owner: str, emitter: Emitter) -> None:
     RUNS.top = Run(task, task_id, owner, emitter, emitter.reporter(task_id, owner), RUNS.top)
 
 
-def end(task: Any, task_id: str) -> None:
+def end(task: Task, task_id: str) -> None:
     run = RUNS.top
     if run is not None and run.task is task and run.task_id == task_id:
         RUNS.top = run.outer
 
 
-def current(task: Any) -> Run | None:
+def current(task: Task) -> Run | None:
     """The innermost run on this thread, if it is one of ``task``."""
     run = RUNS.top
     return run if run is not None and run.task is task else None
