@@ -1,20 +1,47 @@
 """Real parts only: the suite's own redis-server (celery_ws.testing), an
 embedded Celery worker from pytest-celery's fixtures, a celery-ws server on a
-free loopback port, and real WebSocket clients."""
+free loopback port, and real WebSocket clients.
+
+Layout: ``worker/`` tests what runs inside Celery, ``server/`` the server,
+``e2e/`` several real processes together; the shared core and the package
+itself are tested at the top. Helper modules stay here at the top
+(``tests.tasks`` is also what Celery workers import by name).
+
+Every wait is a multiple of ``tests.helpers.seconds()``, scaled by
+``CELERY_WS_TEST_TIMEOUT_FACTOR``; so is each test's pytest-timeout limit.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 from celery import Celery
 
 from celery_ws import CeleryWS, Publisher
+from celery_ws.client import Client
+from tests.helpers import TIMEOUT_FACTOR, seconds
 
 QUEUE = "celery-ws-tests"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Scale each test's pytest-timeout limit (a ``timeout`` mark, else
+    ``--timeout``, else pyproject's ``timeout``) by ``CELERY_WS_TEST_TIMEOUT_FACTOR``."""
+    if TIMEOUT_FACTOR == 1:
+        return
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        options = dict(mark.kwargs) if mark else {}
+        limit = float(mark.args[0]) if mark and mark.args else float(options.pop("timeout", default))
+        options.pop("timeout", None)
+        if limit > 0:
+            item.add_marker(pytest.mark.timeout(limit * TIMEOUT_FACTOR, **options), append=False)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +68,7 @@ def celery_worker_pool() -> str:
 
 @pytest.fixture(scope="session")
 def celery_worker_parameters() -> dict[str, Any]:
-    return {"concurrency": 4, "shutdown_timeout": 30}
+    return {"concurrency": 4, "shutdown_timeout": seconds(30)}
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +87,18 @@ def celery_ws_revoke(app: Celery) -> Any:
     async def revoke(task_id: str) -> None:
         await asyncio.to_thread(app.control.revoke, task_id)
     return revoke
+
+
+@pytest.fixture
+def celery_ws_client(
+    celery_ws_client: Callable[..., AbstractAsyncContextManager[Client]],
+) -> Callable[..., AbstractAsyncContextManager[Client]]:
+    """The plugin's client, waiting ``seconds(10)`` by default (the client's own 10 s, scaled)."""
+
+    def connect(*args: Any, **options: Any) -> AbstractAsyncContextManager[Client]:
+        options.setdefault("timeout", seconds(10))
+        return celery_ws_client(*args, **options)
+    return connect
 
 
 @pytest.fixture

@@ -1,17 +1,39 @@
-"""Small helpers shared by the tests."""
+"""Small helpers shared by the tests, and the suite's one unit of patience.
+
+Every bound on how long a test is willing to wait for something to happen
+(an event, a task's end, a process to start) is a multiple of ``seconds()``,
+which ``CELERY_WS_TEST_TIMEOUT_FACTOR`` scales, as websockets' tests scale
+``MS`` by ``WEBSOCKETS_TESTS_TIMEOUT_FACTOR``: on a slow or busy machine run
+``CELERY_WS_TEST_TIMEOUT_FACTOR=3 make test``. pytest-timeout's per-test limit
+scales with it (``tests/conftest.py``). Timings that are the behaviour under
+test (a 0.3 s ping interval, a 1 s ``auth_timeout``, a question that must
+expire) are plain numbers and do not scale.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["TIMEOUT_FACTOR", "eventually", "seconds"]
 
-async def eventually(read: Callable[[], Any], expected: Any, timeout: float = 10.0) -> Any:
+#: how much longer than on a developer's machine the suite may wait
+TIMEOUT_FACTOR = float(os.environ.get("CELERY_WS_TEST_TIMEOUT_FACTOR", "1"))
+
+
+def seconds(n: float) -> float:
+    """``n`` seconds of waiting, scaled by ``CELERY_WS_TEST_TIMEOUT_FACTOR``."""
+    return n * TIMEOUT_FACTOR
+
+
+async def eventually(read: Callable[[], Any], expected: Any, timeout: float | None = None) -> Any:
     """Poll a synchronous read (say ``lambda: result.state``) until it returns
-    ``expected`` or ``timeout`` passes; returns the last value read."""
+    ``expected`` or ``timeout`` (default ``seconds(10)``) passes; returns the
+    last value read."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + (seconds(10) if timeout is None else timeout)
     value = await asyncio.to_thread(read)
     while value != expected and loop.time() < deadline:
         await asyncio.sleep(0.05)

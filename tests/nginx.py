@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from celery_ws.testing.redis_server import free_port
+from tests.helpers import seconds
 from tests.processes import REPO, wait_until_ok
 
 __all__ = ["Nginx", "find_nginx", "nginx_command", "write_nginx_conf"]
 
 NGINX_TEMPLATE = REPO / "deploy" / "nginx.conf"
-_STOP_TIMEOUT = 10.0
+_STOP_TIMEOUT = seconds(10)
 
 
 def find_nginx() -> str | None:

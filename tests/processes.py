@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from celery_ws.testing.redis_server import free_port
+from tests.helpers import seconds
 
 REPO = Path(__file__).resolve().parent.parent
-_START_TIMEOUT = 30.0
-_STOP_TIMEOUT = 10.0
-_RUN_TIMEOUT = 30.0
+_START_TIMEOUT = seconds(30)
+_STOP_TIMEOUT = seconds(10)
+_RUN_TIMEOUT = seconds(30)
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = seconds(2)) -> tuple[int, bytes]:
     """Status and body; a 4xx/5xx answer is returned, not raised."""
     try:
         with _NO_PROXY.open(url, timeout=timeout) as reply:
@@ -35,8 +36,10 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """The environment without the user's celery-ws settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
+    """The environment without the user's celery-ws settings, plus ``extra``;
+    the suite's timeout factor stays, for the tasks a worker runs."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CELERY_WS_", "WEBSOCKET_")) or k == "CELERY_WS_TEST_TIMEOUT_FACTOR"}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **extra)
     return env
 

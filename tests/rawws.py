@@ -15,6 +15,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from tests.helpers import seconds
+
 __all__ = ["RawSocket", "frame", "handshake_request"]
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
@@ -70,7 +72,7 @@ class RawSocket:
     @classmethod
     async def upgraded(cls, host: str, port: int, path: str = "/", *,
                        headers: Sequence[tuple[str, str]] = (), receive_buffer: int | None = None,
-                       timeout: float = 5.0) -> RawSocket:
+                       timeout: float = seconds(5)) -> RawSocket:
         """Open and finish the WebSocket handshake; raises if the server refuses."""
         raw = await cls.open(host, port, receive_buffer=receive_buffer)
         raw.writer.write(handshake_request(host, port, path, headers=headers))
@@ -88,7 +90,7 @@ class RawSocket:
         head = await self.reader.readuntil(b"\r\n\r\n")
         return int(head.split(b" ", 2)[1]), head
 
-    async def recv(self, timeout: float = 5.0) -> tuple[int, bytes]:
+    async def recv(self, timeout: float = seconds(5)) -> tuple[int, bytes]:
         """The next frame's opcode and payload (uncompressed frames only)."""
         async with asyncio.timeout(timeout):
             first, second = await self.reader.readexactly(2)
@@ -99,7 +101,7 @@ class RawSocket:
                 (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
             return first & 0x0F, await self.reader.readexactly(size)
 
-    async def close_code(self, timeout: float = 5.0) -> int | None:
+    async def close_code(self, timeout: float = seconds(5)) -> int | None:
         """Read frames until the server's close frame; its code, or None when
         the connection ends without one."""
         try:

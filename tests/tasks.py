@@ -10,9 +10,10 @@ from celery import shared_task
 from pydantic import BaseModel
 
 from celery_ws import ProgressTask, TaskStepResult, confirm_step
+from tests.helpers import seconds
 
 #: upper bound for any loop in a test task, so none can run away
-MAX_SECONDS = 30.0
+MAX_SECONDS = seconds(30)
 
 
 @shared_task(base=ProgressTask, bind=True)
@@ -26,7 +27,7 @@ def report(self: ProgressTask, n: int, step: str | None = None) -> dict[str, Any
 
 
 @shared_task(base=ProgressTask, bind=True)
-def ask(self: ProgressTask, timeout: float = 20, default: bool | None = None,
+def ask(self: ProgressTask, timeout: float = seconds(20), default: bool | None = None,
         assignees: list[str] | None = None) -> dict[str, Any]:
     answer = confirm_step(
         TaskStepResult(step="review", message="Continue?", status="waiting", result={"rows": 3}),
@@ -93,7 +94,7 @@ def import_rows(self: ProgressTask, path: str) -> str:
 
 @shared_task(base=ProgressTask, bind=True)
 def progress_then_ask(self: ProgressTask, steps: int = 20, delay: float = 0.1,
-                      timeout: float = 20) -> dict[str, Any]:
+                      timeout: float = seconds(20)) -> dict[str, Any]:
     """Browser tests: progress, a step result, a question, then more progress."""
     delay = min(delay, MAX_SECONDS / (4 * max(steps, 1)))
     for i in range(steps):
@@ -124,7 +125,8 @@ def slow_progress(self: ProgressTask, steps: int = 40, delay: float = 0.1) -> st
 
 
 @shared_task(base=ProgressTask, bind=True)
-def report_and_ask(self: ProgressTask, n: int = 5, delay: float = 0.05, timeout: float = 20) -> dict[str, Any]:
+def report_and_ask(self: ProgressTask, n: int = 5, delay: float = 0.05,
+                   timeout: float = seconds(20)) -> dict[str, Any]:
     """Progress, a step result, then a question: everything a watcher shows (tests/e2e/test_watch.py)."""
     for i in range(n):
         time.sleep(delay)
@@ -144,7 +146,7 @@ class RowLimit(BaseModel):
 @shared_task(base=ProgressTask, bind=True)
 def ask_typed(self: ProgressTask) -> dict[str, Any]:
     answer = self.confirm(TaskStepResult(step="limit", message="How many rows?", status="waiting"),
-                          timeout=20, answer_model=RowLimit)
+                          timeout=seconds(20), answer_model=RowLimit)
     if not answer.proceed:
         return {"model": None}
     return {"model": type(answer.data).__name__, **answer.data.model_dump()}
@@ -167,7 +169,8 @@ def say_everywhere(self: ProgressTask, text: str) -> str:
     result (name, message, status, result), a question, the result."""
     self.progress(1, 2, message=f"Importing {text}")
     self.step_result(step=text, message=text, status=text, result={"path": text})
-    confirm_step(TaskStepResult(step=text, message=text, status="waiting", result=[text]), step=2, timeout=20)
+    confirm_step(TaskStepResult(step=text, message=text, status="waiting", result=[text]), step=2,
+                 timeout=seconds(20))
     return text
 
 

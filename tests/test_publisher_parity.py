@@ -29,6 +29,7 @@ from celery_ws import (
 from celery_ws.protocol import event, loads, message_event
 from celery_ws.publisher import ConfirmOptions
 from celery_ws.testing.redis_server import RedisServer
+from tests.helpers import seconds
 
 STEP = TaskStepResult(step="import", message="How many rows?", status="waiting")
 
@@ -113,8 +114,8 @@ async def async_notify_user(request, celery_ws_settings: Settings) -> AsyncItera
 async def test_a_typed_answer_from_an_assignee(async_notify_user: Ask, celery_ws_client, user):
     owner, reviewer = user, user + "-reviewer"
     async with celery_ws_client(user_id=owner) as o, celery_ws_client(user_id=reviewer) as r:
-        asking = asyncio.create_task(async_notify_user(STEP, owner, None, 1, timeout=10, assignees=[reviewer],
-                                                       answer_model=RowLimit))
+        asking = asyncio.create_task(async_notify_user(STEP, owner, None, 1, timeout=seconds(10),
+                                                       assignees=[reviewer], answer_model=RowLimit))
         request = await r.wait_for(lambda f: f.get("type") == "task_step_result" and f.get("callback_id"))
         assert request["answer_schema"]["required"] == ["rows"]
         callback_id = request["callback_id"]
@@ -127,7 +128,7 @@ async def test_a_typed_answer_from_an_assignee(async_notify_user: Ask, celery_ws
         invalid = await r.request(answer("many"), "confirmation_received")
         assert invalid["code"] == "invalid_answer"
         assert (await r.request(answer(12), "confirmation_received"))["type"] == "confirmation_received"
-        got = await asyncio.wait_for(asking, 10)
+        got = await asyncio.wait_for(asking, seconds(10))
     assert got.answered_by == reviewer and got.data == RowLimit(rows=12)
 
 

@@ -15,6 +15,7 @@ import pytest
 from celery_ws.testing.redis_server import free_port
 from examples import embedded_server, publish, watch
 from tests import tasks
+from tests.helpers import seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 SNIPPET = re.compile(r"<!-- example: (?P<path>\S+) -->\n```python\n(?P<code>.*?)```", re.S)
@@ -60,11 +61,11 @@ async def test_embedded_server_example(monkeypatch, celery_ws_redis_url):
 
     monkeypatch.setenv("CELERY_WS_REDIS_URL", celery_ws_redis_url)
     port = free_port()
-    running = asyncio.create_task(embedded_server.main(port=port, answer_timeout=10))
-    async with asyncio.timeout(10):
+    running = asyncio.create_task(embedded_server.main(port=port, answer_timeout=seconds(10)))
+    async with asyncio.timeout(seconds(10)):
         while True:
             try:
-                client = await Client(f"ws://127.0.0.1:{port}").__aenter__()
+                client = await Client(f"ws://127.0.0.1:{port}", timeout=seconds(10)).__aenter__()
                 break
             except OSError:
                 await asyncio.sleep(0.05)
@@ -83,8 +84,8 @@ async def test_watch_example_approves_and_ends(celery_ws_server, user):
     watching = asyncio.create_task(watch.watch(celery_ws_server.url, user))
     await asyncio.sleep(0.2)  # let it subscribe; a missed request would be re-sent anyway
     result = tasks.ask.delay_for(user)
-    assert await asyncio.wait_for(watching, 20) == "task_succeeded"
-    assert (await asyncio.to_thread(result.get, timeout=5))["feedback"] == "ok"
+    assert await asyncio.wait_for(watching, seconds(20)) == "task_succeeded"
+    assert (await asyncio.to_thread(result.get, timeout=seconds(5)))["feedback"] == "ok"
 
 
 def test_make_demo_runs_end_to_end(celery_ws_redis_url, tmp_path):
@@ -92,7 +93,7 @@ def test_make_demo_runs_end_to_end(celery_ws_redis_url, tmp_path):
     client that watches the task, answers its question and sees it succeed."""
     env = {**os.environ, "CELERY_WS_REDIS_URL": celery_ws_redis_url, "CELERY_BROKER_URL": celery_ws_redis_url}
     done = subprocess.run([sys.executable, "-m", "examples.demo"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=seconds(120), stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "task_succeeded" in done.stdout or "succeeded" in done.stdout.lower()
 

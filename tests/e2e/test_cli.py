@@ -23,6 +23,7 @@ from celery_ws.settings import Settings
 from celery_ws.testing import ServerThread
 from celery_ws.testing.redis_server import free_port
 from celery_ws.tokens import issue_token
+from tests.helpers import seconds
 from tests.processes import ServeProcess, celery_ws_command, http_get, run
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
@@ -103,10 +104,10 @@ async def test_token_command_mints_a_token_the_server_accepts(celery_ws_redis_ur
 
     server = ServeProcess(celery_ws_redis_url, logs, env={"CELERY_WS_SECRET": SECRET}).start()
     try:
-        async with Client(server.url, token=token, timeout=10) as client:
+        async with Client(server.url, token=token, timeout=seconds(10)) as client:
             welcome = await client.wait_for_event("authenticated")
             assert welcome["user_id"] == "user-cli"
-        async with Client(server.url, token=token[:-4] + "AAAA", timeout=10) as forged:
+        async with Client(server.url, token=token[:-4] + "AAAA", timeout=seconds(10)) as forged:
             await forged.closed.wait()
             assert forged.auth_error is not None
     finally:
@@ -135,7 +136,7 @@ async def test_json_log_lines_are_json_and_hold_no_token(celery_ws_redis_url: st
     server = ServeProcess(celery_ws_redis_url, logs, env={"CELERY_WS_SECRET": SECRET},
                           args=["--log-format", "json", "--log-level", "debug"]).start()
     try:
-        async with Client(server.url, token=token, timeout=10) as client:
+        async with Client(server.url, token=token, timeout=seconds(10)) as client:
             await client.wait_for_event("authenticated")
         async with connect(f"{server.url}/?token={token}x", proxy=None) as refused:  # a bad token
             await refused.wait_closed()
@@ -167,7 +168,7 @@ def test_tokens_are_redacted_even_from_websockets_debug_lines(celery_ws_redis_ur
         import asyncio
 
         async def visit() -> None:
-            async with Client(server.url, token=token, timeout=10) as client:
+            async with Client(server.url, token=token, timeout=seconds(10)) as client:
                 await client.wait_for_event("authenticated")
         asyncio.run(visit())
     finally:

@@ -18,11 +18,10 @@ from celery_ws.protocol import SUBPROTOCOL, event, event_order
 from celery_ws.testing import ServerThread
 from celery_ws.testing.redis_server import free_port
 from tests import tasks
+from tests.helpers import seconds
 from tests.processes import ServeProcess
 
 SECRET = "client-tests-secret-0123456789abcdefghij"
-SERVER_START_TIMEOUT = 20.0
-STOP_TIMEOUT = 5.0
 
 
 def types_for(client: Client, task_id: str) -> list[str]:
@@ -172,11 +171,11 @@ async def test_acking_another_users_message_is_refused(celery_ws_client, user, p
 async def test_without_reconnect_a_closed_server_ends_the_client(celery_ws_settings, user):
     server = ServerThread(celery_ws_settings).start()
     try:
-        client = await Client(server.url).__aenter__()
+        client = await Client(server.url, timeout=seconds(10)).__aenter__()
         await client.subscribe(user_id=user)
     finally:
         server.stop()
-    await asyncio.wait_for(client.closed.wait(), 5)
+    await asyncio.wait_for(client.closed.wait(), seconds(5))
     assert client.reconnects == 0 and client.auth_error is None
     with pytest.raises(ConnectionClosed):
         await client.ping()
@@ -200,7 +199,7 @@ def token_server(token_settings) -> Iterator[ServerThread]:
 
 async def test_token_connects_as_its_user(token_server, token_settings, user, publisher):
     token = issue_token(user, ttl=60, settings=token_settings)
-    async with Client(token_server.url, token=token) as client:
+    async with Client(token_server.url, token=token, timeout=seconds(10)) as client:
         welcome = await client.wait_for_event("authenticated")
         publisher.send_to_user(user, {"type": "personal_notification", "message": "token"})
         note = await client.wait_for_event("personal_notification")
@@ -212,8 +211,9 @@ async def test_token_connects_as_its_user(token_server, token_settings, user, pu
 
 async def test_a_refused_token_is_not_retried(token_server, user):
     wrong = issue_token(user, ttl=60, settings=Settings.load(secret="x" * 40))
-    async with Client(token_server.url, token=wrong, reconnect=True, backoff_initial=0.05) as client:
-        await asyncio.wait_for(client.closed.wait(), 5)
+    async with Client(token_server.url, token=wrong, reconnect=True, backoff_initial=0.05,
+                      timeout=seconds(10)) as client:
+        await asyncio.wait_for(client.closed.wait(), seconds(5))
         await asyncio.sleep(0.2)
     assert client.auth_error is not None and client.reconnects == 0
     assert client.connection.close_code == 4401
@@ -226,9 +226,11 @@ async def test_a_token_function_renews_an_expiring_token(token_server, token_set
         minted.append(issue_token(user, ttl=2, settings=token_settings))
         return minted[-1]
 
-    async with Client(token_server.url, token=fresh_token, reconnect=True, backoff_initial=0.05) as client:
+    async with Client(token_server.url, token=fresh_token, reconnect=True, backoff_initial=0.05,
+                      timeout=seconds(10)) as client:
         await client.wait_for_event("authenticated")
-        await asyncio.wait_for(_until(lambda: client.reconnects >= 1), 10)  # closed at expiry, back at once
+        # closed at expiry, back at once
+        await asyncio.wait_for(_until(lambda: client.reconnects >= 1), seconds(10))
         publisher.send_to_user(user, {"type": "after_renewal"})
         await client.wait_for_event("after_renewal")
     assert client.auth_error is None and len(minted) >= 2 and len(set(minted)) == len(minted)
@@ -241,8 +243,9 @@ async def test_a_token_function_whose_token_is_refused_at_once_stops(token_serve
         calls.append(1)
         return issue_token(user, ttl=60, settings=Settings.load(secret="y" * 40))
 
-    async with Client(token_server.url, token=wrong_token, reconnect=True, backoff_initial=0.05) as client:
-        await asyncio.wait_for(client.closed.wait(), 5)
+    async with Client(token_server.url, token=wrong_token, reconnect=True, backoff_initial=0.05,
+                      timeout=seconds(10)) as client:
+        await asyncio.wait_for(client.closed.wait(), seconds(5))
     assert client.auth_error is not None and calls == [1]
 
 
@@ -260,21 +263,22 @@ async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redi
     first = await asyncio.to_thread(ServeProcess(celery_ws_redis_url, tmp_path, port).start)
     second: ServeProcess | None = None
     try:
-        async with Client(url, reconnect=True, backoff_initial=0.1, backoff_max=0.5) as client:
+        async with Client(url, reconnect=True, backoff_initial=0.1, backoff_max=0.5,
+                          timeout=seconds(10)) as client:
             await client.subscribe(user_id=user)
             publisher.send_to_user(user, {"type": "note", "n": 1})
             one = await client.wait_for_event("note", n=1)
 
             await asyncio.to_thread(first.stop)  # closes with 1001 going away
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(seconds(5)):
                 while client.connected.is_set():
                     await asyncio.sleep(0.02)
             assert not client.closed.is_set()
             publisher.send_to_user(user, {"type": "note", "n": 2})  # sent while nobody listens
 
             second = await asyncio.to_thread(ServeProcess(celery_ws_redis_url, tmp_path, port).start)
-            await asyncio.wait_for(client.connected.wait(), 10)
-            async with asyncio.timeout(10):
+            await asyncio.wait_for(client.connected.wait(), seconds(10))
+            async with asyncio.timeout(seconds(10)):
                 while not client.resubscriptions:
                     await asyncio.sleep(0.02)
             resubscribed = client.resubscriptions[0]
@@ -294,7 +298,7 @@ async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redi
             assert order == [1, 2, 3]
 
             await asyncio.to_thread(second.stop)
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(seconds(5)):
                 while client.connected.is_set():
                     await asyncio.sleep(0.02)
             began = time.monotonic()

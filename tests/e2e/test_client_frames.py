@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 
 from celery_ws.protocol import message_event
 from tests import tasks
+from tests.helpers import seconds
 
 KEEP = 50
 BURST = 10 * KEEP
@@ -77,7 +78,7 @@ async def test_pong_echoes_the_whole_ping_frame_as_the_seed_does(celery_ws_serve
     ping = {"action": "ping", "n": 1, "nested": {"a": [1, 2]}}
     async with connect(celery_ws_server.url, proxy=None) as ws:
         await ws.send(json.dumps(ping))
-        pong = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        pong = json.loads(await asyncio.wait_for(ws.recv(), seconds(10)))
     assert pong["type"] == "pong" and pong["original_data"] == ping
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from celery_ws.cli import ws
 from celery_ws.testing.redis_server import free_port
+from tests.helpers import seconds
 from tests.nginx import find_nginx, nginx_command, write_nginx_conf
 from tests.processes import REPO
 
@@ -122,6 +123,7 @@ def test_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     if nginx is None:
         pytest.skip("nginx is not installed (apt-get install -y nginx); .ci/run installs it")
     conf = write_nginx_conf(tmp_path, [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"], free_port())
-    done = subprocess.run(nginx_command(nginx, tmp_path, conf, "-t"), capture_output=True, text=True, timeout=30)
+    done = subprocess.run(nginx_command(nginx, tmp_path, conf, "-t"), capture_output=True, text=True,
+                          timeout=seconds(30))
     assert done.returncode == 0, f"{shlex.join(nginx_command(nginx, tmp_path, conf, '-t'))}\n{done.stderr}"
     assert "test is successful" in done.stderr

@@ -18,6 +18,7 @@ from celery_ws.protocol import event_order
 from celery_ws.testing import ServerThread
 from celery_ws.testing.redis_server import RedisServer
 from tests import tasks
+from tests.helpers import seconds
 from tests.processes import ServeProcess, WorkerProcess
 
 HEARTBEAT = 0.5
@@ -55,7 +56,8 @@ def serve(celery_ws_redis_url, tmp_path):
 
 @pytest.mark.usefixtures("worker")
 async def test_server_killed_mid_task_then_restarted_loses_nothing(serve, publisher, user):
-    async with Client(serve.url, reconnect=True, backoff_initial=0.1, backoff_max=0.5) as client:
+    async with Client(serve.url, reconnect=True, backoff_initial=0.1, backoff_max=0.5,
+                      timeout=seconds(10)) as client:
         await client.subscribe(user_id=user)
         result = tasks.progress_then_ask.delay_for(user, steps=10, delay=0.1)
         await client.wait_for_event("task_progress", task_id=result.id)
@@ -65,9 +67,9 @@ async def test_server_killed_mid_task_then_restarted_loses_nothing(serve, publis
         assert publisher.redis.zcard(publisher.settings.keys.user_pending(user)) == 1
         serve.start()
         request = await client.wait_for(lambda f: f.get("task_id") == result.id and f.get("callback_id"),
-                                        timeout=20)
+                                        timeout=seconds(20))
         await client.confirm(request["callback_id"], True, "after the restart")
-        done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=20)
+        done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=seconds(20))
     assert done["result"]["feedback"] == "after the restart"
     assert client.reconnects >= 1
     assert_complete(client, publisher, result.id)
@@ -88,20 +90,23 @@ async def test_redis_outage_mid_task_loses_no_step_result(app, celery_ws_redis_u
         worker.start()
         server.start()
         try:
-            async with Client(server.url, reconnect=True, backoff_initial=0.1, backoff_max=1.0) as client:
+            async with Client(server.url, reconnect=True, backoff_initial=0.1, backoff_max=1.0,
+                              timeout=seconds(10)) as client:
                 await client.subscribe(user_id=user)
                 result = tasks.step_by_step.apply_async_for(user, (16, 0.5), queue=queue)
-                waiting = tasks.ask.apply_async_for(user, (), {"timeout": 60}, queue=queue)
+                waiting = tasks.ask.apply_async_for(user, (), {"timeout": seconds(60)}, queue=queue)
                 request = await client.wait_for(lambda f: f.get("task_id") == waiting.id and f.get("callback_id"),
-                                                timeout=20)
-                await client.wait_for_event("task_step_result", task_id=result.id, step="step-1", timeout=20)
+                                                timeout=seconds(20))
+                await client.wait_for_event("task_step_result", task_id=result.id, step="step-1",
+                                            timeout=seconds(20))
                 events_redis.stop()
                 await asyncio.sleep(5)
                 events_redis.start()
-                done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=40)
+                done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=seconds(40))
                 # confirm_step kept waiting through the outage
                 await client.confirm(request["callback_id"], True, "after the outage")
-                answered = await client.wait_for_event("task_succeeded", task_id=waiting.id, timeout=20)
+                answered = await client.wait_for_event("task_succeeded", task_id=waiting.id,
+                                                       timeout=seconds(20))
             steps = [f["step"] for f in client.frames
                      if f.get("type") == "task_step_result" and f.get("task_id") == result.id]
             assert steps == [f"step-{i}" for i in range(16)]
@@ -137,7 +142,7 @@ async def test_whole_worker_killed_is_reported_lost_within_the_bound(celery_ws_c
             await client.wait_for_event("task_progress", task_id=result.id)
         killed_at = time.monotonic()
         fragile_worker.kill()
-        lost = await client.wait_for_event("task_failed", task_id=result.id, timeout=LOST_BOUND + 5)
+        lost = await client.wait_for_event("task_failed", task_id=result.id, timeout=seconds(LOST_BOUND + 5))
         reported_after = time.monotonic() - killed_at
         if where == "confirm_step":
             late = await client.confirm(request["callback_id"], True)
@@ -152,7 +157,8 @@ async def test_pool_child_killed_is_reported_by_celery(celery_ws_client, fragile
         await client.wait_for_event("task_progress", task_id=result.id)
         for pid in fragile_worker.children():
             os.kill(pid, signal.SIGKILL)
-        failed = await client.wait_for_event("task_failed", task_id=result.id, timeout=LOST_BOUND + 5)
+        failed = await client.wait_for_event("task_failed", task_id=result.id,
+                                             timeout=seconds(LOST_BOUND + 5))
     assert failed["error_code"] in ("WorkerLostError", "WorkerLost")
 
 
@@ -163,7 +169,8 @@ async def test_two_answers_through_two_replicas_exactly_one_wins(celery_ws_setti
     replica_a = ServerThread(celery_ws_settings).start()
     replica_b = ServerThread(celery_ws_settings).start()
     try:
-        async with Client(replica_a.url) as a, Client(replica_b.url) as b:
+        async with Client(replica_a.url,
+                          timeout=seconds(10)) as a, Client(replica_b.url, timeout=seconds(10)) as b:
             await a.subscribe(user_id=user)
             await b.subscribe(user_id=user)
             for _ in range(5):
@@ -184,7 +191,8 @@ async def test_two_answers_through_two_replicas_exactly_one_wins(celery_ws_setti
 
 @pytest.mark.usefixtures("worker")
 async def test_soak_many_tasks_through_server_restarts(serve, publisher, user):
-    async with Client(serve.url, reconnect=True, backoff_initial=0.1, backoff_max=0.5) as client:
+    async with Client(serve.url, reconnect=True, backoff_initial=0.1, backoff_max=0.5,
+                      timeout=seconds(10)) as client:
         await client.subscribe(user_id=user)
         results = [tasks.slow_progress.delay_for(user, steps=30, delay=0.05) for _ in range(8)]
         results += [tasks.step_by_step.delay_for(user, 6, 0.2) for _ in range(4)]
@@ -194,7 +202,7 @@ async def test_soak_many_tasks_through_server_restarts(serve, publisher, user):
             await asyncio.sleep(0.3)
             serve.start()
         for result in results:
-            await client.wait_for_event("task_succeeded", task_id=result.id, timeout=60)
+            await client.wait_for_event("task_succeeded", task_id=result.id, timeout=seconds(60))
     for result in results:
         assert_complete(client, publisher, result.id)
 
@@ -207,7 +215,7 @@ async def test_worker_sigterm_lets_the_running_task_finish_and_report(celery_ws_
         await client.wait_for_event("task_progress", task_id=result.id)
         assert fragile_worker.process is not None
         fragile_worker.process.send_signal(signal.SIGTERM)  # the main process only, as a supervisor would
-        done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=20)
+        done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=seconds(20))
     progress = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
     assert done["result"] == "finished" and progress[-1]["current"] == 20
 
@@ -224,9 +232,9 @@ async def test_async_notify_user_waits_through_a_redis_restart(user):
         settings = Settings.load(redis_url=events_redis.url)
         publisher = AsyncPublisher(settings=settings)
         asking = asyncio.create_task(publisher.notify_user(
-            TaskStepResult(step="s", message="ok?", status="waiting"), user, None, timeout=30))
+            TaskStepResult(step="s", message="ok?", status="waiting"), user, None, timeout=seconds(30)))
         sync = redis_py.Redis.from_url(events_redis.url)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(seconds(10)):
             while not sync.zcard(settings.keys.user_pending(user)):
                 await asyncio.sleep(0.05)
         callback_id = sync.zrange(settings.keys.user_pending(user), 0, 0)[0].decode()
@@ -238,6 +246,6 @@ async def test_async_notify_user_waits_through_a_redis_restart(user):
         keys, args = answer_call(settings, callback_id, user, answer_payload(True, "after the restart", user))
         assert sync.register_script(ANSWER)(keys, args)[0] == b"ok"
         sync.close()
-        answer = await asyncio.wait_for(asking, 20)
+        answer = await asyncio.wait_for(asking, seconds(20))
         await publisher.aclose()
     assert answer.proceed is True and answer.feedback == "after the restart"

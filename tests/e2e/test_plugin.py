@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import seconds
+
 pytest_plugins = ["pytester"]
 
 CONFTEST = '''
@@ -60,5 +62,5 @@ def test_a_users_suite_drives_a_task_through_its_question(pytester: pytest.Pytes
     pytester.makeini("[pytest]\nasyncio_mode = auto\n")
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_users_suite=TEST)
-    outcome = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=120)
+    outcome = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=seconds(120))
     outcome.assert_outcomes(passed=1)

@@ -19,10 +19,11 @@ import redis
 from celery_ws.client import Client, Frame
 from celery_ws.keys import Keys
 from tests import tasks
+from tests.helpers import seconds
 from tests.nginx import Nginx, find_nginx
 from tests.processes import ServeProcess, http_get
 
-EVENT_TIMEOUT = 20.0
+EVENT_TIMEOUT = seconds(20)
 
 
 # -- fixtures --------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def connections(replica: ServeProcess) -> int:
     return int(replica.status()["active_connections"])
 
 
-async def wait_connections(replica: ServeProcess, expected: int, timeout: float = 5.0) -> int:
+async def wait_connections(replica: ServeProcess, expected: int, timeout: float = seconds(5)) -> int:
     deadline = time.monotonic() + timeout
     count = await asyncio.to_thread(connections, replica)
     while count != expected and time.monotonic() < deadline:

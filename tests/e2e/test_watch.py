@@ -18,13 +18,14 @@ import pytest
 
 from celery_ws.testing.redis_server import free_port
 from tests import tasks
+from tests.helpers import seconds
 from tests.processes import REPO
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
-STEP_TIMEOUT = 20.0
-EXIT_TIMEOUT = 20.0
+STEP_TIMEOUT = seconds(20)
+EXIT_TIMEOUT = seconds(20)
 
 
 class Terminal:
@@ -78,10 +79,10 @@ class Terminal:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(5)
+                self.process.wait(seconds(5))
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+                self.process.wait(seconds(5))
         os.close(self.master)
 
 
@@ -111,7 +112,7 @@ def test_watch_a_user_answer_the_prompt_and_exit_0(celery_ws_server, user, termi
     assert "validation" in screen and "all rows valid" in screen, screen  # the step result
     assert "Write the rows?" in screen and "sent: proceed=True" in screen, screen
     assert "succeeded" in screen and "looks good" in screen, screen  # the result carries the feedback
-    assert result.get(timeout=10)["feedback"] == "looks good"
+    assert result.get(timeout=seconds(10))["feedback"] == "looks good"
 
 
 def test_watch_a_task_with_yes(celery_ws_server, user, terminal):
@@ -119,7 +120,7 @@ def test_watch_a_task_with_yes(celery_ws_server, user, terminal):
     term = watch(terminal, result.id, "--url", celery_ws_server.url, "--yes")
     assert term.wait() == 0  # the open question is re-sent on subscribe and answered
     assert "Continue?" in term.screen and "(--yes)" in term.screen
-    assert result.get(timeout=10)["proceed"] is True
+    assert result.get(timeout=seconds(10))["proceed"] is True
 
 
 def test_refusing_still_exits_0_and_a_failed_task_exits_1(celery_ws_server, user, terminal):
@@ -130,7 +131,7 @@ def test_refusing_still_exits_0_and_a_failed_task_exits_1(celery_ws_server, user
     term.type("maybe\n")  # not an answer: asked again
     term.type("n\n")
     assert term.wait() == 0
-    assert result.get(timeout=10)["proceed"] is False
+    assert result.get(timeout=seconds(10))["proceed"] is False
 
     term = watch(terminal, "--user", user, "--url", celery_ws_server.url)
     term.expect("Watching user")
@@ -168,7 +169,7 @@ def test_watching_a_task_that_already_ended_exits_at_once(celery_ws_server, cele
             await client.wait_for_event("task_failed", task_id=result.id)
     asyncio.run(wait_until_failed())
     done = subprocess.run([sys.executable, "-m", "celery_ws", "watch", result.id, "--url", celery_ws_server.url],
-                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=seconds(30), stdin=subprocess.DEVNULL)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "failed" in done.stdout
 
@@ -200,7 +201,7 @@ def test_task_text_is_shown_literally(celery_ws_server, user, terminal):
     assert "Importing" in screen and "asks (step" in screen and "(--yes)" in screen, screen
     for part in SHOWN.split():  # in the step result, the question and the result, wrapped where they are
         assert part in screen, (part, screen)
-    assert result.get(timeout=10) == HOSTILE
+    assert result.get(timeout=seconds(10)) == HOSTILE
 
 
 def test_error_texts_are_shown_literally(celery_ws_server, user, terminal):

@@ -12,6 +12,8 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
+from tests.helpers import seconds
+
 
 def _deflate(window_bits: int | None) -> list[ClientPerMessageDeflateFactory]:
     return [ClientPerMessageDeflateFactory(server_max_window_bits=window_bits, client_max_window_bits=True)]
@@ -39,7 +41,7 @@ async def test_compressed_and_plain_connections_get_the_same_events(celery_ws_se
             publisher.send_to_user(user, body)
         for name, ws in connections.items():
             got = []
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(seconds(10)):
                 while len(got) < len(bodies):
                     frame = orjson.loads(await ws.recv())
                     if frame["type"] == "report":
@@ -66,7 +68,7 @@ async def test_connections_that_keep_compression_context_get_their_own_frames():
     async with serve(handler, "127.0.0.1", 0, compression="deflate") as server:
         port = server.sockets[0].getsockname()[1]
         async with connect(f"ws://127.0.0.1:{port}") as a, connect(f"ws://127.0.0.1:{port}") as b:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(seconds(5)):
                 while len(connected) < 2:
                     await asyncio.sleep(0.01)
             first, second = connected[a.local_address[1]], connected[b.local_address[1]]

@@ -21,6 +21,7 @@ import pytest
 from celery_ws import Publisher, Settings, issue_token
 from celery_ws.client import Client
 from celery_ws.testing import ServerThread
+from tests.helpers import seconds
 from tests.processes import REPO, ServeProcess, http_get
 from tests.rawws import CLOSE, PING, RawSocket, frame
 
@@ -61,7 +62,7 @@ async def until(read, predicate, timeout: float) -> object:
 
 
 async def still_serving(server: ServerThread, settings: Settings, publisher: Publisher, user: str) -> None:
-    async with Client(f"{server.url}/?token={token(user + '-ok', settings)}") as client:
+    async with Client(f"{server.url}/?token={token(user + '-ok', settings)}", timeout=seconds(10)) as client:
         await client.wait_for_event("subscription_confirmed")
         publisher.send_to_user(user + "-ok", {"type": "still_here"})
         await client.wait_for_event("still_here")
@@ -89,7 +90,7 @@ async def test_a_client_that_stops_reading_during_a_resume_is_dropped(server, se
         for n in range(100):
             publisher.send_to_user(user, {"type": "live", "n": n, "payload": "y" * 2048})
         after = await until(lambda: status(server),
-                            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"], 10)
+                            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"], seconds(10))
         assert after["slow_clients_dropped"] == before["slow_clients_dropped"] + 1
         assert after["active_connections"] == before["active_connections"]
         assert not server.call(lambda: server.manager.registry.holding)
@@ -111,7 +112,7 @@ async def test_a_client_flooding_pings_without_reading_pongs_is_dropped(server, 
             raw.writer.write(pings)
             await asyncio.sleep(0.01)
         after = await until(lambda: status(server),
-                            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"], 10)
+                            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"], seconds(10))
         assert after["slow_clients_dropped"] == before["slow_clients_dropped"] + 1
         assert after["active_connections"] == before["active_connections"]
     finally:
@@ -131,7 +132,7 @@ async def test_token_expiry_closes_a_client_that_never_reads(server, settings, p
         assert status(server)["active_connections"] == before["active_connections"] + 1
         # expiry (2 s, plus the verifier's leeway of 5 s) + close_timeout (1 s)
         after = await until(lambda: status(server)["active_connections"],
-                            lambda n: n == before["active_connections"], 12)
+                            lambda n: n == before["active_connections"], seconds(12))
         assert after == before["active_connections"]
     finally:
         raw.abort()
@@ -157,7 +158,7 @@ async def test_unsubscribing_from_oneself_does_not_dodge_the_per_user_cap(server
             raw.abort()
     # their slots come back when they close
     await until(lambda: server.call(lambda: server.manager.registry.identity_connections(user)),
-                lambda n: n == 0, 5)
+                lambda n: n == 0, seconds(5))
     await still_serving(server, settings, publisher, user)
 
 
@@ -172,7 +173,7 @@ async def test_looping_resumes_are_rate_limited_then_closed(server, settings, pu
     try:
         for _ in range(300):  # well under the frame rate's burst + strikes if each were one frame
             raw.send(resume)
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(seconds(30)):
             for _ in range(400_000):
                 opcode, payload = await raw.recv()
                 if opcode == CLOSE:
@@ -211,10 +212,11 @@ async def test_sockets_that_never_authenticate_count_toward_max_connections(cele
             raw.abort()
         assert refused == [503] * 10
         # once they time out (auth_timeout for each stage) a real client gets in
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(seconds(10)):
             while True:
                 try:
-                    async with Client(f"{server.url}/?token={token(user, settings)}") as client:
+                    async with Client(f"{server.url}/?token={token(user, settings)}",
+                                      timeout=seconds(10)) as client:
                         await client.wait_for_event("authenticated")
                         break
                 except Exception:
@@ -247,7 +249,7 @@ async def test_connections_closed_for_oversized_frames_are_released_and_sigterm_
         for n in range(30):
             publisher.send_to_user(user, {"type": "big", "n": n, "payload": "q" * 30_000})
         publisher.close()
-        connections = await until(lambda: serve.status()["active_connections"], lambda n: n == 1, 3)
+        connections = await until(lambda: serve.status()["active_connections"], lambda n: n == 1, seconds(3))
         assert connections == 1  # only the stalled one
         assert json.loads(http_get(f"{serve.http_url}/healthz")[1])["connections"] == 1
         started = time.monotonic()
@@ -275,7 +277,7 @@ async def delivery_latencies(client: Client, publisher: Publisher, user: str, co
 async def test_another_users_delivery_holds_while_one_user_loops_resumes(server, settings, publisher, user):
     attacker = user + "-attacker"
     since = history(publisher, attacker, 1_000, payload="z")
-    async with Client(f"{server.url}/?token={token(user, settings)}") as victim:
+    async with Client(f"{server.url}/?token={token(user, settings)}", timeout=seconds(10)) as victim:
         await victim.wait_for_event("subscription_confirmed")
         await delivery_latencies(victim, publisher, user, 20)  # warm up
         unloaded = await delivery_latencies(victim, publisher, user, 200)
@@ -285,7 +287,7 @@ async def test_another_users_delivery_holds_while_one_user_loops_resumes(server,
         try:
             await asyncio.sleep(0.5)
             loaded = await delivery_latencies(victim, publisher, user, 200)
-            replays = sum(int(flood.communicate(timeout=30)[0]) for flood in floods)
+            replays = sum(int(flood.communicate(timeout=seconds(30))[0]) for flood in floods)
         finally:
             for flood in floods:
                 flood.kill()

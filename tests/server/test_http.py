@@ -23,9 +23,10 @@ from celery_ws.settings import Settings
 from celery_ws.testing import ServerThread
 from celery_ws.testing.redis_server import RedisServer
 from tests import tasks
+from tests.helpers import seconds
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-EVENT_TIMEOUT = 20.0
+EVENT_TIMEOUT = seconds(20)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -33,7 +34,8 @@ def http_url(server: ServerThread) -> str:
     return f"http://127.0.0.1:{server.manager.port}"
 
 
-def get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def get(url: str, headers: dict[str, str] | None = None,
+        timeout: float = seconds(5)) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body; 4xx/5xx are returned, not raised."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -58,7 +60,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_status(url: str, expected: int, timeout: float = 10.0) -> int:
+def wait_status(url: str, expected: int, timeout: float = seconds(10)) -> int:
     """Poll ``url`` until it answers ``expected``; returns the last status seen."""
     deadline = time.monotonic() + timeout
     status = get(url)[0]
@@ -108,8 +110,8 @@ def test_healthz_is_503_while_redis_is_down_and_200_again_after() -> None:
             assert wait_status(f"{base}/readyz", 503) == 503, "not ready while the event reader lost Redis"
 
             redis_server.start()  # the same port
-            assert wait_status(f"{base}/healthz", 200, timeout=15) == 200
-            assert wait_status(f"{base}/readyz", 200, timeout=15) == 200
+            assert wait_status(f"{base}/healthz", 200, timeout=seconds(15)) == 200
+            assert wait_status(f"{base}/readyz", 200, timeout=seconds(15)) == 200
             assert server.manager.get_status()["redis_reconnects"] >= 1
         finally:
             server.stop()
@@ -211,7 +213,7 @@ async def test_subprotocol_selected_when_offered(celery_ws_server: ServerThread)
         assert ws.subprotocol == "celery-ws.v1"
         assert ws.response.headers["Sec-WebSocket-Protocol"] == "celery-ws.v1"
         await ws.send(json.dumps({"action": "ping"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+        assert json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))["type"] == "pong"
 
 
 async def test_a_client_offering_no_subprotocol_still_connects(celery_ws_server: ServerThread) -> None:
@@ -219,7 +221,7 @@ async def test_a_client_offering_no_subprotocol_still_connects(celery_ws_server:
         assert ws.subprotocol is None
         assert "Sec-WebSocket-Protocol" not in ws.response.headers
         await ws.send(json.dumps({"action": "ping"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+        assert json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))["type"] == "pong"
 
 
 async def test_an_unknown_subprotocol_alone_still_connects_without_one(celery_ws_server: ServerThread) -> None:
@@ -234,7 +236,8 @@ async def test_compression_on_by_default(celery_ws_server: ServerThread) -> None
         # per message: no zlib state kept between messages, so idle connections stay small
         assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
         await ws.send(json.dumps({"action": "ping", "text": "x" * 2000}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["original_data"]["text"] == "x" * 2000
+        pong = json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))
+        assert pong["original_data"]["text"] == "x" * 2000
 
 
 async def test_compression_off_with_the_setting(celery_ws_settings: Settings) -> None:
@@ -244,7 +247,7 @@ async def test_compression_off_with_the_setting(celery_ws_settings: Settings) ->
         async with connect(server.url, proxy=None) as ws:  # the client offers permessage-deflate
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
             await ws.send(json.dumps({"action": "ping"}))
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+            assert json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))["type"] == "pong"
     finally:
         await asyncio.to_thread(server.stop)
 

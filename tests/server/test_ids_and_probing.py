@@ -25,6 +25,7 @@ from celery_ws.client import Client
 from celery_ws.protocol import MAX_DEPTH
 from celery_ws.testing import ServerThread
 from tests import tasks
+from tests.helpers import seconds
 from tests.rawws import PING, TEXT, RawSocket
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -110,7 +111,8 @@ class Raw:
 
 
 async def logged_in(server: ServerThread, settings: Settings, user: str) -> Client:
-    client = await Client(server.url, token=issue_token(user, ttl=300, settings=settings)).__aenter__()
+    client = await Client(server.url, token=issue_token(user, ttl=300, settings=settings),
+                          timeout=seconds(10)).__aenter__()
     await client.wait_for_event("authenticated")
     return client
 
@@ -164,7 +166,7 @@ async def test_an_id_spelling_another_key_is_an_unknown_id_and_logs_no_traceback
 
 
 async def test_open_mode_follows_a_suffixed_task_id_as_a_task_of_its_own(celery_ws_server, user, server_log):
-    async with Client(celery_ws_server.url) as client:
+    async with Client(celery_ws_server.url, timeout=seconds(10)) as client:
         await client.subscribe(user_id=user)
         result = tasks.report.delay_for(user, 2)
         await client.wait_for_event("task_succeeded", task_id=result.id)

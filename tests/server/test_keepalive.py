@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import connect
 
 from celery_ws.testing import ServerThread
+from tests.helpers import seconds
 
 INTERVAL, TIMEOUT = 0.3, 0.3
 
@@ -46,7 +47,7 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_others_stay(celer
             assert json.loads(await healthy.recv())["type"] == "subscription_confirmed"
             reader, writer = await _silent_peer(server.url)
             pings, close = 0, None
-            async with asyncio.timeout(5 * (INTERVAL + TIMEOUT)):
+            async with asyncio.timeout(seconds(5 * (INTERVAL + TIMEOUT))):
                 while close is None:
                     opcode, payload = await _next_frame(reader)
                     if opcode == 0x9:
@@ -59,7 +60,7 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_others_stay(celer
             # several ping rounds later the answering client is still served
             await asyncio.sleep(3 * INTERVAL)
             publisher.send_to_user(user, {"type": "still_here"})
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(seconds(5)):
                 while json.loads(await healthy.recv())["type"] != "still_here":
                     pass
     finally:

@@ -15,6 +15,7 @@ from celery_ws.connections import async_client
 from celery_ws.server import redisconn, wsconn
 from celery_ws.server.manager import WebSocketManager
 from celery_ws.settings import Settings
+from tests.helpers import seconds
 
 
 def _fail_if_missing(package: str, missing: list[str], module: str) -> None:
@@ -28,7 +29,7 @@ async def test_websockets_internals_are_there(celery_ws_settings: Settings) -> N
         async with connect(f"ws://127.0.0.1:{manager.port}") as client:  # offers permessage-deflate
             (peer,) = manager.policy.live
             _fail_if_missing("websockets", wsconn.missing_internals(peer), "celery_ws/server/wsconn.py")
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(seconds(5)):
             await client.wait_closed()
         # the check itself names what is gone
         del peer.send_in_progress

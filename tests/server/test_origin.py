@@ -15,11 +15,12 @@ import pytest
 
 from celery_ws import Settings, SettingsError, issue_token
 from celery_ws.testing import ServerThread
+from tests.helpers import seconds
 from tests.rawws import TEXT, RawSocket, handshake_request
 
 SECRET = "origin-tests-secret-0123456789abcdefghij"
 HOST = "127.0.0.1"
-REPLY_TIMEOUT = 5.0
+REPLY_TIMEOUT = seconds(5)
 
 
 async def status_of(server: ServerThread, headers: Sequence[tuple[str, str]] = (), *,

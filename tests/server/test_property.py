@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from celery_ws.client import Client
 from celery_ws.protocol import ACTIONS
+from tests.helpers import seconds
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -36,7 +37,7 @@ def test_every_random_frame_gets_an_answer(celery_ws_server, batch):
 
 
 async def _exchange(url: str, batch: list) -> None:
-    async with Client(url, timeout=5) as client:
+    async with Client(url, timeout=seconds(5)) as client:
         for message in batch:
             start = len(client.frames)
             await client.connection.send(json.dumps(message))

@@ -16,6 +16,7 @@ from celery_ws import (
     WebSocketManager,
 )
 from celery_ws.client import Client
+from tests.helpers import seconds
 
 STEP = TaskStepResult(step="data_validation", result={"validated_rows": 1000, "errors": 5}, completed=True,
                       message="Data validation completed, found 5 errors", status="completed")
@@ -53,7 +54,7 @@ async def test_send_to_task_reaches_owner_and_task_watchers(celery_ws_client, pu
 async def test_notify_user_from_a_web_app_waits_for_the_answer(celery_ws_client, publisher, user):
     async with celery_ws_client(user_id=user) as client:
         asking = asyncio.create_task(asyncio.to_thread(
-            publisher.notify_user, STEP, user, None, 2, timeout=10))
+            publisher.notify_user, STEP, user, None, 2, timeout=seconds(10)))
         request = await client.wait_for_event("task_step_result")
         assert request["step_number"] == 2 and request["result"] == {"validated_rows": 1000, "errors": 5}
         await client.confirm(request["callback_id"], True, "Agree to continue execution")
@@ -80,7 +81,7 @@ async def test_web_socket_manager_runs_the_seed_api_in_process(celery_ws_redis_u
     assert server is await manager.start_server()
     try:
         url = f"ws://127.0.0.1:{manager.port}"
-        async with Client(url) as client:
+        async with Client(url, timeout=seconds(10)) as client:
             await client.subscribe(user_id=user)
             assert manager.get_connection_count() == 1
 
@@ -93,9 +94,9 @@ async def test_web_socket_manager_runs_the_seed_api_in_process(celery_ws_redis_u
             await client.wait_for(lambda _: len([f for f in client.frames if f["type"] == "heartbeat"]) >= 3)
             heartbeat.cancel()
 
-            asking = asyncio.create_task(manager.notify_user(STEP, user, "t-1", 1, timeout=10))
+            asking = asyncio.create_task(manager.notify_user(STEP, user, "t-1", 1, timeout=seconds(10)))
             request = await client.wait_for_event("task_step_result", task_id="t-1")
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(seconds(5)):
                 while manager.get_status()["pending_callbacks"] < 1:
                     await asyncio.sleep(0.05)
             await client.confirm(request["callback_id"], False, "Cancel execution")

@@ -10,6 +10,7 @@ import pytest
 
 from celery_ws.protocol import event, event_order
 from tests import tasks
+from tests.helpers import seconds
 
 
 def _notes(client, user):
@@ -54,7 +55,7 @@ async def test_an_id_older_than_the_window_is_reported_not_recovered(celery_ws_r
         first = publisher.send_to_user(user, {"type": "note", "n": 0})
         for n in range(1, 300):  # trims the user's history well past the first event
             publisher.send_to_user(user, {"type": "note", "n": n})
-        async with Client(server.url) as client:
+        async with Client(server.url, timeout=seconds(10)) as client:
             reply = await client.subscribe(user_id=user, last_event_id=first)
             current = await client.subscribe(user_id=user, last_event_id=publisher.send_to_user(user, {"type": "x"}))
         assert reply["recovered"] is False

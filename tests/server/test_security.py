@@ -21,6 +21,7 @@ from celery_ws.client import Client
 from celery_ws.protocol import message_event
 from celery_ws.testing import ServerThread
 from tests import tasks
+from tests.helpers import seconds
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 OLD_SECRET = "previous-secret-still-valid-0123456789"
@@ -47,6 +48,7 @@ def token_for(user: str, settings: Settings, ttl: float = 60, **claims) -> str:
 
 async def authenticated(secure: ServerThread, user: str, settings: Settings, **options: Any) -> Client:
     """A client logged in as ``user``, past the frames that follow the login."""
+    options.setdefault("timeout", seconds(10))
     client = await Client(f"{secure.url}/?token={token_for(user, settings)}", **options).__aenter__()
     await client.wait_for_event("authenticated")
     await client.wait_for_event("subscription_confirmed")
@@ -83,7 +85,7 @@ async def test_a_valid_token_names_the_connection_user(secure, settings, user, h
     token = token_for(user, settings)
     url = f"{secure.url}/?token={token}" if how == "query" else secure.url
     headers = {"Authorization": f"Bearer {token}"} if how == "header" else None
-    async with Client(url, additional_headers=headers) as client:
+    async with Client(url, additional_headers=headers, timeout=seconds(10)) as client:
         if how == "first_message":
             await client.send({"action": "auth", "token": token})
         welcome = await client.wait_for_event("authenticated")
@@ -121,15 +123,16 @@ async def test_first_frame_must_be_auth(secure):
 
 async def test_rotated_secret_still_accepted(secure, settings, user):
     old = Settings.load(redis_url=settings.redis_url, secret=OLD_SECRET)
-    async with Client(f"{secure.url}/?token={token_for(user, old)}") as client:
+    async with Client(f"{secure.url}/?token={token_for(user, old)}", timeout=seconds(10)) as client:
         assert (await client.wait_for_event("authenticated"))["user_id"] == user
 
 
 async def test_token_expiring_while_connected_ends_the_connection(secure, settings, user):
     token = jwt.encode({"sub": user, "exp": int(time.time()) + 2}, SECRET, algorithm="HS256")
-    async with Client(f"{secure.url}/?token={token}") as client:
+    async with Client(f"{secure.url}/?token={token}", timeout=seconds(10)) as client:
         await client.wait_for_event("authenticated")
-        await asyncio.wait_for(client.closed.wait(), 10)  # 2 s plus the verifier's 5 s leeway at most
+        # 2 s plus the verifier's 5 s leeway at most
+        await asyncio.wait_for(client.closed.wait(), seconds(10))
     assert client.connection.close_code == 4401
 
 
@@ -290,7 +293,7 @@ async def test_wrong_types_for_every_field_are_refused(secure, settings, publish
 
 async def test_client_that_never_reads_is_dropped_and_others_get_everything(secure, settings, publisher, user):
     victim = user + "-fast"
-    slow = await Client(f"{secure.url}/?token={token_for(user, settings)}").__aenter__()
+    slow = await Client(f"{secure.url}/?token={token_for(user, settings)}", timeout=seconds(10)).__aenter__()
     fast = await authenticated(secure, victim, settings, keep_frames=None)  # asserts on all 10,000
     await slow.wait_for_event("authenticated")
     slow.connection.transport.pause_reading()
@@ -300,7 +303,7 @@ async def test_client_that_never_reads_is_dropped_and_others_get_everything(secu
             await asyncio.to_thread(publisher.emit_many, [
                 message_event({"type": "bulk", "n": n, "pad": secrets.token_urlsafe(1500)}, user_id=target)
                 for n in range(start, start + 1_000) for target in (user, victim)])
-        last = await fast.wait_for_event("bulk", n=9_999, timeout=60)
+        last = await fast.wait_for_event("bulk", n=9_999, timeout=seconds(60))
         assert [f["n"] for f in fast.frames if f.get("type") == "bulk"] == list(range(10_000))
         dropped = secure.call(lambda: secure.manager.get_status()["slow_clients_dropped"])
         assert dropped >= 1 and last["user_id"] == victim
@@ -362,7 +365,7 @@ async def test_rs256_tokens_with_a_public_key(celery_ws_redis_url, user):
     server = ServerThread(settings).start()
     try:
         good = issue_token(user, settings=settings, private_key=private)
-        async with Client(f"{server.url}/?token={good}") as client:
+        async with Client(f"{server.url}/?token={good}", timeout=seconds(10)) as client:
             assert (await client.wait_for_event("authenticated"))["user_id"] == user
         wrong_audience = issue_token(user, settings=settings, private_key=private, aud="other")
         code, _ = await closed_with(f"{server.url}/?token={wrong_audience}")
@@ -398,7 +401,7 @@ async def test_two_thousand_connections_over_the_limit(celery_ws_redis_url, user
 
         async def rejected() -> int | None:
             try:
-                async with connect(server.url, proxy=None, open_timeout=30):
+                async with connect(server.url, proxy=None, open_timeout=seconds(30)):
                     return 101
             except InvalidStatus as exc:
                 return exc.response.status_code
@@ -415,7 +418,7 @@ async def test_two_thousand_connections_over_the_limit(celery_ws_redis_url, user
         for ws in held:
             await ws.close()
     try:
-        async with Client(server.url) as client:  # room again once clients leave
+        async with Client(server.url, timeout=seconds(10)) as client:  # room again once clients leave
             assert (await client.ping())["type"] == "pong"
     finally:
         server.stop()

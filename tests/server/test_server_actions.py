@@ -10,6 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.helpers import seconds
+
 BAD_FRAMES = [
     ("{not json", "invalid_json", None),
     (b"\xff\xfe\x00binary", "invalid_json", None),
@@ -118,7 +120,7 @@ async def test_a_burst_of_subscribes_is_served_without_running_out_of_redis_conn
     from celery_ws.client import Client
     from celery_ws.connections import ASYNC_POOL_SIZE
 
-    clients = [Client(celery_ws_server.url) for _ in range(3 * ASYNC_POOL_SIZE)]
+    clients = [Client(celery_ws_server.url, timeout=seconds(10)) for _ in range(3 * ASYNC_POOL_SIZE)]
     try:
         await asyncio.gather(*(client.__aenter__() for client in clients))
         replies = await asyncio.gather(*(client.subscribe(user_id=f"{user}-{n}") for n, client in enumerate(clients)))

@@ -8,7 +8,7 @@ import pytest
 from celery.states import REVOKED
 
 from tests import tasks
-from tests.helpers import eventually
+from tests.helpers import eventually, seconds
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -141,7 +141,7 @@ async def test_cancel_of_a_queued_task_stops_it_before_it_runs(celery_ws_client,
         await client.wait_for_event("task_sent", task_id=result.id)
         await client.cancel(result.id)
         await client.wait_for_event("task_cancelled", task_id=result.id)
-        state = await eventually(lambda: result.state, REVOKED, timeout=10)
+        state = await eventually(lambda: result.state, REVOKED, timeout=seconds(10))
     assert state == REVOKED
     started = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
     assert started == []

@@ -10,6 +10,7 @@ import pytest
 from celery import Celery
 
 from celery_ws import CeleryWS
+from tests.helpers import seconds
 from tests.processes import WorkerProcess
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -55,9 +56,9 @@ async def test_progress_question_and_result_on_every_pool(sender, broker, celery
         async with celery_ws_client(user_id=user) as client:
             result = ask.apply_async_for(user, (5,), queue=queue)
             request = await client.wait_for(lambda f: f.get("task_id") == result.id and f.get("callback_id"),
-                                            timeout=20)
+                                            timeout=seconds(20))
             await client.confirm(request["callback_id"], True, pool)
-            done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=20)
+            done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=seconds(20))
         types = [f["type"] for f in client.frames if f.get("task_id") == result.id]
         assert types[:2] == ["task_sent", "task_started"]
         assert {"task_progress", "task_step_result", "confirmation_answered"} <= set(types)

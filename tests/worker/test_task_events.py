@@ -9,6 +9,7 @@ import pytest
 from celery import chain
 
 from tests import tasks
+from tests.helpers import seconds
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -49,7 +50,7 @@ async def test_a_task_run_inside_another_reports_under_its_own_id(celery_ws_clie
     async with celery_ws_client(user_id=user) as client:
         outer = tasks.nest.delay_for(user)
         await client.wait_for_event("task_succeeded", task_id=outer.id)
-    inner_id = outer.get(timeout=10)
+    inner_id = outer.get(timeout=seconds(10))
     progress = [f for f in client.frames if f["type"] == "task_progress"]
     inner = [f for f in progress if f["task_id"] == inner_id]
     mine = [f for f in progress if f["task_id"] == outer.id]
@@ -79,7 +80,7 @@ async def test_retry_is_reported_then_success(celery_ws_client, user):
 async def test_tasks_without_owner_emit_nothing(celery_ws_client, user, app):
     async with celery_ws_client(user_id=user) as client:
         result = tasks.report.delay(3)
-        await asyncio.to_thread(result.get, timeout=10)
+        await asyncio.to_thread(result.get, timeout=seconds(10))
         owned = tasks.report.delay_for(user, 1)
         await client.wait_for_event("task_succeeded", task_id=owned.id)
     assert not [f for f in client.frames if f.get("task_id") == result.id]
@@ -101,7 +102,7 @@ async def test_subscribing_to_a_task_shows_that_task_only(celery_ws_client, user
     second = tasks.report.apply_async_for(user, (2,), countdown=1)
     async with celery_ws_client(task_id=first.id) as client:
         await client.wait_for_event("task_succeeded", task_id=first.id)
-        await asyncio.to_thread(second.get, timeout=10)
+        await asyncio.to_thread(second.get, timeout=seconds(10))
     assert {f.get("task_id") for f in client.frames[1:]} == {first.id}
 
 

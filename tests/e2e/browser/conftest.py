@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import seconds
 from tests.processes import REPO, ServeProcess
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
@@ -56,7 +57,7 @@ def page(browser: Any) -> Iterator[Any]:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 960, "height": 720})
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(seconds(15) * 1000)
     logs: list[str] = []
     page.on("console", lambda message: logs.append(f"console.{message.type}: {message.text}"))
     page.on("pageerror", lambda error: logs.append(f"pageerror: {error}"))

@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 from celery.states import REVOKED
 
 from tests import tasks
+from tests.helpers import seconds
 
 from .conftest import REPO, ServeProcess, screenshot
 
@@ -41,7 +42,7 @@ def progress_value(page: Any, task_id: str) -> float | None:
     return card(page, task_id).locator(".progress").evaluate("p => p.hasAttribute('value') ? p.value : null")
 
 
-def wait_until(page: Any, check: Callable[[], bool], timeout: float = 20.0) -> None:
+def wait_until(page: Any, check: Callable[[], bool], timeout: float = seconds(20)) -> None:
     """Poll ``check`` while letting Playwright dispatch page events (dialogs)."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -86,7 +87,8 @@ def test_progress_then_question_then_success(page, server, user):
     # event text is shown as text, never parsed as HTML
     expect(task.locator(".outcome")).to_contain_text("ship it <b>now</b>")
     screenshot(page, "success")
-    assert result.get(timeout=10) == {"written": 20, "feedback": "ship it <b>now</b>", "answered_by": user}
+    assert result.get(timeout=seconds(10)) == {"written": 20, "feedback": "ship it <b>now</b>",
+                                               "answered_by": user}
 
 
 def test_cancel_task_and_decline_question(page, server, user):
@@ -101,7 +103,7 @@ def test_cancel_task_and_decline_question(page, server, user):
     expect(task.locator(".status")).to_have_text("cancelled")
     expect(task.locator(".outcome")).to_contain_text(f"by {user}")
     expect(task.locator("button.cancel-task")).to_be_hidden()
-    wait_until(page, lambda: spinning.state == REVOKED, timeout=15)
+    wait_until(page, lambda: spinning.state == REVOKED, timeout=seconds(15))
     screenshot(page, "cancelled")
 
     # "Cancel task" while the task waits on a question: the question goes away
@@ -111,7 +113,7 @@ def test_cancel_task_and_decline_question(page, server, user):
     task.locator("button.cancel-task").click()
     expect(task).to_have_attribute("data-status", "cancelled")
     expect(task.locator(".question")).to_have_count(0)
-    wait_until(page, lambda: waiting.state == REVOKED, timeout=15)
+    wait_until(page, lambda: waiting.state == REVOKED, timeout=seconds(15))
 
     # "Cancel" on the question: the task gets proceed=False and the feedback
     declined = tasks.progress_then_ask.delay_for(user, steps=2, delay=0.01)
@@ -122,7 +124,7 @@ def test_cancel_task_and_decline_question(page, server, user):
     question.locator("button.cancel").click()
     expect(task).to_have_attribute("data-status", "succeeded")
     expect(task.locator(".steps")).to_contain_text(f"Declined by {user}")
-    assert declined.get(timeout=10) == {"written": 0, "feedback": "not today"}
+    assert declined.get(timeout=seconds(10)) == {"written": 0, "feedback": "not today"}
 
 
 @pytest.mark.timeout(150)
@@ -141,13 +143,13 @@ def test_reconnect_shows_the_events_missed_while_the_server_was_down(page, serve
     screenshot(page, "reconnecting")
 
     # the task ends while no server is running: the page cannot know yet
-    assert AsyncResult(result.id).get(timeout=30) == "finished"
+    assert AsyncResult(result.id).get(timeout=seconds(30)) == "finished"
     expect(page.locator("#state")).to_have_text("reconnecting")
     expect(task).to_have_attribute("data-status", "running")
 
     server.start()  # same port
-    expect(page.locator("#state")).to_have_text("open", timeout=30_000)
-    expect(task).to_have_attribute("data-status", "succeeded", timeout=15_000)
+    expect(page.locator("#state")).to_have_text("open", timeout=seconds(30) * 1000)
+    expect(task).to_have_attribute("data-status", "succeeded", timeout=seconds(15) * 1000)
     assert progress_value(page, result.id) == 100
     expect(task.locator(".message")).to_have_text("Step 50 of 50")  # the last progress event, replayed
     expect(page.locator("#notice")).to_be_empty()  # no history_lost
@@ -205,7 +207,7 @@ def test_seed_javascript_client_answers_a_confirmation(page, seed_page_url, user
     with page.expect_console_message(lambda m: m.text == "WebSocket connection established"):
         page.goto(seed_page_url)
     result = tasks.ask.delay_for(user)
-    wait_until(page, result.ready, timeout=30)
+    wait_until(page, result.ready, timeout=seconds(30))
     answer = result.get(timeout=1)
     assert answer["proceed"] is True and answer["feedback"] == "Agree to continue"
     assert answer["answered_by"] is None  # an unsubscribed open-mode connection answers anonymously
@@ -239,10 +241,10 @@ def test_token_mode_page_follows_its_user_and_resumes_after_a_restart(page, toke
 
     token_server.stop()
     expect(page.locator("#state")).to_have_text("reconnecting")
-    assert AsyncResult(result.id).get(timeout=30) == "finished"
+    assert AsyncResult(result.id).get(timeout=seconds(30)) == "finished"
     token_server.start()
-    expect(page.locator("#state")).to_have_text("open", timeout=30_000)
-    expect(task).to_have_attribute("data-status", "succeeded", timeout=15_000)
+    expect(page.locator("#state")).to_have_text("open", timeout=seconds(30) * 1000)
+    expect(task).to_have_attribute("data-status", "succeeded", timeout=seconds(15) * 1000)
     expect(page.locator("#notice")).to_be_empty()
 
 
