@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench soak clean
+.PHONY: demo test check bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)  ## server + worker + a client that watches and answers a task
 
 test: $(STAMP)  ## the whole suite, on a Redis, workers and a server it starts itself
 	$(BIN)/python -m pytest
+
+check: $(STAMP)  ## lint, formatting and strict types, as CI runs them before the tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -62,14 +62,16 @@ def make_app(redis_url: str) -> tuple[Any, dict[str, Any]]:
         single = []
         for i in range(n):
             t0 = time.perf_counter()
-            self.step_result(TaskStepResult(step=f"s{i}", message="validated", status="completed",
-                                            result={"rows": i}))
+            self.step_result(
+                TaskStepResult(step=f"s{i}", message="validated", status="completed", result={"rows": i})
+            )
             emitter.flush(5)
             single.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for i in range(n):
-            self.step_result(TaskStepResult(step=f"b{i}", message="validated", status="completed",
-                                            result={"rows": i}))
+            self.step_result(
+                TaskStepResult(step=f"b{i}", message="validated", status="completed", result={"rows": i})
+            )
         call = time.perf_counter() - t0
         emitter.flush(30)
         total = time.perf_counter() - t0
@@ -82,8 +84,9 @@ def make_app(redis_url: str) -> tuple[Any, dict[str, Any]]:
             # the server allows a client 20 frames/s (burst 60): pace the questions below that
             time.sleep(0.06)
             t_ask = time.time()
-            answer = confirm_step(TaskStepResult(step="review", message=f"ok {i}?", status="waiting"),
-                                  step=i, timeout=10)
+            answer = confirm_step(
+                TaskStepResult(step="review", message=f"ok {i}?", status="waiting"), step=i, timeout=10
+            )
             t_back = time.time()
             out.append((t_back - float(answer.feedback), t_back - t_ask))
         return out
@@ -99,15 +102,22 @@ def _run(task: Any, *args: Any) -> Any:
 
 
 def run_emit(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
-    app, tasks = make_app(redis_url)
+    _app, tasks = make_app(redis_url)
     loop = tasks["loop"]
     r = redis.Redis.from_url(redis_url)
     out: dict[str, Any] = {"iterations": n}
     _run(loop, 1000, False, "progress")  # warm up: emitter thread, scripts
-    per_call: dict[str, list[float]] = {"progress": [], "update_state": [], "socketio_emit": [], "publish": [],
-                                        "noop": []}
+    per_call: dict[str, list[float]] = {
+        "progress": [],
+        "update_state": [],
+        "socketio_emit": [],
+        "publish": [],
+        "noop": [],
+    }
     small = max(200, n // 50)
-    mid = max(1000, n // 20)  # socketio emit and PUBLISH: 5,000 calls (0.3-0.5 ms each; 10,000 gave the same medians)
+    mid = max(
+        1000, n // 20
+    )  # socketio emit and PUBLISH: 5,000 calls (0.3-0.5 ms each; 10,000 gave the same medians)
     import socketio
 
     manager = socketio.RedisManager(redis_url, write_only=True)
@@ -128,27 +138,46 @@ def run_emit(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
     out["calls"] = {"progress": n, "update_state": small, "socketio_emit": mid, "publish": mid}
     # net cost of progress(): minus the bare loop
     out["per_call_us"]["progress_net"] = summary(
-        [(p - z) * 1e6 for p, z in zip(per_call["progress"], per_call["noop"], strict=True)])
+        [(p - z) * 1e6 for p, z in zip(per_call["progress"], per_call["noop"], strict=True)]
+    )
     log("emit per call (us): " + ", ".join(f"{k} {v['median']:.2f}" for k, v in out["per_call_us"].items()))
 
     with_p, without = [], []
     for _ in range(repeats):  # interleaved, so a noisy neighbour hits both
         without.append(_run(loop, n, True, "none"))
         with_p.append(_run(loop, n, True, "progress"))
-    out["task"] = {"work_us_per_iteration": summary([w / n * 1e6 for w in without]),
-                   "without_s": summary(without), "with_s": summary(with_p),
-                   "slowdown_pct": summary([100 * (a / b - 1) for a, b in zip(with_p, without, strict=True)])}
-    log(f"task slowdown with {n} progress() calls: {out['task']['slowdown_pct']['median']:+.2f} % "
-        f"(work {out['task']['work_us_per_iteration']['median']:.1f} us/iteration)")
+    out["task"] = {
+        "work_us_per_iteration": summary([w / n * 1e6 for w in without]),
+        "without_s": summary(without),
+        "with_s": summary(with_p),
+        "slowdown_pct": summary([100 * (a / b - 1) for a, b in zip(with_p, without, strict=True)]),
+    }
+    log(
+        f"task slowdown with {n} progress() calls: {out['task']['slowdown_pct']['median']:+.2f} % "
+        f"(work {out['task']['work_us_per_iteration']['median']:.1f} us/iteration)"
+    )
 
     # one step result, until stored, vs a bare pipelined write of the same event
     steps_n = 300
     single, amortized_call, amortized_total = [], [], []
     bare_single, bare_batch = [], []
-    event_json = json.dumps({"type": "task_step_result", "task_id": "t1", "user_id": "bench_user",
-                             "step": "s", "message": "validated", "status": "completed", "result": {"rows": 1},
-                             "completed": False, "error_code": None, "error_message": None,
-                             "step_number": None, "callback_id": None, "timestamp": time.time()})
+    event_json = json.dumps(
+        {
+            "type": "task_step_result",
+            "task_id": "t1",
+            "user_id": "bench_user",
+            "step": "s",
+            "message": "validated",
+            "status": "completed",
+            "result": {"rows": 1},
+            "completed": False,
+            "error_code": None,
+            "error_message": None,
+            "step_number": None,
+            "callback_id": None,
+            "timestamp": time.time(),
+        }
+    )
 
     def bare(pipe: Any) -> None:
         fields = {"d": event_json, "u": "bench_user", "t": "t1", "y": "task_step_result"}
@@ -188,9 +217,11 @@ def run_emit(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
         "ratio_amortized": summary([a / b for a, b in zip(amortized_total, bare_batch, strict=True)]),
     }
     st = out["step_result"]
-    log(f"step_result: single until stored {st['single_until_stored_us']['median']:.0f} us vs bare pipelined "
+    log(
+        f"step_result: single until stored {st['single_until_stored_us']['median']:.0f} us vs bare pipelined "
         f"{st['bare_pipelined_single_us']['median']:.0f} us (x{st['ratio_single']['median']:.2f}); caller cost "
-        f"{st['caller_cost_us']['median']:.1f} us")
+        f"{st['caller_cost_us']['median']:.1f} us"
+    )
     r.close()
     return out
 
@@ -203,6 +234,7 @@ def statistics_median(values: list[float]) -> float:
 
 # -- confirmation round trip --------------------------------------------------------------
 
+
 async def _confirm_client(url: str, user: str) -> None:
     from celery_ws.client import Client
 
@@ -213,8 +245,14 @@ async def _confirm_client(url: str, user: str) -> None:
         async for event in client.events():
             if event.get("type") == "task_step_result" and event.get("callback_id"):
                 # stamped just before it leaves; confirm_step() returns the feedback
-                await client.send({"action": "confirm", "callback_id": event["callback_id"], "proceed": True,
-                                   "feedback": repr(time.time())})
+                await client.send(
+                    {
+                        "action": "confirm",
+                        "callback_id": event["callback_id"],
+                        "proceed": True,
+                        "feedback": repr(time.time()),
+                    }
+                )
                 answered += 1
                 if answered > 100000:
                     return
@@ -235,7 +273,7 @@ def _floor_helper(redis_url: str) -> None:
 def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
     from .bench_ws import Stack
 
-    app, tasks = make_app(redis_url)
+    _app, tasks = make_app(redis_url)
     stack = Stack("celery-ws", redis_url, 1, procs=1)  # a server; its client process stays idle
     url = f"ws://127.0.0.1:{stack.servers[0].port}"
     client = Child([PY, "-m", "benchmarks.bench_worker", "confirm-client", url, "bench_user"])
@@ -243,8 +281,10 @@ def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any
     client.read(30)
     helper.read(30)
     r = redis.Redis.from_url(redis_url, socket_timeout=None)
-    runs: dict[str, list[float]] = {k: [] for k in ("cws_p50", "cws_p99", "cws_max", "cws_rt_p50",
-                                                    "floor_p50", "floor_p99", "floor_oneway_p50")}
+    runs: dict[str, list[float]] = {
+        k: []
+        for k in ("cws_p50", "cws_p99", "cws_max", "cws_rt_p50", "floor_p50", "floor_p99", "floor_oneway_p50")
+    }
     try:
         _run(tasks["confirm"], 3)  # warm up
         for _ in range(repeats):
@@ -274,10 +314,14 @@ def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any
         stack.close()
         r.close()
     out = {k: summary(v) for k, v in runs.items()}
-    out["ratio_p50_vs_floor"] = summary([a / b for a, b in zip(runs["cws_p50"], runs["floor_p50"], strict=True)])
+    out["ratio_p50_vs_floor"] = summary(
+        [a / b for a, b in zip(runs["cws_p50"], runs["floor_p50"], strict=True)]
+    )
     out["n"] = n
-    log(f"confirm: client->confirm_step p50 {out['cws_p50']['median']:.2f} ms p99 {out['cws_p99']['median']:.2f} ms; "
-        f"floor p50 {out['floor_p50']['median']:.2f} ms (x{out['ratio_p50_vs_floor']['median']:.2f})")
+    log(
+        f"confirm: client->confirm_step p50 {out['cws_p50']['median']:.2f} ms p99 {out['cws_p99']['median']:.2f} ms; "
+        f"floor p50 {out['floor_p50']['median']:.2f} ms (x{out['ratio_p50_vs_floor']['median']:.2f})"
+    )
     return out
 
 

@@ -7,6 +7,7 @@ processes on loopback, fed through Redis by a publisher in this process.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import math
@@ -60,8 +61,9 @@ class Pub:
         if self.kind.startswith("celery-ws"):
             from celery_ws.protocol import message_event
 
-            self.publisher.emit_many([message_event(payload(gen, start_seq + i, to), user_id=to)
-                                      for i, to in enumerate(targets)])
+            self.publisher.emit_many(
+                [message_event(payload(gen, start_seq + i, to), user_id=to) for i, to in enumerate(targets)]
+            )
         elif self.kind == "socketio":
             for i, to in enumerate(targets):
                 self.manager.emit("bench", payload(gen, start_seq + i, to), room=to)
@@ -89,9 +91,20 @@ class Pub:
 class Stack:
     """Server process(es) plus client processes with N connections in total."""
 
-    def __init__(self, kind: str, redis_url: str, n: int, *, procs: int | None = None, token: bool = False,
-                 replicas: int = 1, profile: str | None = None, initial: int | None = None,
-                 server_env: dict[str, str] | None = None, client_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        redis_url: str,
+        n: int,
+        *,
+        procs: int | None = None,
+        token: bool = False,
+        replicas: int = 1,
+        profile: str | None = None,
+        initial: int | None = None,
+        server_env: dict[str, str] | None = None,
+        client_args: list[str] | None = None,
+    ) -> None:
         """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory).
         ``server_env``: more environment for the servers (``CELERY_WS_*`` settings);
         ``client_args``: more arguments for the client processes (``--ttl``, ``--resume``)."""
@@ -101,7 +114,10 @@ class Stack:
         self.procs = procs or max(1, min(4, math.ceil(n / 1250)))
         self.servers: list[Child] = []
         self.clients: list[Child] = []
-        env = {"BENCH_SECRET": SECRET, "BENCH_CONNECT_CONCURRENCY": str(max(8, CONNECT_IN_FLIGHT // self.procs))}
+        env = {
+            "BENCH_SECRET": SECRET,
+            "BENCH_CONNECT_CONCURRENCY": str(max(8, CONNECT_IN_FLIGHT // self.procs)),
+        }
         self.env = env
         for r in range(replicas):
             port = free_port()
@@ -121,14 +137,24 @@ class Stack:
         for p in range(self.procs):
             first, count = p * per, min(per, n - p * per)
             server = self.servers[p % replicas]
-            args = [PY, "-m", "benchmarks.clients", kind, f"ws://127.0.0.1:{server.port}", str(first), str(count)]
+            args = [
+                PY,
+                "-m",
+                "benchmarks.clients",
+                kind,
+                f"ws://127.0.0.1:{server.port}",
+                str(first),
+                str(count),
+            ]
             if token:
                 args.append("--token")
             self.clients.append(Child(args + list(client_args or ()), env))
         self.rss_initial = None
         self.connected_initial = 0
         if initial and initial < n:
-            shares = [initial // self.procs + (1 if p < initial % self.procs else 0) for p in range(self.procs)]
+            shares = [
+                initial // self.procs + (1 if p < initial % self.procs else 0) for p in range(self.procs)
+            ]
             for c, k in zip(self.clients, shares, strict=True):
                 c.proc.stdin.write(f"connect {k}\n")  # all processes connect at once
                 c.proc.stdin.flush()
@@ -163,10 +189,8 @@ class Stack:
 
     def close(self) -> None:
         for c in self.clients:
-            try:
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError):
                 c.ask("close", timeout=30)
-            except (TimeoutError, RuntimeError, OSError):
-                pass
             c.stop()
         for s in self.servers:
             s.stop()
@@ -215,10 +239,14 @@ def settle(stack: Stack, timeout: float = 6.0, quiet: float = 0.4) -> float:
 # run at N > SEED_ADDRESSED_MAX_N.
 SEED_FRAME_BUDGET = 20_000
 SEED_ADDRESSED_MAX_N = 1000
-SEED_ADDRESSED_SKIP = ("not run: the seed sends every addressed event to all {n:,} connections "
-                       "(a 10-event run is {frames:,} frames; at N=1,000 it delivered "
-                       "{rate} addressed msgs/s)")
-SEED_LAT_10MS_DURATION = 0.3  # 30 events; the seed cannot sustain the 10 ms load, its backlog grows with the run
+SEED_ADDRESSED_SKIP = (
+    "not run: the seed sends every addressed event to all {n:,} connections "
+    "(a 10-event run is {frames:,} frames; at N=1,000 it delivered "
+    "{rate} addressed msgs/s)"
+)
+SEED_LAT_10MS_DURATION = (
+    0.3  # 30 events; the seed cannot sustain the 10 ms load, its backlog grows with the run
+)
 
 
 _GEN = [0]
@@ -247,7 +275,7 @@ def fanout_once(stack: Stack, pub: Pub, mode: str, deliveries: int, drain: float
     srv, cli = CpuMeter(stack.server_pids), CpuMeter(stack.client_pids)
     t0 = time.time()
     for start in range(0, events, 500):
-        pub.send(gen, targets[start:start + 500], start)
+        pub.send(gen, targets[start : start + 500], start)
     send_secs = time.time() - t0
     reports = _drain(stack, expected, drain)
     delivered = sum(r["count"] for r in reports)
@@ -257,15 +285,24 @@ def fanout_once(stack: Stack, pub: Pub, mode: str, deliveries: int, drain: float
     active = last - t0 if last and last - t0 > 0.001 else waited
     settled = settle(stack) if stack.kind == "seed" else 0.0
     return {
-        "mode": mode, "events": events, "expected": expected, "delivered": delivered,
-        "loss": 1 - delivered / expected, "msgs_per_s": delivered / active, "secs": active,
+        "mode": mode,
+        "events": events,
+        "expected": expected,
+        "delivered": delivered,
+        "loss": 1 - delivered / expected,
+        "msgs_per_s": delivered / active,
+        "secs": active,
         "send_per_s": events / send_secs if send_secs else None,
-        "server_cpu": 100 * srv.seconds() / active, "client_cpu": 100 * cli.seconds() / active,
-        "extra_frames": sum(r["extra"] for r in reports), "settle_s": settled,
+        "server_cpu": 100 * srv.seconds() / active,
+        "client_cpu": 100 * cli.seconds() / active,
+        "extra_frames": sum(r["extra"] for r in reports),
+        "settle_s": settled,
     }
 
 
-def latency_once(stack: Stack, pub: Pub, *, interval: float, duration: float, broadcast: bool) -> dict[str, Any]:
+def latency_once(
+    stack: Stack, pub: Pub, *, interval: float, duration: float, broadcast: bool
+) -> dict[str, Any]:
     """One event every ``interval`` s (broadcast to all, or to one user round-robin)."""
     gen = next_gen()
     stack.reset(gen, lat=True)
@@ -280,7 +317,9 @@ def latency_once(stack: Stack, pub: Pub, *, interval: float, duration: float, br
     wall = time.monotonic() - t0
     expected = count * (stack.n if broadcast else 1)
     reports = _drain(stack, expected, 10.0)
-    wall = time.monotonic() - t0  # CPU over sending and draining (an overloaded server works on after the last send)
+    wall = (
+        time.monotonic() - t0
+    )  # CPU over sending and draining (an overloaded server works on after the last send)
     pairs = [tuple(p) for r in reports for p in r["pairs"]]
     lats = [lat for _, lat in pairs]
     by_event: dict[int, list[float]] = {}
@@ -290,15 +329,22 @@ def latency_once(stack: Stack, pub: Pub, *, interval: float, duration: float, br
     lasts = [max(v) for v in by_event.values()]
     delivered = len(lats)
     return {
-        "interval_ms": interval * 1000, "broadcast": broadcast, "events": count, "expected": expected,
-        "delivered": delivered, "loss": 1 - delivered / expected if expected else 0,
-        "p50_ms": 1000 * (percentile(lats, 50) or 0), "p99_ms": 1000 * (percentile(lats, 99) or 0),
+        "interval_ms": interval * 1000,
+        "broadcast": broadcast,
+        "events": count,
+        "expected": expected,
+        "delivered": delivered,
+        "loss": 1 - delivered / expected if expected else 0,
+        "p50_ms": 1000 * (percentile(lats, 50) or 0),
+        "p99_ms": 1000 * (percentile(lats, 99) or 0),
         "max_ms": 1000 * (max(lats) if lats else 0),
         "first_client_p50_ms": 1000 * (percentile(firsts, 50) or 0),
         "last_client_p50_ms": 1000 * (percentile(lasts, 50) or 0),
         "last_client_p99_ms": 1000 * (percentile(lasts, 99) or 0),
-        "server_cpu": 100 * srv.seconds() / wall, "client_cpu": 100 * cli.seconds() / wall,
-        "duration_s": duration, "settle_s": settle(stack) if stack.kind == "seed" else 0.0,
+        "server_cpu": 100 * srv.seconds() / wall,
+        "client_cpu": 100 * cli.seconds() / wall,
+        "duration_s": duration,
+        "settle_s": settle(stack) if stack.kind == "seed" else 0.0,
     }
 
 
@@ -310,12 +356,29 @@ def _summarise(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
 
 
 FANOUT_KEYS = ["msgs_per_s", "loss", "server_cpu", "client_cpu", "send_per_s"]
-LAT_KEYS = ["p50_ms", "p99_ms", "max_ms", "first_client_p50_ms", "last_client_p50_ms", "last_client_p99_ms",
-            "loss", "server_cpu", "client_cpu"]
+LAT_KEYS = [
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "first_client_p50_ms",
+    "last_client_p50_ms",
+    "last_client_p99_ms",
+    "loss",
+    "server_cpu",
+    "client_cpu",
+]
 
 
-def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int, deliveries: dict[str, int],
-               lat_n: int, lat_duration: float, log: Any) -> dict[str, Any]:
+def run_fanout(
+    redis_url: str,
+    kinds: list[str],
+    sizes: list[int],
+    repeats: int,
+    deliveries: dict[str, int],
+    lat_n: int,
+    lat_duration: float,
+    log: Any,
+) -> dict[str, Any]:
     """Fan-out at every size, and latency at ``lat_n``, on the same connections."""
     results: dict[str, Any] = {"fanout": {}, "latency": {}, "open_rss": {}}
     for n in sizes:
@@ -327,41 +390,59 @@ def run_fanout(redis_url: str, kinds: list[str], sizes: list[int], repeats: int,
                 log(f"  {stack.connected} connected in {stack.connect_secs:.1f} s, {stack.failed} failed")
                 results["open_rss"].setdefault(kind, {})[str(n)] = {
                     "per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
-                    "rss_mib": stack.rss_after / 2**20}
+                    "rss_mib": stack.rss_after / 2**20,
+                }
                 entry = results["fanout"].setdefault(kind, {}).setdefault(str(n), {})
                 entry["connected"], entry["failed"] = stack.connected, stack.failed
                 for mode in ("addressed", "broadcast"):
                     if kind == "seed" and mode == "addressed" and n > SEED_ADDRESSED_MAX_N:
-                        prev = results["fanout"]["seed"].get(str(SEED_ADDRESSED_MAX_N), {}).get("addressed", {})
+                        prev = (
+                            results["fanout"]["seed"].get(str(SEED_ADDRESSED_MAX_N), {}).get("addressed", {})
+                        )
                         rate = prev.get("msgs_per_s", {}).get("median")
-                        entry[mode] = {"not_run": SEED_ADDRESSED_SKIP.format(
-                            n=n, frames=10 * n, rate=f"{rate:,.0f}" if rate is not None else "a few")}
+                        entry[mode] = {
+                            "not_run": SEED_ADDRESSED_SKIP.format(
+                                n=n, frames=10 * n, rate=f"{rate:,.0f}" if rate is not None else "a few"
+                            )
+                        }
                         log(f"  {mode}: {entry[mode]['not_run']}")
                         continue
-                    runs = [fanout_once(stack, pub, mode, deliveries[mode], drain=8.0) for _ in range(repeats)]
+                    runs = [
+                        fanout_once(stack, pub, mode, deliveries[mode], drain=8.0) for _ in range(repeats)
+                    ]
                     entry[mode] = _summarise(runs, FANOUT_KEYS)
-                    log(f"  {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s, loss "
+                    log(
+                        f"  {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s, loss "
                         f"{entry[mode]['loss']['median']:.3%}, server {entry[mode]['server_cpu']['median']:.0f}% "
-                        f"clients {entry[mode]['client_cpu']['median']:.0f}%")
+                        f"clients {entry[mode]['client_cpu']['median']:.0f}%"
+                    )
                 if n == lat_n:
                     lat = results["latency"].setdefault(kind, {})
-                    for name, interval, bcast in (("200ms_broadcast", 0.2, True), ("10ms_addressed", 0.01, False)):
+                    for name, interval, bcast in (
+                        ("200ms_broadcast", 0.2, True),
+                        ("10ms_addressed", 0.01, False),
+                    ):
                         duration = lat_duration
                         if kind == "seed" and not bcast:
                             duration = min(lat_duration, SEED_LAT_10MS_DURATION)
-                        runs = [latency_once(stack, pub, interval=interval, duration=duration, broadcast=bcast)
-                                for _ in range(repeats)]
+                        runs = [
+                            latency_once(stack, pub, interval=interval, duration=duration, broadcast=bcast)
+                            for _ in range(repeats)
+                        ]
                         lat[name] = _summarise(runs, LAT_KEYS)
-                        log(f"  latency {name}: p50 {lat[name]['p50_ms']['median']:.2f} ms "
-                            f"p99 {lat[name]['p99_ms']['median']:.2f} ms max {lat[name]['max_ms']['median']:.1f} ms")
+                        log(
+                            f"  latency {name}: p50 {lat[name]['p50_ms']['median']:.2f} ms "
+                            f"p99 {lat[name]['p99_ms']['median']:.2f} ms max {lat[name]['max_ms']['median']:.1f} ms"
+                        )
             finally:
                 pub.close()
                 stack.close()
     return results
 
 
-def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: dict[str, int],
-                 log: Any) -> dict[str, Any]:
+def run_scaleout(
+    redis_url: str, sizes: list[int], repeats: int, deliveries: dict[str, int], log: Any
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for n in sizes:
         stack = Stack("celery-ws", redis_url, n, replicas=2, procs=max(2, min(4, math.ceil(n / 1250))))
@@ -371,16 +452,19 @@ def run_scaleout(redis_url: str, sizes: list[int], repeats: int, deliveries: dic
             for mode in ("addressed", "broadcast"):
                 runs = [fanout_once(stack, pub, mode, deliveries[mode], drain=8.0) for _ in range(repeats)]
                 entry[mode] = _summarise(runs, FANOUT_KEYS)
-                log(f"scale-out N={n} {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s "
-                    f"(2 replicas, server CPU {entry[mode]['server_cpu']['median']:.0f}% total)")
+                log(
+                    f"scale-out N={n} {mode}: {entry[mode]['msgs_per_s']['median']:,.0f} msg/s "
+                    f"(2 replicas, server CPU {entry[mode]['server_cpu']['median']:.0f}% total)"
+                )
         finally:
             pub.close()
             stack.close()
     return results
 
 
-def run_memory(redis_url: str, kinds: list[tuple[str, bool, list[int]]], repeats: int,
-               log: Any) -> dict[str, Any]:
+def run_memory(
+    redis_url: str, kinds: list[tuple[str, bool, list[int]]], repeats: int, log: Any
+) -> dict[str, Any]:
     """Server RSS growth per idle, subscribed connection (token mode for celery-ws).
 
     One stack per repeat: it connects sizes[0] connections (reading), then grows
@@ -395,18 +479,32 @@ def run_memory(redis_url: str, kinds: list[tuple[str, bool, list[int]]], repeats
             stack = Stack(kind, redis_url, big, token=token, initial=small if big > small else None)
             try:
                 if stack.rss_initial is not None:
-                    runs[small].append({
-                        "per_conn_kib": (stack.rss_initial - stack.rss_before) / max(1, stack.connected_initial) / 1024,
-                        "rss_mib": stack.rss_initial / 2**20, "baseline_mib": stack.rss_before / 2**20,
-                        "connected": stack.connected_initial})
-                runs[big].append({"per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
-                                  "rss_mib": stack.rss_after / 2**20, "baseline_mib": stack.rss_before / 2**20,
-                                  "connected": stack.connected, "connect_s": stack.connect_secs})
+                    runs[small].append(
+                        {
+                            "per_conn_kib": (stack.rss_initial - stack.rss_before)
+                            / max(1, stack.connected_initial)
+                            / 1024,
+                            "rss_mib": stack.rss_initial / 2**20,
+                            "baseline_mib": stack.rss_before / 2**20,
+                            "connected": stack.connected_initial,
+                        }
+                    )
+                runs[big].append(
+                    {
+                        "per_conn_kib": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
+                        "rss_mib": stack.rss_after / 2**20,
+                        "baseline_mib": stack.rss_before / 2**20,
+                        "connected": stack.connected,
+                        "connect_s": stack.connect_secs,
+                    }
+                )
             finally:
                 stack.close()
         for n in sorted({small, big}):
             if runs[n]:
-                results.setdefault(label, {})[str(n)] = _summarise(runs[n], ["per_conn_kib", "rss_mib", "baseline_mib"])
+                results.setdefault(label, {})[str(n)] = _summarise(
+                    runs[n], ["per_conn_kib", "rss_mib", "baseline_mib"]
+                )
                 log(f"memory {label} N={n}: {results[label][str(n)]['per_conn_kib']['median']:.1f} KiB/conn")
     return results
 
@@ -450,8 +548,9 @@ def _slope_per_min(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den * 60 if den else 0.0
 
 
-def _drop_times(batches: list[tuple[float, int]], watch: list[tuple[float, int | None, int | None]],
-                end: float) -> list[float | None]:
+def _drop_times(
+    batches: list[tuple[float, int]], watch: list[tuple[float, int | None, int | None]], end: float
+) -> list[float | None]:
     """For each batch of stalled connections (opened at t, how many), the s until the
     server's ``slow_clients_dropped`` had counted them all, before the next batch
     (the last: before ``end``); None when it had not (they were closed some other
@@ -473,8 +572,9 @@ def _add(total: dict[str, int], part: dict[str, int] | None) -> None:
         total[key] = total.get(key, 0) + value
 
 
-def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5.0,
-             stalled: int = SOAK_STALLED) -> dict[str, Any]:
+def run_soak(
+    redis_url: str, n: int, duration: float, log: Any, every: float = 5.0, stalled: int = SOAK_STALLED
+) -> dict[str, Any]:
     """Token-mode celery-ws under a day's abuse; RSS and active connections over time.
 
     * N connections (``u0``...), 5 % closed and reopened every ``every`` s; every
@@ -493,14 +593,36 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
       what the clients hold.
     """
     ttl = SOAK_TOKEN_TTL if duration >= 3 * SOAK_TOKEN_TTL else max(20.0, duration / 3)
-    stack = Stack("celery-ws", redis_url, n, token=True,
-                  server_env={"CELERY_WS_WRITE_BUFFER_LIMIT": str(SOAK_WRITE_BUFFER_LIMIT)},
-                  client_args=["--ttl", f"{ttl:g}", "--resume"])
+    stack = Stack(
+        "celery-ws",
+        redis_url,
+        n,
+        token=True,
+        server_env={"CELERY_WS_WRITE_BUFFER_LIMIT": str(SOAK_WRITE_BUFFER_LIMIT)},
+        client_args=["--ttl", f"{ttl:g}", "--resume"],
+    )
     port = stack.servers[0].port  # type: ignore[attr-defined]
     pid = stack.server_pids[0]
     pub = Pub("celery-ws", redis_url)
-    stall_child = Child([PY, "-m", "benchmarks.clients", "celery-ws", f"ws://127.0.0.1:{port}", "0", "0", "--token",
-                         "--ttl", f"{ttl:g}"], stack.env) if stalled else None
+    stall_child = (
+        Child(
+            [
+                PY,
+                "-m",
+                "benchmarks.clients",
+                "celery-ws",
+                f"ws://127.0.0.1:{port}",
+                "0",
+                "0",
+                "--token",
+                "--ttl",
+                f"{ttl:g}",
+            ],
+            stack.env,
+        )
+        if stalled
+        else None
+    )
     stall_users = [f"s{j}" for j in range(stalled)]
     stop, stall_stop = threading.Event(), threading.Event()
     emitted, big_sent = [0], [0]
@@ -517,8 +639,17 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
                 user = f"u{(i // 200) % n}"
                 emitter.reporter(task, user)(i % 200, 200, "working")
                 if i % 20 == 0:
-                    emitter.emit(event("task_step_result", task_id=task, user_id=user, step=str(i), message="ok",
-                                       status="completed", bm=0))
+                    emitter.emit(
+                        event(
+                            "task_step_result",
+                            task_id=task,
+                            user_id=user,
+                            step=str(i),
+                            message="ok",
+                            status="completed",
+                            bm=0,
+                        )
+                    )
                     emitted[0] += 1
                 i += 1
                 time.sleep(0.002)
@@ -530,14 +661,21 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
         from celery_ws.protocol import message_event
         from celery_ws.settings import Settings
 
-        big = Publisher(settings=Settings.load(redis_url=redis_url, stream_max_events=SOAK_STREAM_MAX,
-                                               history_max_events=SOAK_HISTORY_MAX))
+        big = Publisher(
+            settings=Settings.load(
+                redis_url=redis_url, stream_max_events=SOAK_STREAM_MAX, history_max_events=SOAK_HISTORY_MAX
+            )
+        )
         pads = [base64.b64encode(os.urandom(SOAK_STALL_EVENT_BYTES * 3 // 4)).decode() for _ in range(8)]
         try:
             t0, k = time.monotonic(), 0
             while not stall_stop.is_set() and k < 10_000_000:
-                big.emit_many([message_event({"type": "bench_big", "pad": pads[(k + j) % len(pads)]}, user_id=u)
-                               for j, u in enumerate(stall_users)])
+                big.emit_many(
+                    [
+                        message_event({"type": "bench_big", "pad": pads[(k + j) % len(pads)]}, user_id=u)
+                        for j, u in enumerate(stall_users)
+                    ]
+                )
                 big_sent[0] += len(stall_users)
                 k += 1
                 stall_stop.wait(max(0.0, t0 + k * SOAK_STALL_INTERVAL - time.monotonic()))
@@ -551,8 +689,13 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
     def watcher() -> None:
         for _ in range(int((duration + SOAK_END_WAIT + 300) / 0.5)):
             status = server_status(port)
-            watch.append((time.monotonic(), status.get("active_connections") if status else None,
-                          status.get("slow_clients_dropped") if status else None))
+            watch.append(
+                (
+                    time.monotonic(),
+                    status.get("active_connections") if status else None,
+                    status.get("slow_clients_dropped") if status else None,
+                )
+            )
             if stop.wait(0.5):
                 return
 
@@ -614,10 +757,8 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
         for thread in threads:
             thread.join(5)
         if stall_child is not None:
-            try:
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError):
                 stall_child.ask("close", timeout=30)
-            except (TimeoutError, RuntimeError, OSError):
-                pass
             stall_child.stop()
         try:
             rss_final: float | None = rss(pid) / 2**20
@@ -635,9 +776,13 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
     # the limits that end a connection that never reads: the write buffer (at the rate it is
     # sent to), keepalive, and token expiry, the hard bound: the close starts at expiry and
     # is over (the transport aborted) close_timeout later
-    limits = {"ping_interval_s": defaults.ping_interval, "ping_timeout_s": defaults.ping_timeout,
-              "close_timeout_s": defaults.close_timeout, "token_ttl_s": ttl,
-              "bound_s": ttl + defaults.close_timeout}
+    limits = {
+        "ping_interval_s": defaults.ping_interval,
+        "ping_timeout_s": defaults.ping_timeout,
+        "close_timeout_s": defaults.close_timeout,
+        "token_ttl_s": ttl,
+        "bound_s": ttl + defaults.close_timeout,
+    }
     counts: dict[str, int] = {}
     closes: dict[str, int] = {}
     for r in reports:
@@ -645,53 +790,89 @@ def run_soak(redis_url: str, n: int, duration: float, log: Any, every: float = 5
         _add(closes, r.get("server_closes"))
     stall_totals = final_batch.get("totals") or (batches[-1]["totals"] if batches else {})
     actives = [a for _, a, _ in watch if a is not None] + [a for _, a in active if a is not None]
-    result = {"connections": n, "duration_s": duration, "every_s": every, "samples": samples, "step_results": emitted[0],
-              "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1],
-              "rss_max_mib": max(s[1] for s in samples), "slope_second_half_mib_per_min": slope,
-              "rss_final_mib": rss_final,
-              "token_ttl_s": ttl, "write_buffer_limit": SOAK_WRITE_BUFFER_LIMIT,
-              "churned": churned, "resumes": counts.get("resumes", 0),
-              "resumes_recovered": counts.get("recovered", 0), "resumes_not_recovered": counts.get("not_recovered", 0),
-              "reconnects": counts.get("reconnects", 0), "reconnects_failed": counts.get("reconnects_failed", 0),
-              "server_closes": closes,  # close code -> connections the server closed, as the clients saw it
-              "stalled_at_once": stalled, "stall_every_s": SOAK_STALL_EVERY,
-              "stall_event_bytes": SOAK_STALL_EVENT_BYTES, "stall_interval_s": SOAK_STALL_INTERVAL,
-              "stall_events": big_sent[0], "stall_mib_sent": big_sent[0] * SOAK_STALL_EVENT_BYTES / 2**20,
-              "stalled_opened": stall_totals.get("opened", 0), "stalled_open_failed": stall_totals.get("open_failed", 0),
-              "stalled_ended_by_server": stall_totals.get("ended_by_server", 0),
-              "stalled_closed_by_client": stall_totals.get("closed_by_client", 0),
-              "stalled_last_batch": {k: v for k, v in final_batch.items() if k != "totals"},
-              "stalled_open_errors": [e for b in batches for e in b.get("errors", [])][:10],
-              # stalled connections sent an event before their "authenticated" frame
-              "stalled_event_before_authenticated": stall_totals.get("before_authenticated", 0),
-              "slow_clients_dropped": (status1.get("slow_clients_dropped", 0) - status0.get("slow_clients_dropped", 0)
-                                       if status1 else None),
-              "server_counts": {k: v for k, v in status1.items()
-                                if k.startswith("connections_") or k in _STATUS_COUNTS},
-              "active_samples": active, "active_max": max(actives) if actives else None,
-              "active_final": active_final, "clients_held_final": held,
-              "settle_s": settle, "returned_to_held": settle is not None, "end_trace": end_trace,
-              "limits_s": limits,
-              # per batch, s from opening until the server had dropped all of it as slow (None: not all)
-              "stalled_drop_after_s": drops,
-              "stalled_drop_after_s_min": known[0] if known else None,
-              "stalled_drop_after_s_median": known[len(known) // 2] if known else None,
-              "stalled_drop_after_s_max": known[-1] if known else None,
-              "stalled_batches_not_all_dropped": sum(d is None for d in drops),
-              "errors": errors}
-    log(f"soak {duration:.0f} s: RSS {result['rss_start_mib']:.1f} -> {result['rss_end_mib']:.1f} MiB, "
-        f"second-half slope {slope:+.2f} MiB/min")
-    log(f"  {churned} churned, {result['resumes']} resumes ({result['resumes_not_recovered']} not recovered), "
-        f"{result['reconnects']} reconnects after server closes {closes} (token ttl {ttl:g} s)")
-    log(f"  stalled: {result['stalled_opened']} opened, {result['stalled_ended_by_server']} ended by the server "
+    result = {
+        "connections": n,
+        "duration_s": duration,
+        "every_s": every,
+        "samples": samples,
+        "step_results": emitted[0],
+        "rss_start_mib": samples[0][1],
+        "rss_end_mib": samples[-1][1],
+        "rss_max_mib": max(s[1] for s in samples),
+        "slope_second_half_mib_per_min": slope,
+        "rss_final_mib": rss_final,
+        "token_ttl_s": ttl,
+        "write_buffer_limit": SOAK_WRITE_BUFFER_LIMIT,
+        "churned": churned,
+        "resumes": counts.get("resumes", 0),
+        "resumes_recovered": counts.get("recovered", 0),
+        "resumes_not_recovered": counts.get("not_recovered", 0),
+        "reconnects": counts.get("reconnects", 0),
+        "reconnects_failed": counts.get("reconnects_failed", 0),
+        "server_closes": closes,  # close code -> connections the server closed, as the clients saw it
+        "stalled_at_once": stalled,
+        "stall_every_s": SOAK_STALL_EVERY,
+        "stall_event_bytes": SOAK_STALL_EVENT_BYTES,
+        "stall_interval_s": SOAK_STALL_INTERVAL,
+        "stall_events": big_sent[0],
+        "stall_mib_sent": big_sent[0] * SOAK_STALL_EVENT_BYTES / 2**20,
+        "stalled_opened": stall_totals.get("opened", 0),
+        "stalled_open_failed": stall_totals.get("open_failed", 0),
+        "stalled_ended_by_server": stall_totals.get("ended_by_server", 0),
+        "stalled_closed_by_client": stall_totals.get("closed_by_client", 0),
+        "stalled_last_batch": {k: v for k, v in final_batch.items() if k != "totals"},
+        "stalled_open_errors": [e for b in batches for e in b.get("errors", [])][:10],
+        # stalled connections sent an event before their "authenticated" frame
+        "stalled_event_before_authenticated": stall_totals.get("before_authenticated", 0),
+        "slow_clients_dropped": (
+            status1.get("slow_clients_dropped", 0) - status0.get("slow_clients_dropped", 0)
+            if status1
+            else None
+        ),
+        "server_counts": {
+            k: v for k, v in status1.items() if k.startswith("connections_") or k in _STATUS_COUNTS
+        },
+        "active_samples": active,
+        "active_max": max(actives) if actives else None,
+        "active_final": active_final,
+        "clients_held_final": held,
+        "settle_s": settle,
+        "returned_to_held": settle is not None,
+        "end_trace": end_trace,
+        "limits_s": limits,
+        # per batch, s from opening until the server had dropped all of it as slow (None: not all)
+        "stalled_drop_after_s": drops,
+        "stalled_drop_after_s_min": known[0] if known else None,
+        "stalled_drop_after_s_median": known[len(known) // 2] if known else None,
+        "stalled_drop_after_s_max": known[-1] if known else None,
+        "stalled_batches_not_all_dropped": sum(d is None for d in drops),
+        "errors": errors,
+    }
+    log(
+        f"soak {duration:.0f} s: RSS {result['rss_start_mib']:.1f} -> {result['rss_end_mib']:.1f} MiB, "
+        f"second-half slope {slope:+.2f} MiB/min"
+    )
+    log(
+        f"  {churned} churned, {result['resumes']} resumes ({result['resumes_not_recovered']} not recovered), "
+        f"{result['reconnects']} reconnects after server closes {closes} (token ttl {ttl:g} s)"
+    )
+    log(
+        f"  stalled: {result['stalled_opened']} opened, {result['stalled_ended_by_server']} ended by the server "
         f"({result['slow_clients_dropped']} dropped as slow), {result['stalled_closed_by_client']} still open when "
-        f"replaced; {result['stall_mib_sent']:.0f} MiB sent to them")
-    log(f"  active connections: max {result['active_max']}, at the end {active_final} for {held} held by the clients"
-        + (f" {settle:.1f} s after the churn stopped" if settle is not None
-           else f": not back within {SOAK_END_WAIT:g} s"))
-    log("  stalled batches dropped whole as slow after "
+        f"replaced; {result['stall_mib_sent']:.0f} MiB sent to them"
+    )
+    log(
+        f"  active connections: max {result['active_max']}, at the end {active_final} for {held} held by the clients"
+        + (
+            f" {settle:.1f} s after the churn stopped"
+            if settle is not None
+            else f": not back within {SOAK_END_WAIT:g} s"
+        )
+    )
+    log(
+        "  stalled batches dropped whole as slow after "
         + (f"{known[0]:.1f}-{known[-1]:.1f} s (median {known[len(known) // 2]:.1f})" if known else "-")
         + f", {result['stalled_batches_not_all_dropped']} of {len(drops)} batches not (token expiry bounds a "
-        f"connection at {limits['bound_s']:g} s)"
-        + (f"; errors {errors}" if errors else ""))
+        f"connection at {limits['bound_s']:g} s)" + (f"; errors {errors}" if errors else "")
+    )
     return result

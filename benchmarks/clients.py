@@ -71,8 +71,17 @@ class State:
 
 
 class Clients:
-    def __init__(self, kind: str, url: str, first: int, count: int, token: bool, *, ttl: float = 3600.0,
-                 resume: bool = False) -> None:
+    def __init__(
+        self,
+        kind: str,
+        url: str,
+        first: int,
+        count: int,
+        token: bool,
+        *,
+        ttl: float = 3600.0,
+        resume: bool = False,
+    ) -> None:
         self.kind = kind
         self.url = url
         self.users = [f"u{first + i}" for i in range(count)]
@@ -83,7 +92,9 @@ class Clients:
         self.conns: dict[str, ClientConnection] = {}
         self.readers: dict[str, asyncio.Task[None]] = {}
         self.failed = 0
-        self._settings: Any = None  # loaded once: Settings.load() costs ~2 ms, per connection it was 10 s at N=5000
+        self._settings: Any = (
+            None  # loaded once: Settings.load() costs ~2 ms, per connection it was 10 s at N=5000
+        )
         self._gate: asyncio.Semaphore | None = None
         # --resume
         self.last_ids: dict[str, str] = {}  # user -> id of the last event its connection received
@@ -119,8 +130,9 @@ class Clients:
         for attempt in range(3):
             last = self.last_ids.get(user) if resume else None
             try:
-                ws = await connect(self._url(user, last), proxy=None, open_timeout=30, max_size=None,
-                                   ping_interval=None)
+                ws = await connect(
+                    self._url(user, last), proxy=None, open_timeout=30, max_size=None, ping_interval=None
+                )
                 try:
                     await self._handshake(ws, user)
                 except BaseException:
@@ -131,7 +143,7 @@ class Clients:
                 if last is not None:
                     self.soak["resumes"] += 1
                 return True
-            except (OSError, ConnectionClosed, TimeoutError, asyncio.TimeoutError):
+            except (OSError, ConnectionClosed, TimeoutError):
                 await asyncio.sleep(0.2 * (attempt + 1))
         self.failed += 1
         return False
@@ -146,11 +158,7 @@ class Clients:
             elif self.kind.startswith("celery-ws") and self.token:
                 while orjson.loads(await ws.recv()).get("type") != "authenticated":
                     pass
-            elif self.kind.startswith("celery-ws"):
-                await ws.send(json.dumps({"action": "subscribe", "user_id": user}))
-                while orjson.loads(await ws.recv()).get("type") != "subscription_confirmed":
-                    pass
-            elif self.kind == "seed":
+            elif self.kind.startswith("celery-ws") or self.kind == "seed":
                 await ws.send(json.dumps({"action": "subscribe", "user_id": user}))
                 while orjson.loads(await ws.recv()).get("type") != "subscription_confirmed":
                     pass
@@ -266,9 +274,13 @@ class Clients:
         try:
             async with asyncio.timeout(10):
                 key = base64.b64encode(os.urandom(16)).decode()
-                writer.write((f"GET /?token={self._mint(user)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                writer.write(
+                    (
+                        f"GET /?token={self._mint(user)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                    ).encode()
+                )
                 head = await reader.readuntil(b"\r\n\r\n")
                 if head.split(b" ", 2)[1] != b"101":
                     raise ConnectionError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
@@ -329,8 +341,13 @@ class Clients:
         self.stall_totals.update(ended)
         self.stall_totals["opened"] += len(self.stalled)
         self.stall_totals["open_failed"] += len(errors)
-        return {"opened": len(self.stalled), "open_failed": len(errors), "errors": errors[:3], **ended,
-                "totals": dict(self.stall_totals)}
+        return {
+            "opened": len(self.stalled),
+            "open_failed": len(errors),
+            "errors": errors[:3],
+            **ended,
+            "totals": dict(self.stall_totals),
+        }
 
     # -- commands -------------------------------------------------------------------
 
@@ -340,7 +357,7 @@ class Clients:
             t0 = time.monotonic()
             todo = [u for u in self.users if u not in self.conns]
             if len(words) > 1:
-                todo = todo[:int(words[1])]
+                todo = todo[: int(words[1])]
             await self.connect_all(todo)
             return {"connected": len(self.conns), "failed": self.failed, "secs": time.monotonic() - t0}
         if words[0] == "reset":
@@ -350,8 +367,14 @@ class Clients:
             return {"ok": True}
         if words[0] == "report":
             s = self.state
-            answer = {"count": s.count, "extra": s.extra, "first": s.first, "last": s.last, "pairs": s.pairs,
-                      "open": sum(1 for ws in self.conns.values() if ws.state.name == "OPEN")}
+            answer = {
+                "count": s.count,
+                "extra": s.extra,
+                "first": s.first,
+                "last": s.last,
+                "pairs": s.pairs,
+                "open": sum(1 for ws in self.conns.values() if ws.state.name == "OPEN"),
+            }
             if self.resume:
                 answer["soak"] = dict(self.soak)
                 answer["server_closes"] = dict(self.server_closes)
@@ -366,8 +389,11 @@ class Clients:
                 await ws.close()
                 self.readers.pop(user).cancel()
             # and any connection a failed reconnect left closed
-            victims += [u for u in self.users if u not in self.conns and u not in self.reconnecting
-                        and u not in victims]
+            victims += [
+                u
+                for u in self.users
+                if u not in self.conns and u not in self.reconnecting and u not in victims
+            ]
             self.failed = 0
             await self.connect_all(victims, resume=self.resume)
             return {"churned": len(victims), "failed": self.failed}
@@ -392,8 +418,9 @@ class Clients:
         return {"error": f"unknown command {line!r}"}
 
 
-async def main(kind: str, url: str, first: int, count: int, token: bool, ttl: float = 3600.0,
-               resume: bool = False) -> None:
+async def main(
+    kind: str, url: str, first: int, count: int, token: bool, ttl: float = 3600.0, resume: bool = False
+) -> None:
     clients = Clients(kind, url, first, count, token, ttl=ttl, resume=resume)
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -420,4 +447,6 @@ if __name__ == "__main__":
     raise_nofile()
     args = sys.argv[1:]
     ttl = float(args[args.index("--ttl") + 1]) if "--ttl" in args else 3600.0
-    asyncio.run(main(args[0], args[1], int(args[2]), int(args[3]), "--token" in args, ttl, "--resume" in args))
+    asyncio.run(
+        main(args[0], args[1], int(args[2]), int(args[3]), "--token" in args, ttl, "--resume" in args)
+    )

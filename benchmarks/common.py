@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -35,8 +36,13 @@ def summary(values: list[float]) -> dict[str, Any]:
     vals = [v for v in values if v is not None]
     if not vals:
         return {"median": None, "min": None, "max": None, "n": 0, "values": []}
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals),
-            "values": vals}
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "values": vals,
+    }
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -53,10 +59,8 @@ class CpuMeter:
     def __init__(self, pids: list[int]) -> None:
         self.procs = []
         for pid in pids:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 self.procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
         self.start = self._total()
         self.t0 = time.monotonic()
 
@@ -92,8 +96,16 @@ class Child:
 
     def __post_init__(self) -> None:
         env = {**os.environ, **(self.env or {}), "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=None, text=True, cwd=ROOT, env=env, bufsize=1)
+        self.proc = subprocess.Popen(
+            self.args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            bufsize=1,
+        )
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
 
@@ -117,10 +129,8 @@ class Child:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:

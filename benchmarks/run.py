@@ -1,8 +1,8 @@
 """Run every benchmark, print the table, write JSON, PNG plots and the README table.
 
-    python -m benchmarks.run            # the full run (make bench), under 10 minutes on 2 cores
-    python -m benchmarks.run --quick    # a smoke run: small N, one repeat
-    python -m benchmarks.run --soak 600 # the 10-minute soak alone (make soak)
+python -m benchmarks.run            # the full run (make bench), under 10 minutes on 2 cores
+python -m benchmarks.run --quick    # a smoke run: small N, one repeat
+python -m benchmarks.run --soak 600 # the 10-minute soak alone (make soak)
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{psutil.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{psutil.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
@@ -50,21 +52,30 @@ def table(res: dict[str, Any]) -> str:
         add("### 1. Emit cost in the worker (µs per call, median (min–max))\n")
         add("| call | µs per call | vs progress() |")
         add("|---|---|---|")
-        for key, name in (("progress", "`self.progress()` (celery-ws)"), ("update_state", "`update_state('PROGRESS')` (Redis backend)"),
-                          ("socketio_emit", "socketio `RedisManager(write_only).emit()`"),
-                          ("publish", "bare redis-py `PUBLISH`")):
-            add(f"| {name} ({e['calls'][key]:,} calls) | {fmt(pc[key], digits=2)} | {_ratio(pc[key], pc['progress'])} |")
+        for key, name in (
+            ("progress", "`self.progress()` (celery-ws)"),
+            ("update_state", "`update_state('PROGRESS')` (Redis backend)"),
+            ("socketio_emit", "socketio `RedisManager(write_only).emit()`"),
+            ("publish", "bare redis-py `PUBLISH`"),
+        ):
+            add(
+                f"| {name} ({e['calls'][key]:,} calls) | {fmt(pc[key], digits=2)} | {_ratio(pc[key], pc['progress'])} |"
+            )
         t = e["task"]
         add("")
-        add(f"Task of {e['iterations']:,} iterations of {t['work_us_per_iteration']['median']:.1f} µs work: "
+        add(
+            f"Task of {e['iterations']:,} iterations of {t['work_us_per_iteration']['median']:.1f} µs work: "
             f"{fmt(t['without_s'], ' s', 2)} without, {fmt(t['with_s'], ' s', 2)} with a `progress()` per iteration: "
-            f"slowdown **{fmt(t['slowdown_pct'], ' %', 1)}**.")
+            f"slowdown **{fmt(t['slowdown_pct'], ' %', 1)}**."
+        )
         s = e["step_result"]
-        add(f"One `step_result()` until stored in Redis (emit + `flush()`): {fmt(s['single_until_stored_us'], ' µs', 0)} vs "
+        add(
+            f"One `step_result()` until stored in Redis (emit + `flush()`): {fmt(s['single_until_stored_us'], ' µs', 0)} vs "
             f"a bare pipelined write of the same event (3×XADD + HSET + 2×EXPIRE): {fmt(s['bare_pipelined_single_us'], ' µs', 0)}: "
             f"**{fmt(s['ratio_single'], '×', 2)}**. Caller cost of `step_result()` alone: {fmt(s['caller_cost_us'], ' µs', 1)}; "
             f"amortized over a burst until stored {fmt(s['amortized_until_stored_us'], ' µs', 1)} vs bare pipelined batch "
-            f"{fmt(s['bare_pipelined_batch_us'], ' µs', 1)} ({fmt(s['ratio_amortized'], '×', 2)}).\n")
+            f"{fmt(s['bare_pipelined_batch_us'], ' µs', 1)} ({fmt(s['ratio_amortized'], '×', 2)}).\n"
+        )
     if "fanout" in res:
         f = res["fanout"]["fanout"]
         add("### 2. Fan-out: delivered messages/s (median (min–max)), loss, CPU (% of one core)\n")
@@ -80,16 +91,28 @@ def table(res: dict[str, Any]) -> str:
                         add(f"| {n:,} | {mode} | {kind} | {entry['not_run']} | | | | n/a |")
                         continue
                     cws = f.get("celery-ws", {}).get(str(n), {}).get(mode, {}).get("msgs_per_s")
-                    add(f"| {n:,} | {mode} | {kind} | {fmt(entry['msgs_per_s'], '', 0)} | "
+                    add(
+                        f"| {n:,} | {mode} | {kind} | {fmt(entry['msgs_per_s'], '', 0)} | "
                         f"{entry['loss']['median']:.2%} | {entry['server_cpu']['median']:.0f}% | "
-                        f"{entry['client_cpu']['median']:.0f}% | {_ratio(cws, entry['msgs_per_s']) if kind != 'celery-ws' else ''} |")
+                        f"{entry['client_cpu']['median']:.0f}% | {_ratio(cws, entry['msgs_per_s']) if kind != 'celery-ws' else ''} |"
+                    )
         add("")
-        seed_events = sorted({r["events"] for v in f.get("seed", {}).values() for r in v.get("addressed", {}).get("runs", [])})
-        cws_events = sorted({r["events"] for v in f.get("celery-ws", {}).values() for r in v.get("addressed", {}).get("runs", [])})
+        seed_events = sorted(
+            {r["events"] for v in f.get("seed", {}).values() for r in v.get("addressed", {}).get("runs", [])}
+        )
+        cws_events = sorted(
+            {
+                r["events"]
+                for v in f.get("celery-ws", {}).values()
+                for r in v.get("addressed", {}).get("runs", [])
+            }
+        )
         if seed_events:
-            add(f"Addressed runs send {', '.join(f'{e:,}' for e in cws_events)} events; the seed's send "
+            add(
+                f"Addressed runs send {', '.join(f'{e:,}' for e in cws_events)} events; the seed's send "
                 f"{', '.join(f'{e:,}' for e in seed_events)} (it sends every addressed event to every connection, "
-                "so each costs it N frames; the rate is delivered ÷ time, as for the others).\n")
+                "so each costs it N frames; the rate is delivered ÷ time, as for the others).\n"
+            )
         lat = res["fanout"]["latency"]
         if lat:
             add("### 3. Latency, emit → receive, ms (median of runs (min–max))\n")
@@ -101,49 +124,75 @@ def table(res: dict[str, Any]) -> str:
                     if not e:
                         continue
                     secs = e["runs"][0].get("duration_s") if e.get("runs") else None
-                    add(f"| {load}{f' ({secs:g} s)' if secs else ''} | {kind} | {fmt(e['p50_ms'], '', 2)} | {fmt(e['p99_ms'], '', 2)} | "
+                    add(
+                        f"| {load}{f' ({secs:g} s)' if secs else ''} | {kind} | {fmt(e['p50_ms'], '', 2)} | {fmt(e['p99_ms'], '', 2)} | "
                         f"{fmt(e['max_ms'], '', 1)} | {fmt(e['last_client_p50_ms'], '', 1)} | {e['loss']['median']:.2%} | "
-                        f"{e['server_cpu']['median']:.0f}% | {e['client_cpu']['median']:.0f}% |")
+                        f"{e['server_cpu']['median']:.0f}% | {e['client_cpu']['median']:.0f}% |"
+                    )
             add("")
     if "confirm" in res:
         c = res["confirm"]
         add("### 4. Confirmation round trip, ms\n")
         add("| measure | p50 | p99 | max |")
         add("|---|---|---|---|")
-        add(f"| celery-ws: client sends `confirm` → `confirm_step()` returns | {fmt(c['cws_p50'], '', 2)} | "
-            f"{fmt(c['cws_p99'], '', 2)} | {fmt(c['cws_max'], '', 2)} |")
-        add(f"| celery-ws: whole question (ask → shown → answered → returns) | {fmt(c['cws_rt_p50'], '', 2)} | | |")
-        add(f"| Redis floor: PUBLISH → other process LPUSH → BLPOP wakes | {fmt(c['floor_p50'], '', 2)} | "
-            f"{fmt(c['floor_p99'], '', 2)} | |")
+        add(
+            f"| celery-ws: client sends `confirm` → `confirm_step()` returns | {fmt(c['cws_p50'], '', 2)} | "
+            f"{fmt(c['cws_p99'], '', 2)} | {fmt(c['cws_max'], '', 2)} |"
+        )
+        add(
+            f"| celery-ws: whole question (ask → shown → answered → returns) | {fmt(c['cws_rt_p50'], '', 2)} | | |"
+        )
+        add(
+            f"| Redis floor: PUBLISH → other process LPUSH → BLPOP wakes | {fmt(c['floor_p50'], '', 2)} | "
+            f"{fmt(c['floor_p99'], '', 2)} | |"
+        )
         add(f"| Redis floor, LPUSH → BLPOP wakes only | {fmt(c['floor_oneway_p50'], '', 2)} | | |")
-        add(f"\np50 ratio celery-ws ÷ floor: **{fmt(c['ratio_p50_vs_floor'], '×', 2)}** ({c['n']} confirmations per run).\n")
+        add(
+            f"\np50 ratio celery-ws ÷ floor: **{fmt(c['ratio_p50_vs_floor'], '×', 2)}** ({c['n']} confirmations per run).\n"
+        )
     if "memory" in res:
         add("### 5. Memory: server RSS growth per idle subscribed connection, KiB\n")
         mem_sizes = sorted({int(n) for v in res["memory"].values() for n in v})
-        add(f"Each repeat is one server process: RSS read after the first {mem_sizes[0]:,} connections and again "
+        add(
+            f"Each repeat is one server process: RSS read after the first {mem_sizes[0]:,} connections and again "
             f"after {mem_sizes[-1]:,}. Compression is on by default: permessage-deflate without context takeover "
             "(each message compressed on its own, no zlib state kept per idle connection); `celery-ws-nodeflate` is "
-            f"the same server with `compression=False`, measured at N={mem_sizes[0]:,} only.\n")
+            f"the same server with `compression=False`, measured at N={mem_sizes[0]:,} only.\n"
+        )
         add("| server | N | KiB/conn | RSS MiB |")
         add("|---|---|---|---|")
         for label, sizes in res["memory"].items():
             for n, e in sizes.items():
-                add(f"| {label} | {int(n):,} | {fmt(e['per_conn_kib'], '', 1)} | {fmt(e['rss_mib'], '', 0)} |")
+                add(
+                    f"| {label} | {int(n):,} | {fmt(e['per_conn_kib'], '', 1)} | {fmt(e['rss_mib'], '', 0)} |"
+                )
         if "fanout" in res:
             add("\nOpen mode, from the fan-out stacks (one reading each):\n")
-            add("| server | " + " | ".join(f"N={n}" for n in sorted({int(n) for v in res['fanout']['open_rss'].values() for n in v})) + " |")
-            sizes = sorted({int(n) for v in res['fanout']['open_rss'].values() for n in v})
+            add(
+                "| server | "
+                + " | ".join(
+                    f"N={n}" for n in sorted({int(n) for v in res["fanout"]["open_rss"].values() for n in v})
+                )
+                + " |"
+            )
+            sizes = sorted({int(n) for v in res["fanout"]["open_rss"].values() for n in v})
             add("|---|" + "---|" * len(sizes))
             for kind, v in res["fanout"]["open_rss"].items():
-                add(f"| {kind} | " + " | ".join(f"{v[str(n)]['per_conn_kib']:.1f}" if str(n) in v else "" for n in sizes) + " |")
+                add(
+                    f"| {kind} | "
+                    + " | ".join(f"{v[str(n)]['per_conn_kib']:.1f}" if str(n) in v else "" for n in sizes)
+                    + " |"
+                )
         add("")
     if "soak" in res:
         s = res["soak"]
         if "stalled_at_once" not in s:  # a result from before the soak had resumes and stalled clients
-            add(f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections, 5 % churned and RSS read every {s.get('every_s', 5):g} s, "
+            add(
+                f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections, 5 % churned and RSS read every {s.get('every_s', 5):g} s, "
                 f"a task emitting progress every 2 ms and a step result every 40 ms): RSS {s['rss_start_mib']:.1f} → "
                 f"{s['rss_end_mib']:.1f} MiB (max {s['rss_max_mib']:.1f}), second-half slope "
-                f"{s['slope_second_half_mib_per_min']:+.2f} MiB/min.\n")
+                f"{s['slope_second_half_mib_per_min']:+.2f} MiB/min.\n"
+            )
         else:
             add(soak_table(s))
     if "scaleout" in res:
@@ -153,8 +202,10 @@ def table(res: dict[str, Any]) -> str:
         for n, e in res["scaleout"].items():
             for mode in ("addressed", "broadcast"):
                 one = res.get("fanout", {}).get("fanout", {}).get("celery-ws", {}).get(n, {}).get(mode, {})
-                add(f"| {int(n):,} | {mode} | {fmt(e[mode]['msgs_per_s'], '', 0)} | {fmt(one.get('msgs_per_s'), '', 0)} | "
-                    f"{e[mode]['server_cpu']['median']:.0f}% | {e[mode]['client_cpu']['median']:.0f}% |")
+                add(
+                    f"| {int(n):,} | {mode} | {fmt(e[mode]['msgs_per_s'], '', 0)} | {fmt(one.get('msgs_per_s'), '', 0)} | "
+                    f"{e[mode]['server_cpu']['median']:.0f}% | {e[mode]['client_cpu']['median']:.0f}% |"
+                )
         add("")
     return "\n".join(lines)
 
@@ -164,7 +215,8 @@ def soak_table(s: dict[str, Any]) -> str:
     lines: list[str] = []
     add = lines.append
     kib = s["write_buffer_limit"] / 1024
-    add(f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections): every {s['every_s']:g} s 5 % of "
+    add(
+        f"Soak ({s['duration_s']:.0f} s, {s['connections']} token-mode connections): every {s['every_s']:g} s 5 % of "
         f"them close and reconnect, resuming from the last event id they saw (`last_event_id`), and RSS and `/status` "
         f"are read; tokens live {s['token_ttl_s']:g} s, so the server closes connections at expiry (4401) and they "
         f"reconnect with a fresh token, resuming; a task emits progress every 2 ms and a step result every 40 ms; "
@@ -172,35 +224,57 @@ def soak_table(s: dict[str, Any]) -> str:
         f"{s['stall_every_s']:g} s), each sent a {s['stall_event_bytes'] / 1024:g} KiB event every "
         f"{1000 * s['stall_interval_s']:g} ms, against a `write_buffer_limit` of {kib:g} KiB. At the end the churn and "
         f"the batches stop, the last batch is still sent to, and the server's active connections must come back to "
-        f"what the clients hold.\n")
+        f"what the clients hold.\n"
+    )
     add("| figure | value |")
     add("|---|---|")
     after = f"; {s['rss_final_mib']:.1f} MiB after the end" if s.get("rss_final_mib") is not None else ""
-    add(f"| RSS start → end of the churn (max) | {s['rss_start_mib']:.1f} → {s['rss_end_mib']:.1f} MiB "
-        f"({s['rss_max_mib']:.1f}){after} |")
+    add(
+        f"| RSS start → end of the churn (max) | {s['rss_start_mib']:.1f} → {s['rss_end_mib']:.1f} MiB "
+        f"({s['rss_max_mib']:.1f}){after} |"
+    )
     add(f"| RSS slope, second half | {s['slope_second_half_mib_per_min']:+.2f} MiB/min |")
-    add(f"| connections churned / resumes (not recovered) | {s['churned']:,} / {s['resumes']:,} "
-        f"({s['resumes_not_recovered']:,}) |")
+    add(
+        f"| connections churned / resumes (not recovered) | {s['churned']:,} / {s['resumes']:,} "
+        f"({s['resumes_not_recovered']:,}) |"
+    )
     closes = ", ".join(f"{code}: {count:,}" for code, count in sorted(s["server_closes"].items())) or "none"
-    add(f"| closed by the server, seen by the clients (code: count) / reconnects (failed) | {closes} / "
-        f"{s['reconnects']:,} ({s['reconnects_failed']:,}) |")
-    add(f"| step results emitted / MiB sent to stalled users | {s['step_results']:,} / {s['stall_mib_sent']:,.0f} |")
-    add(f"| stalled connections opened (failed to open) | {s['stalled_opened']:,} ({s['stalled_open_failed']:,}) |")
+    add(
+        f"| closed by the server, seen by the clients (code: count) / reconnects (failed) | {closes} / "
+        f"{s['reconnects']:,} ({s['reconnects_failed']:,}) |"
+    )
+    add(
+        f"| step results emitted / MiB sent to stalled users | {s['step_results']:,} / {s['stall_mib_sent']:,.0f} |"
+    )
+    add(
+        f"| stalled connections opened (failed to open) | {s['stalled_opened']:,} ({s['stalled_open_failed']:,}) |"
+    )
     if s.get("stalled_event_before_authenticated"):
-        add(f"| … sent a live event before their `authenticated` frame | {s['stalled_event_before_authenticated']:,} |")
-    add(f"| … ended by the server / still open when replaced | {s['stalled_ended_by_server']:,} / "
-        f"{s['stalled_closed_by_client']:,} |")
+        add(
+            f"| … sent a live event before their `authenticated` frame | {s['stalled_event_before_authenticated']:,} |"
+        )
+    add(
+        f"| … ended by the server / still open when replaced | {s['stalled_ended_by_server']:,} / "
+        f"{s['stalled_closed_by_client']:,} |"
+    )
     add(f"| … dropped as slow (`slow_clients_dropped`) | {s['slow_clients_dropped']} |")
     drops = s["stalled_drop_after_s"]
     if s["stalled_drop_after_s_max"] is not None:
-        add(f"| batches dropped whole as slow, s after opening: min / median / max | "
+        add(
+            f"| batches dropped whole as slow, s after opening: min / median / max | "
             f"{s['stalled_drop_after_s_min']:.1f} / {s['stalled_drop_after_s_median']:.1f} / "
             f"{s['stalled_drop_after_s_max']:.1f} ({len(drops) - s['stalled_batches_not_all_dropped']} of "
-            f"{len(drops)} batches; token expiry bounds any connection at {s['limits_s']['bound_s']:g} s) |")
-    add(f"| active connections: max / at the end / held by the clients | {s['active_max']} / {s['active_final']} / "
-        f"{s['clients_held_final']} |")
-    add("| active connections back to what the clients hold, after the churn stopped | "
-        + (f"{s['settle_s']:.1f} s" if s["settle_s"] is not None else "**no**") + " |")
+            f"{len(drops)} batches; token expiry bounds any connection at {s['limits_s']['bound_s']:g} s) |"
+        )
+    add(
+        f"| active connections: max / at the end / held by the clients | {s['active_max']} / {s['active_final']} / "
+        f"{s['clients_held_final']} |"
+    )
+    add(
+        "| active connections back to what the clients hold, after the churn stopped | "
+        + (f"{s['settle_s']:.1f} s" if s["settle_s"] is not None else "**no**")
+        + " |"
+    )
     if s.get("errors"):
         add(f"| errors | {'; '.join(s['errors'])} |")
     add("")
@@ -243,8 +317,12 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
                 kinds = [k for k in KINDS if load in lat.get(k, {})]
                 x = range(len(kinds))
                 for offset, key in ((-0.2, "p50_ms"), (0.2, "p99_ms")):
-                    ax.bar([i + offset for i in x], [lat[k][load][key]["median"] for k in kinds], width=0.4,
-                           label=key.replace("_ms", ""))
+                    ax.bar(
+                        [i + offset for i in x],
+                        [lat[k][load][key]["median"] for k in kinds],
+                        width=0.4,
+                        label=key.replace("_ms", ""),
+                    )
                 ax.set_xticks(list(x), kinds)
                 ax.set_yscale("log")
                 ax.set_ylabel("ms (log)")
@@ -273,12 +351,22 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_xlabel("s")
         ax.set_ylabel("server RSS MiB")
         ax.set_title("soak")
-        active = [(t, a) for t, a in res["soak"].get("active_samples", [])
-                  + [(t, a) for t, a, _ in res["soak"].get("end_trace", [])] if a is not None]
+        active = [
+            (t, a)
+            for t, a in res["soak"].get("active_samples", [])
+            + [(t, a) for t, a, _ in res["soak"].get("end_trace", [])]
+            if a is not None
+        ]
         if active:
             ax2 = ax.twinx()
-            ax2.plot([t for t, _ in active], [a for _, a in active], color="tab:orange", marker=".", linewidth=0.8,
-                     label="active connections")
+            ax2.plot(
+                [t for t, _ in active],
+                [a for _, a in active],
+                color="tab:orange",
+                marker=".",
+                linewidth=0.8,
+                label="active connections",
+            )
             ax2.set_ylabel("active connections")
             lo, hi = min(a for _, a in active), max(a for _, a in active)
             ax2.set_ylim(lo - max(5, (hi - lo)), hi + max(5, (hi - lo)))
@@ -298,8 +386,12 @@ def update_readme(text: str) -> None:
     content = readme.read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     if start in content and end in content:
-        content = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", content,
-                         flags=re.S)
+        content = re.sub(
+            re.escape(start) + ".*?" + re.escape(end),
+            lambda _: f"{start}\n{text}\n{end}",
+            content,
+            flags=re.S,
+        )
         readme.write_text(content)
 
 
@@ -307,7 +399,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small N, one repeat: a smoke run")
     parser.add_argument("--soak", type=float, default=0, help="run only the soak, for this many seconds")
-    parser.add_argument("--only", default="", help="comma-separated: emit,confirm,fanout,memory,scaleout,soak,profile")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: emit,confirm,fanout,memory,scaleout,soak,profile"
+    )
     parser.add_argument("--repeats", type=int, default=None)
     opts = parser.parse_args()
     raise_nofile()
@@ -317,8 +411,15 @@ def main() -> None:
     repeats = opts.repeats or (1 if quick else 3)
     sizes = [50, 200] if quick else [100, 1000, 5000]
     lat_n = 200 if quick else 1000
-    only = set(filter(None, opts.only.split(","))) or {"emit", "confirm", "fanout", "memory", "scaleout", "soak",
-                                                        "profile"}
+    only = set(filter(None, opts.only.split(","))) or {
+        "emit",
+        "confirm",
+        "fanout",
+        "memory",
+        "scaleout",
+        "soak",
+        "profile",
+    }
     if opts.soak:
         only = {"soak"}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -328,8 +429,12 @@ def main() -> None:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
-    res: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-                           "quick": quick, "repeats": repeats}
+    res: dict[str, Any] = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "quick": quick,
+        "repeats": repeats,
+    }
     with RedisServer() as server:
         url = server.url
 
@@ -345,17 +450,38 @@ def main() -> None:
         # addressed: 5,000 events (medians were stable at 20,000 and 10,000, whose runs took 1-5 s each);
         # broadcasts: 20,000 deliveries (at N=5,000 that is already the floor of 3-4 events)
         deliveries = {"addressed": 3_000 if quick else 5_000, "broadcast": 5_000 if quick else 20_000}
-        section("fanout", lambda: bench_ws.run_fanout(url, list(KINDS), sizes, repeats, deliveries,
-                                                       lat_n, 1.0 if quick else 2.0, log))
+        section(
+            "fanout",
+            lambda: bench_ws.run_fanout(
+                url, list(KINDS), sizes, repeats, deliveries, lat_n, 1.0 if quick else 2.0, log
+            ),
+        )
         # celery-ws-nodeflate (a reference, not a peer) only at the smaller size: a 5,000 stack costs ~20 s a repeat
-        section("memory", lambda: bench_ws.run_memory(url, [("celery-ws", True, sizes[1:]),
-                                                            ("celery-ws-nodeflate", True, sizes[1:2]),
-                                                            ("relay", False, sizes[1:])],
-                                                      repeats, log))
+        section(
+            "memory",
+            lambda: bench_ws.run_memory(
+                url,
+                [
+                    ("celery-ws", True, sizes[1:]),
+                    ("celery-ws-nodeflate", True, sizes[1:2]),
+                    ("relay", False, sizes[1:]),
+                ],
+                repeats,
+                log,
+            ),
+        )
         section("scaleout", lambda: bench_ws.run_scaleout(url, sizes[1:], repeats, deliveries, log))
         # make bench: a 20-s soak (RSS every 2.5 s); make soak: 10 minutes (RSS every 5 s)
-        section("soak", lambda: bench_ws.run_soak(url, 200 if quick else 500, opts.soak or (10 if quick else 20), log,
-                                                  every=5.0 if opts.soak else 2.5))
+        section(
+            "soak",
+            lambda: bench_ws.run_soak(
+                url,
+                200 if quick else 500,
+                opts.soak or (10 if quick else 20),
+                log,
+                every=5.0 if opts.soak else 2.5,
+            ),
+        )
         if "profile" in only:
             t0 = time.monotonic()
             log("== profile (celery-ws server under pyinstrument, N=1000 fan-out)")
@@ -378,8 +504,12 @@ def main() -> None:
     out_dir = RESULTS / ("quick" if quick else "partial" if name == "partial" else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = plots(res, out_dir)
-    text = (f"Run {res['date']} on {res['machine']}; {repeats} repeats per figure; total {res['total_s']:.0f} s ("
-            + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ").\n\n" + table(res))
+    text = (
+        f"Run {res['date']} on {res['machine']}; {repeats} repeats per figure; total {res['total_s']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + ").\n\n"
+        + table(res)
+    )
     (RESULTS / f"{name}.md").write_text(text)
     print("\n" + text)
     print(f"\nwrote {RESULTS / (name + '.json')}, {RESULTS / (name + '.md')}, plots {written}")

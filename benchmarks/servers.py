@@ -46,7 +46,8 @@ def load_seed() -> Any:
     if not path.exists():
         raise ImportError(f"aiecs is installed but has no {path}")
     module_spec = importlib.util.spec_from_file_location("seed_websocket_manager", path)
-    assert module_spec is not None and module_spec.loader is not None
+    assert module_spec is not None
+    assert module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
@@ -57,6 +58,7 @@ def _wait_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
         for _ in sys.stdin:
             pass
         loop.call_soon_threadsafe(stop.set)
+
     threading.Thread(target=reader, daemon=True).start()
 
 
@@ -64,11 +66,17 @@ def _ready(port: int) -> None:
     print(json.dumps({"ready": port, "pid": os.getpid()}), flush=True)
 
 
-async def run_celery_ws(port: int, redis_url: str, token: bool, compression: bool, stop: asyncio.Event) -> None:
+async def run_celery_ws(
+    port: int, redis_url: str, token: bool, compression: bool, stop: asyncio.Event
+) -> None:
     from celery_ws.server.manager import WebSocketManager
 
-    overrides: dict[str, Any] = {"redis_url": redis_url, "compression": compression,
-                                 "max_connections": 20000, "max_connections_per_user": 1000}
+    overrides: dict[str, Any] = {
+        "redis_url": redis_url,
+        "compression": compression,
+        "max_connections": 20000,
+        "max_connections_per_user": 1000,
+    }
     if token:
         overrides["secret"] = os.environ["BENCH_SECRET"]
     manager = WebSocketManager(host="127.0.0.1", port=port, **overrides)
@@ -130,8 +138,9 @@ async def run_socketio(port: int, redis_url: str, stop: asyncio.Event) -> None:
     import socketio
     from aiohttp import web
 
-    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=socketio.AsyncRedisManager(redis_url),
-                               cors_allowed_origins="*")
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp", client_manager=socketio.AsyncRedisManager(redis_url), cors_allowed_origins="*"
+    )
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: dict[str, Any] | None) -> None:

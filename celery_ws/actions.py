@@ -36,9 +36,7 @@ __all__ = [
 #: User, task, callback and message ids a client may name: bounded and boring.
 #: No ``{`` or ``}``: keys.py encloses every id in braces, and an id without
 #: them fills its Redis Cluster hash tag exactly.
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+\-]+$")
-]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+\-]+$")]
 
 #: An event id as Redis streams make them: milliseconds-sequence.
 EventId = Annotated[str, StringConstraints(max_length=41, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
@@ -132,8 +130,11 @@ def parse_action(raw: str | bytes) -> ClientAction:
     for field, value in data.items():
         if _deeper_than(value, MAX_DEPTH):
             name = _short(field)
-            raise ProtocolError("invalid_message", f"Invalid field {name!r}: nested deeper than {MAX_DEPTH} levels",
-                                field=name)
+            raise ProtocolError(
+                "invalid_message",
+                f"Invalid field {name!r}: nested deeper than {MAX_DEPTH} levels",
+                field=name,
+            )
     try:
         return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:

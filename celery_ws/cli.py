@@ -58,19 +58,41 @@ def ws() -> None:
 
 
 @ws.command()
-@click.option("--app", "app_path", metavar="MODULE:APP", help="Celery app, for settings and for revoking cancelled tasks.")
+@click.option(
+    "--app",
+    "app_path",
+    metavar="MODULE:APP",
+    help="Celery app, for settings and for revoking cancelled tasks.",
+)
 @click.option("--host", help="Address to listen on [WEBSOCKET_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port to listen on [WEBSOCKET_PORT, default 8765].")
 @click.option("--redis-url", help="Redis carrying the events [CELERY_WS_REDIS_URL].")
-@click.option("--insecure", is_flag=True, default=None,
-              help="Allow open mode (no CELERY_WS_SECRET) on a non-loopback address.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Allow open mode (no CELERY_WS_SECRET) on a non-loopback address.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
-              envvar="CELERY_WS_LOG_FORMAT",
-              help="json: one object per line (time, level, logger, message) [CELERY_WS_LOG_FORMAT].")
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    envvar="CELERY_WS_LOG_FORMAT",
+    help="json: one object per line (time, level, logger, message) [CELERY_WS_LOG_FORMAT].",
+)
 @click.pass_context
-def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int | None,
-          redis_url: str | None, insecure: bool | None, log_level: str, log_format: LogFormat) -> None:
+def serve(
+    ctx: click.Context,
+    app_path: str | None,
+    host: str | None,
+    port: int | None,
+    redis_url: str | None,
+    insecure: bool | None,
+    log_level: str,
+    log_format: LogFormat,
+) -> None:
     """Run the WebSocket server."""
     from .exceptions import SettingsError
     from .server.manager import WebSocketManager
@@ -96,7 +118,9 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.close)
         if app is None:
-            logging.getLogger(__name__).warning("no --app: cancel works through progress() and confirm_step() only")
+            logging.getLogger(__name__).warning(
+                "no --app: cancel works through progress() and confirm_step() only"
+            )
         await server.wait_closed()
         await manager.stop_server()
 
@@ -104,8 +128,12 @@ def serve(ctx: click.Context, app_path: str | None, host: str | None, port: int 
 
 
 @ws.command()
-@click.option("--url", default="http://127.0.0.1:8765", show_default=True,
-              help="The server (http:// or ws://; /status is appended).")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8765",
+    show_default=True,
+    help="The server (http:// or ws://; /status is appended).",
+)
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
 def status(url: str, timeout: float, as_json: bool) -> None:
@@ -178,7 +206,9 @@ def token(user_id: str, ttl: int, app_path: str | None) -> None:
 @click.option("--token", envvar="CELERY_WS_TOKEN", help="Connection token for token mode [CELERY_WS_TOKEN].")
 @click.option("--yes", is_flag=True, help="Answer every question with yes.")
 @click.option("--follow", is_flag=True, help="With --user: keep watching after a task ends, until Ctrl-C.")
-def watch(task_id: str | None, user_id: str | None, url: str, token: str | None, yes: bool, follow: bool) -> None:
+def watch(
+    task_id: str | None, user_id: str | None, url: str, token: str | None, yes: bool, follow: bool
+) -> None:
     """Show TASK_ID's (or a user's) progress and answer its questions.
 
     Exits 0 when the task succeeded, 1 when it failed, 2 when it was cancelled
@@ -197,7 +227,9 @@ def watch(task_id: str | None, user_id: str | None, url: str, token: str | None,
     if task_id is None and user_id is None and token is None:
         raise click.UsageError("give a TASK_ID, --user USER or --token TOKEN")
     try:
-        code = asyncio.run(run_watch(url, task_id=task_id, user_id=user_id, token=token, yes=yes, follow=follow))
+        code = asyncio.run(
+            run_watch(url, task_id=task_id, user_id=user_id, token=token, yes=yes, follow=follow)
+        )
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     sys.exit(code)

@@ -39,5 +39,6 @@ _POOL_WAIT = 10.0
 
 def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **_options(blocking))
+        url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **_options(blocking)
+    )
     return redis.asyncio.Redis(connection_pool=pool)

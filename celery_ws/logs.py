@@ -73,7 +73,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "info", fmt: LogFormat = "text", stream: IO[str] | None = None) -> logging.Handler:
+def configure_logging(
+    level: str = "info", fmt: LogFormat = "text", stream: IO[str] | None = None
+) -> logging.Handler:
     """Send every log record at ``level`` or above to ``stream`` (stderr) as
     text or JSON lines; the ``websockets`` library's own loggers stay at WARNING.
 

@@ -48,27 +48,21 @@ class Settings(BaseSettings):
     )
 
     # -- Redis --
-    redis_url: str = _setting(DEFAULT_REDIS_URL, "redis_url", "CELERY_WS_REDIS_URL", pattern=r"^(redis|rediss|unix)://")
+    redis_url: str = _setting(
+        DEFAULT_REDIS_URL, "redis_url", "CELERY_WS_REDIS_URL", pattern=r"^(redis|rediss|unix)://"
+    )
     key_prefix: str = _setting(
         "cws", "key_prefix", "CELERY_WS_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.\-]{1,32}$"
     )
-    stream_max_events: int = _setting(
-        100_000, "stream_max_events", "CELERY_WS_STREAM_MAX_EVENTS", ge=100
-    )
-    history_max_events: int = _setting(
-        1_000, "history_max_events", "CELERY_WS_HISTORY_MAX_EVENTS", ge=1
-    )
+    stream_max_events: int = _setting(100_000, "stream_max_events", "CELERY_WS_STREAM_MAX_EVENTS", ge=100)
+    history_max_events: int = _setting(1_000, "history_max_events", "CELERY_WS_HISTORY_MAX_EVENTS", ge=1)
     history_ttl: int = _setting(86_400, "history_ttl", "CELERY_WS_HISTORY_TTL", ge=60)
 
     # -- worker --
-    progress_interval: float = _setting(
-        0.1, "progress_interval", "CELERY_WS_PROGRESS_INTERVAL", ge=0
-    )
+    progress_interval: float = _setting(0.1, "progress_interval", "CELERY_WS_PROGRESS_INTERVAL", ge=0)
     emit_buffer: int = _setting(10_000, "emit_buffer", "CELERY_WS_EMIT_BUFFER", ge=10)
     #: a running task's heartbeat; servers report it lost after three missed beats
-    heartbeat_interval: float = _setting(
-        10.0, "heartbeat_interval", "CELERY_WS_HEARTBEAT_INTERVAL", ge=0.05
-    )
+    heartbeat_interval: float = _setting(10.0, "heartbeat_interval", "CELERY_WS_HEARTBEAT_INTERVAL", ge=0.05)
     #: what a task's owner is told of its exceptions: "message" (class and text)
     #: or "class" (the class name only: a text can carry SQL, paths, other users' data)
     error_detail: Literal["message", "class"] = _setting("message", "error_detail", "CELERY_WS_ERROR_DETAIL")
@@ -108,9 +102,7 @@ class Settings(BaseSettings):
     rate_limit: float = _setting(20.0, "rate_limit", "CELERY_WS_RATE_LIMIT", gt=0)
     rate_burst: int = _setting(60, "rate_burst", "CELERY_WS_RATE_BURST", ge=1)
     #: unsent bytes after which a client that stopped reading is disconnected
-    write_buffer_limit: int = _setting(
-        1 << 20, "write_buffer_limit", "CELERY_WS_WRITE_BUFFER_LIMIT", ge=4096
-    )
+    write_buffer_limit: int = _setting(1 << 20, "write_buffer_limit", "CELERY_WS_WRITE_BUFFER_LIMIT", ge=4096)
 
     # -- protocol and page --
     #: permessage-deflate, per message (no context takeover): less bandwidth,

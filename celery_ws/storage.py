@@ -172,9 +172,7 @@ def open_confirmation(
         pipe.expire(key, ttl)
 
 
-def answer_payload(
-    proceed: bool, feedback: str | None, answered_by: str | None, data: Any = None
-) -> bytes:
+def answer_payload(proceed: bool, feedback: str | None, answered_by: str | None, data: Any = None) -> bytes:
     return dumps(
         {
             "proceed": proceed,
@@ -193,8 +191,15 @@ def answer_call(
     keys = settings.keys
     return (
         [keys.confirm(callback_id), keys.confirm_reply(callback_id)],
-        [keys.prefix, callback_id, answered_by or "", answer, time.time(), settings.history_ttl,
-         "1" if checked else "0"],
+        [
+            keys.prefix,
+            callback_id,
+            answered_by or "",
+            answer,
+            time.time(),
+            settings.history_ttl,
+            "1" if checked else "0",
+        ],
     )
 
 

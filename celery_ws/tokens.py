@@ -93,8 +93,10 @@ def verification_keys(settings: Settings) -> list[Any]:
         if settings.secret is None:
             raise SettingsError(f"{_variable_names('secret')} is not set: no key verifies {algorithm} tokens")
         named = [(settings.secret, _variable_names("secret"))]
-        named += [(old, f"{_variable_names('previous_secrets')} (#{number})")
-                  for number, old in enumerate(settings.previous_secrets, 1)]
+        named += [
+            (old, f"{_variable_names('previous_secrets')} (#{number})")
+            for number, old in enumerate(settings.previous_secrets, 1)
+        ]
         return [_prepared(secret.get_secret_value(), algorithm, name) for secret, name in named]
     if settings.jwt_public_key is None:
         raise SettingsError(
@@ -111,8 +113,9 @@ def _pem(value: str) -> str:
     try:
         return Path(value).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{_variable_names('jwt_public_key')}: neither a PEM key nor a readable file: "
-                            f"{exc}") from None
+        raise SettingsError(
+            f"{_variable_names('jwt_public_key')}: neither a PEM key nor a readable file: {exc}"
+        ) from None
 
 
 def _prepared(key: str, algorithm: str, name: str) -> Any:
@@ -148,7 +151,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """Raises:
-            InvalidToken: with a reason safe to show the client.
+        InvalidToken: with a reason safe to show the client.
         """
         if not token or len(token) > 8192:
             raise InvalidToken("missing or oversized token")

@@ -149,8 +149,13 @@ class Processes:
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                argv,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         child = Child(name, process, log)
         self.children.append(child)
@@ -184,8 +189,9 @@ def choose_redis(stack: contextlib.ExitStack) -> str:
         server.start()
     except (OSError, RuntimeError) as exc:
         raise DemoError(f"no Redis at {url}, and no embedded one either: {exc}") from None
-    console.print(f"Redis: nothing answers at {escape(url)}; "
-                  f"started an embedded redis-server at [cyan]{server.url}[/]")
+    console.print(
+        f"Redis: nothing answers at {escape(url)}; started an embedded redis-server at [cyan]{server.url}[/]"
+    )
     return server.url
 
 
@@ -211,10 +217,21 @@ def load_tasks() -> ModuleType:
 
 def start_server(processes: Processes, deadline: Deadline) -> str:
     port = free_port()
-    server = processes.start("server", [
-        sys.executable, "-m", "celery_ws", "serve", "--app", "examples.tasks:app",
-        "--host", "127.0.0.1", "--port", str(port),
-    ])
+    server = processes.start(
+        "server",
+        [
+            sys.executable,
+            "-m",
+            "celery_ws",
+            "serve",
+            "--app",
+            "examples.tasks:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    )
     limit = Deadline.after(deadline.remaining(SERVER_START_TIMEOUT))
     while not limit.passed:
         server.check_running()
@@ -227,10 +244,29 @@ def start_server(processes: Processes, deadline: Deadline) -> str:
 def start_worker(processes: Processes, tasks: ModuleType, queue: str, deadline: Deadline) -> str:
     """Start a worker consuming only ``queue``; return its node name once it answers a ping."""
     nodename = f"{queue}@{socket.gethostname()}"
-    worker = processes.start("worker", [
-        sys.executable, "-m", "celery", "-A", "examples.tasks", "worker", "-P", "prefork", "-c", "2",
-        "--without-mingle", "--without-gossip", "-l", "warning", "-Q", queue, "-n", nodename,
-    ])
+    worker = processes.start(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "examples.tasks",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+            "-Q",
+            queue,
+            "-n",
+            nodename,
+        ],
+    )
     limit = Deadline.after(deadline.remaining(WORKER_START_TIMEOUT))
     while not limit.passed:
         worker.check_running()
@@ -293,7 +329,10 @@ class EventView:
             return
         if self._progress is None:
             self._progress = Progress(
-                TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                TextColumn("  {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
                 console=console,
             )
             self._progress.start()
@@ -460,8 +499,10 @@ def run(stack: contextlib.ExitStack) -> bool:
     try:
         server_url = start_server(processes, deadline)
         nodename = start_worker(processes, tasks, queue, deadline)
-        console.print(f"Server at [cyan]{server_url}[/], worker [cyan]{nodename}[/] ready "
-                      f"({time.monotonic() - began:.1f} s).\n")
+        console.print(
+            f"Server at [cyan]{server_url}[/], worker [cyan]{nodename}[/] ready "
+            f"({time.monotonic() - began:.1f} s).\n"
+        )
         outcome = asyncio.run(run_client(server_url, tasks, queue, deadline))
     except DemoError as exc:
         console.print(f"\n[bold red]Demo failed:[/] {escape(str(exc))}")

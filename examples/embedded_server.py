@@ -1,6 +1,6 @@
 """The server inside an asyncio application, with the seed design's API.
 
-    python -m examples.embedded_server
+python -m examples.embedded_server
 """
 
 from __future__ import annotations
@@ -11,8 +11,13 @@ from celery_ws import TaskStepResult, UserConfirmation, WebSocketManager
 
 
 async def main(port: int = 8765, answer_timeout: float = 60) -> UserConfirmation:
-    step_result = TaskStepResult(step="data_validation", result={"errors": 5}, completed=True,
-                                 message="Data validation completed, found 5 errors", status="completed")
+    step_result = TaskStepResult(
+        step="data_validation",
+        result={"errors": 5},
+        completed=True,
+        message="Data validation completed, found 5 errors",
+        status="completed",
+    )
     manager = WebSocketManager(host="127.0.0.1", port=port)
     await manager.start_server()
     await manager.broadcast_message({"type": "system_notification", "message": "hello"})

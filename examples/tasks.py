@@ -17,7 +17,9 @@ from celery_ws import CeleryWS, ProgressTask, TaskStepResult, confirm_step
 REDIS_URL = os.environ.get("CELERY_WS_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 app = Celery("examples", broker=os.environ.get("CELERY_BROKER_URL", REDIS_URL), backend=REDIS_URL)
-app.conf.update(task_track_started=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+app.conf.update(
+    task_track_started=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True
+)
 CeleryWS(app)
 
 
@@ -29,11 +31,18 @@ def import_rows(self: ProgressTask, path: str, rows: int = 50, delay: float = 0.
         self.progress(i + 1, rows, message=f"Importing rows from {path}")
     errors = rows // 10
     self.step_result(
-        TaskStepResult(step="validation", result={"rows": rows, "errors": errors}, completed=True,
-                       message=f"Found {errors} errors", status="completed")
+        TaskStepResult(
+            step="validation",
+            result={"rows": rows, "errors": errors},
+            completed=True,
+            message=f"Found {errors} errors",
+            status="completed",
+        )
     )
     answer = confirm_step(
-        TaskStepResult(step="validation", message=f"{errors} rows have errors. Write the others?", status="waiting"),
+        TaskStepResult(
+            step="validation", message=f"{errors} rows have errors. Write the others?", status="waiting"
+        ),
         step=1,
         timeout=300,
     )

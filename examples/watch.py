@@ -1,6 +1,6 @@
 """Watch a user's tasks from Python and approve every question they ask.
 
-    python -m examples.watch ws://127.0.0.1:8765 user_123
+python -m examples.watch ws://127.0.0.1:8765 user_123
 """
 
 from __future__ import annotations

@@ -86,6 +86,7 @@ def worker(app: Celery, celery_session_worker: Any) -> Any:
 def celery_ws_revoke(app: Celery) -> Any:
     async def revoke(task_id: str) -> None:
         await asyncio.to_thread(app.control.revoke, task_id)
+
     return revoke
 
 
@@ -98,6 +99,7 @@ def celery_ws_client(
     def connect(*args: Any, **options: Any) -> AbstractAsyncContextManager[Client]:
         options.setdefault("timeout", seconds(10))
         return celery_ws_client(*args, **options)
+
     return connect
 
 

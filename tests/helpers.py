@@ -13,11 +13,15 @@ expire) are plain numbers and do not scale.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TIMEOUT_FACTOR", "eventually", "seconds"]
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+__all__ = ["TIMEOUT_FACTOR", "eventually", "read_until_closed", "seconds"]
 
 #: how much longer than on a developer's machine the suite may wait
 TIMEOUT_FACTOR = float(os.environ.get("CELERY_WS_TEST_TIMEOUT_FACTOR", "1"))
@@ -39,3 +43,12 @@ async def eventually(read: Callable[[], Any], expected: Any, timeout: float | No
         await asyncio.sleep(0.05)
         value = await asyncio.to_thread(read)
     return value
+
+
+async def read_until_closed(ws: ClientConnection, limit: int = 100_000) -> list[str | bytes]:
+    """Every message ``ws`` receives until the server closes it (at most ``limit``)."""
+    received: list[str | bytes] = []
+    with contextlib.suppress(ConnectionClosed):
+        for _ in range(limit):
+            received.append(await ws.recv())  # noqa: PERF401 (what came before the close is kept)
+    return received

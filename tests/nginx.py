@@ -34,13 +34,13 @@ def find_nginx() -> str | None:
 def render_nginx_site(template: str, upstreams: Sequence[str], listen: str, access_log: Path) -> str:
     """``deploy/nginx.conf`` with its upstream servers, listen address and log path replaced."""
     servers = "".join(f"    server {address};\n" for address in upstreams)
-    site, found = re.subn(r"upstream\s+celery_ws\s*\{[^}]*\}", lambda _: f"upstream celery_ws {{\n{servers}}}",
-                          template)
+    site, found = re.subn(
+        r"upstream\s+celery_ws\s*\{[^}]*\}", lambda _: f"upstream celery_ws {{\n{servers}}}", template
+    )
     assert found == 1, "deploy/nginx.conf: expected one 'upstream celery_ws { ... }' block"
     site, found = re.subn(r"(?m)^(\s*)listen\s+[^;]+;", lambda m: f"{m.group(1)}listen {listen};", site)
     assert found == 1, "deploy/nginx.conf: expected one 'listen' line"
-    site = re.sub(r"(?m)^(\s*access_log\s+)\S+", lambda m: f"{m.group(1)}{access_log}", site)
-    return site
+    return re.sub(r"(?m)^(\s*access_log\s+)\S+", lambda m: f"{m.group(1)}{access_log}", site)
 
 
 def render_nginx_main(prefix: Path, site: Path) -> str:
@@ -66,8 +66,9 @@ http {{
 def write_nginx_conf(prefix: Path, upstreams: Sequence[str], port: int) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     site = prefix / "celery-ws.conf"
-    site.write_text(render_nginx_site(NGINX_TEMPLATE.read_text(), upstreams, f"127.0.0.1:{port}",
-                                      prefix / "access.log"))
+    site.write_text(
+        render_nginx_site(NGINX_TEMPLATE.read_text(), upstreams, f"127.0.0.1:{port}", prefix / "access.log")
+    )
     conf = prefix / "nginx.conf"
     conf.write_text(render_nginx_main(prefix, site))
     return conf
@@ -101,7 +102,9 @@ class Nginx:
             return self
         error_log = self.prefix / "error.log"
         self.stop()
-        raise RuntimeError(f"nginx did not start:\n{error_log.read_text()[-3000:] if error_log.exists() else ''}")
+        raise RuntimeError(
+            f"nginx did not start:\n{error_log.read_text()[-3000:] if error_log.exists() else ''}"
+        )
 
     def stop(self) -> None:
         """SIGQUIT (graceful), then SIGKILL if it hangs."""

@@ -38,8 +38,11 @@ def http_get(url: str, timeout: float = seconds(2)) -> tuple[int, bytes]:
 def _clean_env(**extra: str) -> dict[str, str]:
     """The environment without the user's celery-ws settings, plus ``extra``;
     the suite's timeout factor stays, for the tasks a worker runs."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CELERY_WS_", "WEBSOCKET_")) or k == "CELERY_WS_TEST_TIMEOUT_FACTOR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CELERY_WS_", "WEBSOCKET_")) or k == "CELERY_WS_TEST_TIMEOUT_FACTOR"
+    }
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **extra)
     return env
 
@@ -52,8 +55,9 @@ def celery_ws_command() -> list[str]:
 
 def run(args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
     """Run a command to its end in the repository, without the user's celery-ws settings."""
-    return subprocess.run(args, cwd=REPO, env=_clean_env(**extra_env), capture_output=True, text=True,
-                          timeout=_RUN_TIMEOUT)
+    return subprocess.run(
+        args, cwd=REPO, env=_clean_env(**extra_env), capture_output=True, text=True, timeout=_RUN_TIMEOUT
+    )
 
 
 def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = _START_TIMEOUT) -> bool:
@@ -77,8 +81,9 @@ class _Process:
         self.starts = getattr(self, "starts", 0) + 1
         self.log = self.log_dir / f"{name}-{self.starts}.log"
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if hasattr(self, "log") else ""
@@ -111,9 +116,17 @@ class ServeProcess(_Process):
     --host --port`` and then ``args`` follow it.
     """
 
-    def __init__(self, redis_url: str, log_dir: Path, port: int | None = None, *,
-                 env: dict[str, str] | None = None, app: str | None = None,
-                 command: Sequence[str] = (sys.executable, "-m", "celery_ws"), args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        log_dir: Path,
+        port: int | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        app: str | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "celery_ws"),
+        args: Sequence[str] = (),
+    ) -> None:
         self.redis_url = redis_url
         self.env = env or {}
         self.port = port or free_port()
@@ -148,8 +161,18 @@ class ServeProcess(_Process):
 class WorkerProcess(_Process):
     """``celery -A tests.prefork_app worker`` (prefork unless told) on its own queue."""
 
-    def __init__(self, app: Any, redis_url: str, log_dir: Path, queue: str, *, broker_url: str | None = None,
-                 pool: str = "prefork", concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        redis_url: str,
+        log_dir: Path,
+        queue: str,
+        *,
+        broker_url: str | None = None,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.app = app  # the test's app, used to ping this worker
         self.redis_url = redis_url
         self.broker_url = broker_url or redis_url
@@ -161,9 +184,26 @@ class WorkerProcess(_Process):
         self.env = env or {}
 
     def start(self) -> WorkerProcess:
-        args = [sys.executable, "-m", "celery", "-A", "tests.prefork_app", "worker", "-P", self.pool,
-                "-c", str(self.concurrency), "-Q", self.queue, "-n", self.name, "--without-mingle",
-                "--without-gossip", "-l", "info"]
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.prefork_app",
+            "worker",
+            "-P",
+            self.pool,
+            "-c",
+            str(self.concurrency),
+            "-Q",
+            self.queue,
+            "-n",
+            self.name,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "info",
+        ]
         env = _clean_env(CELERY_WS_REDIS_URL=self.redis_url, CELERY_BROKER_URL=self.broker_url, **self.env)
         self._spawn(args, env, f"worker-{self.queue}")
         deadline = time.monotonic() + _START_TIMEOUT

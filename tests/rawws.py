@@ -22,15 +22,20 @@ __all__ = ["RawSocket", "frame", "handshake_request"]
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 
 
-def handshake_request(host: str, port: int, path: str = "/", *,
-                      headers: Sequence[tuple[str, str]] = (), defaults: bool = True) -> bytes:
+def handshake_request(
+    host: str, port: int, path: str = "/", *, headers: Sequence[tuple[str, str]] = (), defaults: bool = True
+) -> bytes:
     """An HTTP/1.1 upgrade request; ``headers`` come after the usual ones (which
     ``defaults=False`` leaves out), so a test can repeat any of them."""
     lines = [f"GET {path} HTTP/1.1"]
     if defaults:
-        lines += [f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
-                  f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
-                  "Sec-WebSocket-Version: 13"]
+        lines += [
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+            "Sec-WebSocket-Version: 13",
+        ]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -70,9 +75,16 @@ class RawSocket:
         return cls(reader, writer)
 
     @classmethod
-    async def upgraded(cls, host: str, port: int, path: str = "/", *,
-                       headers: Sequence[tuple[str, str]] = (), receive_buffer: int | None = None,
-                       timeout: float = seconds(5)) -> RawSocket:
+    async def upgraded(
+        cls,
+        host: str,
+        port: int,
+        path: str = "/",
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        receive_buffer: int | None = None,
+        timeout: float = seconds(5),
+    ) -> RawSocket:
         """Open and finish the WebSocket handshake; raises if the server refuses."""
         raw = await cls.open(host, port, receive_buffer=receive_buffer)
         raw.writer.write(handshake_request(host, port, path, headers=headers))

@@ -21,17 +21,27 @@ def report(self: ProgressTask, n: int, step: str | None = None) -> dict[str, Any
     for i in range(n):
         self.progress(i + 1, n, message="working")
     if step:
-        self.step_result(TaskStepResult(step=step, result={"n": n}, completed=True,
-                                        message=f"{step} done", status="completed"))
+        self.step_result(
+            TaskStepResult(
+                step=step, result={"n": n}, completed=True, message=f"{step} done", status="completed"
+            )
+        )
     return {"n": n, "ratio": Decimal("1.5")}  # not JSON: sent as its str()
 
 
 @shared_task(base=ProgressTask, bind=True)
-def ask(self: ProgressTask, timeout: float = seconds(20), default: bool | None = None,
-        assignees: list[str] | None = None) -> dict[str, Any]:
+def ask(
+    self: ProgressTask,
+    timeout: float = seconds(20),
+    default: bool | None = None,
+    assignees: list[str] | None = None,
+) -> dict[str, Any]:
     answer = confirm_step(
         TaskStepResult(step="review", message="Continue?", status="waiting", result={"rows": 3}),
-        step=1, timeout=timeout, default=default, assignees=assignees,
+        step=1,
+        timeout=timeout,
+        default=default,
+        assignees=assignees,
     )
     return answer.model_dump()
 
@@ -93,18 +103,29 @@ def import_rows(self: ProgressTask, path: str) -> str:
 
 
 @shared_task(base=ProgressTask, bind=True)
-def progress_then_ask(self: ProgressTask, steps: int = 20, delay: float = 0.1,
-                      timeout: float = seconds(20)) -> dict[str, Any]:
+def progress_then_ask(
+    self: ProgressTask, steps: int = 20, delay: float = 0.1, timeout: float = seconds(20)
+) -> dict[str, Any]:
     """Browser tests: progress, a step result, a question, then more progress."""
     delay = min(delay, MAX_SECONDS / (4 * max(steps, 1)))
     for i in range(steps):
         self.progress(i + 1, 2 * steps, message=f"Preparing row {i + 1} of {steps}")
         time.sleep(delay)
-    self.step_result(TaskStepResult(step="prepare", result={"rows": steps}, completed=True,
-                                    message=f"Prepared {steps} rows", status="completed"))
+    self.step_result(
+        TaskStepResult(
+            step="prepare",
+            result={"rows": steps},
+            completed=True,
+            message=f"Prepared {steps} rows",
+            status="completed",
+        )
+    )
     answer = confirm_step(
-        TaskStepResult(step="write", message=f"Write {steps} rows?", status="waiting", result={"rows": steps}),
-        step=2, timeout=timeout,
+        TaskStepResult(
+            step="write", message=f"Write {steps} rows?", status="waiting", result={"rows": steps}
+        ),
+        step=2,
+        timeout=timeout,
     )
     if not answer.proceed:
         return {"written": 0, "feedback": answer.feedback}
@@ -125,16 +146,25 @@ def slow_progress(self: ProgressTask, steps: int = 40, delay: float = 0.1) -> st
 
 
 @shared_task(base=ProgressTask, bind=True)
-def report_and_ask(self: ProgressTask, n: int = 5, delay: float = 0.05,
-                   timeout: float = seconds(20)) -> dict[str, Any]:
+def report_and_ask(
+    self: ProgressTask, n: int = 5, delay: float = 0.05, timeout: float = seconds(20)
+) -> dict[str, Any]:
     """Progress, a step result, then a question: everything a watcher shows (tests/e2e/test_watch.py)."""
     for i in range(n):
         time.sleep(delay)
         self.progress(i + 1, n, message="checking")
-    self.step_result(TaskStepResult(step="validation", result={"rows": n, "errors": 0}, completed=True,
-                                    message="all rows valid", status="completed"))
-    answer = confirm_step(TaskStepResult(step="write", message="Write the rows?", status="waiting"),
-                          step=2, timeout=timeout)
+    self.step_result(
+        TaskStepResult(
+            step="validation",
+            result={"rows": n, "errors": 0},
+            completed=True,
+            message="all rows valid",
+            status="completed",
+        )
+    )
+    answer = confirm_step(
+        TaskStepResult(step="write", message="Write the rows?", status="waiting"), step=2, timeout=timeout
+    )
     return answer.model_dump()
 
 
@@ -145,8 +175,11 @@ class RowLimit(BaseModel):
 
 @shared_task(base=ProgressTask, bind=True)
 def ask_typed(self: ProgressTask) -> dict[str, Any]:
-    answer = self.confirm(TaskStepResult(step="limit", message="How many rows?", status="waiting"),
-                          timeout=seconds(20), answer_model=RowLimit)
+    answer = self.confirm(
+        TaskStepResult(step="limit", message="How many rows?", status="waiting"),
+        timeout=seconds(20),
+        answer_model=RowLimit,
+    )
     if not answer.proceed:
         return {"model": None}
     return {"model": type(answer.data).__name__, **answer.data.model_dump()}
@@ -169,8 +202,9 @@ def say_everywhere(self: ProgressTask, text: str) -> str:
     result (name, message, status, result), a question, the result."""
     self.progress(1, 2, message=f"Importing {text}")
     self.step_result(step=text, message=text, status=text, result={"path": text})
-    confirm_step(TaskStepResult(step=text, message=text, status="waiting", result=[text]), step=2,
-                 timeout=seconds(20))
+    confirm_step(
+        TaskStepResult(step=text, message=text, status="waiting", result=[text]), step=2, timeout=seconds(20)
+    )
     return text
 
 

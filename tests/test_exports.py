@@ -62,10 +62,17 @@ def test_the_lazy_table_and_the_type_checking_imports_name_the_same_homes():
     """``_LAZY`` drives runtime lookups, the ``TYPE_CHECKING`` block what a type
     checker sees: a name added to one only would resolve for one of them."""
     tree = ast.parse((ROOT / "__init__.py").read_text())
-    guarded = next(node for node in tree.body if isinstance(node, ast.If)
-                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
-    typed = {alias.asname or alias.name: "." * node.level + (node.module or "")
-             for node in guarded.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    guarded = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+    )
+    typed = {
+        alias.asname or alias.name: "." * node.level + (node.module or "")
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
     assert typed == celery_ws._LAZY
     assert set(celery_ws._LAZY) == set(celery_ws.__all__) - {"__version__"}
 
@@ -105,8 +112,12 @@ def test_every_public_module_names_its_exports_and_each_exists():
 
 
 def test_every_exception_of_the_package_is_defined_under_the_root():
-    errors = {value for module in _public_modules() for _, value in inspect.getmembers(module, inspect.isclass)
-              if issubclass(value, BaseException) and value.__module__.startswith("celery_ws")}
+    errors = {
+        value
+        for module in _public_modules()
+        for _, value in inspect.getmembers(module, inspect.isclass)
+        if issubclass(value, BaseException) and value.__module__.startswith("celery_ws")
+    }
     assert errors == {getattr(exceptions, name) for name in exceptions.__all__}
     assert all(issubclass(error, exceptions.CeleryWSError) for error in errors)
     assert all(error.__module__ == "celery_ws.exceptions" for error in errors)
@@ -127,17 +138,23 @@ def test_exceptions_stay_what_callers_already_catch():
 def test_exceptions_load_nothing_else_of_the_package():
     loaded = _modules_after("import celery_ws.exceptions")
     assert {m for m in loaded if m.startswith("celery_ws.")} == {
-        "celery_ws._lazy", "celery_ws._version", "celery_ws.exceptions"}
+        "celery_ws._lazy",
+        "celery_ws._version",
+        "celery_ws.exceptions",
+    }
 
 
 # -- the wall between worker and server ------------------------------------------------------
 
 
-@pytest.mark.parametrize("statement", [
-    "import celery_ws",
-    "import celery_ws.worker",
-    "from celery_ws import CeleryWS, ProgressTask, confirm_step, Publisher",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import celery_ws",
+        "import celery_ws.worker",
+        "from celery_ws import CeleryWS, ProgressTask, confirm_step, Publisher",
+    ],
+)
 def test_a_worker_never_loads_websockets_or_the_server(statement):
     loaded = _modules_after(statement)
     assert "websockets" not in loaded
@@ -152,6 +169,11 @@ def test_the_server_never_loads_the_worker_side():
 def test_server_and_worker_sources_do_not_import_each_other():
     for side, other in (("server", "worker"), ("worker", "server")):
         for path in (ROOT / side).glob("*.py"):
-            imports = [line for line in path.read_text().splitlines()
-                       if line.lstrip().startswith(("from ", "import "))]
-            assert not [line for line in imports if f"..{other}" in line or f"celery_ws.{other}" in line], path
+            imports = [
+                line
+                for line in path.read_text().splitlines()
+                if line.lstrip().startswith(("from ", "import "))
+            ]
+            assert not [line for line in imports if f"..{other}" in line or f"celery_ws.{other}" in line], (
+                path
+            )

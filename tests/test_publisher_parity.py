@@ -45,8 +45,11 @@ class RowLimit(BaseModel):
 
 
 def _public_methods(cls: type) -> dict[str, Any]:
-    return {ASYNC_NAMES.get(name, name): member for name, member in vars(cls).items()
-            if inspect.isfunction(member) and (name == "__init__" or not name.startswith("_"))}
+    return {
+        ASYNC_NAMES.get(name, name): member
+        for name, member in vars(cls).items()
+        if inspect.isfunction(member) and (name == "__init__" or not name.startswith("_"))
+    }
 
 
 def _without_async(signature: inspect.Signature) -> str:
@@ -65,7 +68,10 @@ def test_both_publishers_offer_the_same_methods_with_the_same_parameters():
 
 
 ASKERS: list[Callable[..., Any]] = [
-    confirm_step, ProgressTask.confirm, Publisher.notify_user, AsyncPublisher.notify_user,
+    confirm_step,
+    ProgressTask.confirm,
+    Publisher.notify_user,
+    AsyncPublisher.notify_user,
     WebSocketManager.notify_user,
 ]
 
@@ -114,8 +120,11 @@ async def async_notify_user(request, celery_ws_settings: Settings) -> AsyncItera
 async def test_a_typed_answer_from_an_assignee(async_notify_user: Ask, celery_ws_client, user):
     owner, reviewer = user, user + "-reviewer"
     async with celery_ws_client(user_id=owner) as o, celery_ws_client(user_id=reviewer) as r:
-        asking = asyncio.create_task(async_notify_user(STEP, owner, None, 1, timeout=seconds(10),
-                                                       assignees=[reviewer], answer_model=RowLimit))
+        asking = asyncio.create_task(
+            async_notify_user(
+                STEP, owner, None, 1, timeout=seconds(10), assignees=[reviewer], answer_model=RowLimit
+            )
+        )
         request = await r.wait_for(lambda f: f.get("type") == "task_step_result" and f.get("callback_id"))
         assert request["answer_schema"]["required"] == ["rows"]
         callback_id = request["callback_id"]
@@ -129,7 +138,8 @@ async def test_a_typed_answer_from_an_assignee(async_notify_user: Ask, celery_ws
         assert invalid["code"] == "invalid_answer"
         assert (await r.request(answer(12), "confirmation_received"))["type"] == "confirmation_received"
         got = await asyncio.wait_for(asking, seconds(10))
-    assert got.answered_by == reviewer and got.data == RowLimit(rows=12)
+    assert got.answered_by == reviewer
+    assert got.data == RowLimit(rows=12)
 
 
 async def _result(value: Any) -> Any:
@@ -146,8 +156,9 @@ async def test_emit_many_stores_every_event_in_order_in_one_round_trip(kind, use
             # connected, and the script loaded (this Redis never saw it), before counting
             await _result(publisher.emit(message_event({"type": "warm-up"}, user_id=user + "-x")))
             before = probe.info("stats")["total_reads_processed"]
-            results = await _result(publisher.emit_many(
-                message_event({"type": "row", "n": n}, user_id=user) for n in range(20)))
+            results = await _result(
+                publisher.emit_many(message_event({"type": "row", "n": n}, user_id=user) for n in range(20))
+            )
             reads = probe.info("stats")["total_reads_processed"] - before
             stored = probe.xrange(settings.keys.user_events(user))
         finally:
@@ -158,8 +169,9 @@ async def test_emit_many_stores_every_event_in_order_in_one_round_trip(kind, use
     assert [loads(fields[b"d"])["n"] for _, fields in stored] == list(range(20))
 
 
-async def test_is_cancelled_and_cancelled_by_after_a_real_cancel(celery_ws_client, celery_ws_settings,
-                                                               publisher, user):
+async def test_is_cancelled_and_cancelled_by_after_a_real_cancel(
+    celery_ws_client, celery_ws_settings, publisher, user
+):
     task_id = f"{user}-task"
     asynchronous = AsyncPublisher(settings=celery_ws_settings)
     try:
@@ -172,4 +184,5 @@ async def test_is_cancelled_and_cancelled_by_after_a_real_cancel(celery_ws_clien
         assert await asynchronous.cancelled_by(task_id) == user
     finally:
         await asynchronous.aclose()
-    assert publisher.is_cancelled(task_id) is True and publisher.cancelled_by(task_id) == user
+    assert publisher.is_cancelled(task_id) is True
+    assert publisher.cancelled_by(task_id) == user

@@ -72,11 +72,13 @@ async def test_embedded_server_example(monkeypatch, celery_ws_redis_url):
     await client.subscribe(user_id="user_123")
     request = await client.wait_for(lambda f: f.get("callback_id") is not None)
     # the example stops its server as soon as it has the answer: don't wait for the reply
-    await client.send({"action": "confirm", "callback_id": request["callback_id"], "proceed": False,
-                       "feedback": "no"})
+    await client.send(
+        {"action": "confirm", "callback_id": request["callback_id"], "proceed": False, "feedback": "no"}
+    )
     confirmation = await running
     await client.close()
-    assert confirmation.proceed is False and confirmation.feedback == "no"
+    assert confirmation.proceed is False
+    assert confirmation.feedback == "no"
 
 
 @pytest.mark.usefixtures("worker")
@@ -92,8 +94,15 @@ def test_make_demo_runs_end_to_end(celery_ws_redis_url, tmp_path):
     """What ``make demo`` runs: a server and a prefork worker subprocess, and a
     client that watches the task, answers its question and sees it succeed."""
     env = {**os.environ, "CELERY_WS_REDIS_URL": celery_ws_redis_url, "CELERY_BROKER_URL": celery_ws_redis_url}
-    done = subprocess.run([sys.executable, "-m", "examples.demo"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=seconds(120), stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds(120),
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "task_succeeded" in done.stdout or "succeeded" in done.stdout.lower()
 

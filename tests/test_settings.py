@@ -22,7 +22,13 @@ def test_seed_environment_variables_are_read(monkeypatch):
     monkeypatch.setenv("CELERY_WS_REDIS_URL", "redis://example:6380/2")
     s = Settings.load()
     assert (s.host, s.port, s.max_connections, s.ping_interval, s.ping_timeout, s.callback_timeout) == (
-        "0.0.0.0", 9001, 50, 30, 10, 60)
+        "0.0.0.0",
+        9001,
+        50,
+        30,
+        10,
+        60,
+    )
     assert s.redis_url == "redis://example:6380/2"
 
 
@@ -38,12 +44,15 @@ def test_redis_url_defaults_to_a_redis_broker():
     assert Settings.load({"broker_url": "amqp://guest@rabbit//"}).redis_url == "redis://127.0.0.1:6379/0"
 
 
-@pytest.mark.parametrize(("variable", "value", "named"), [
-    ("WEBSOCKET_PORT", "eighty", "WEBSOCKET_PORT"),
-    ("WEBSOCKET_PORT", "70000", "WEBSOCKET_PORT"),
-    ("WEBSOCKET_CALLBACK_TIMEOUT", "-1", "WEBSOCKET_CALLBACK_TIMEOUT"),
-    ("CELERY_WS_REDIS_URL", "http://x", "CELERY_WS_REDIS_URL"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("WEBSOCKET_PORT", "eighty", "WEBSOCKET_PORT"),
+        ("WEBSOCKET_PORT", "70000", "WEBSOCKET_PORT"),
+        ("WEBSOCKET_CALLBACK_TIMEOUT", "-1", "WEBSOCKET_CALLBACK_TIMEOUT"),
+        ("CELERY_WS_REDIS_URL", "http://x", "CELERY_WS_REDIS_URL"),
+    ],
+)
 def test_bad_value_fails_with_the_variable_named(monkeypatch, variable, value, named):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=named):

@@ -154,7 +154,8 @@ def test_the_wheel_carries_the_package_data_and_the_license(plain: PlainInstall)
         names = set(wheel.namelist())
         metadata = wheel.read(f"celery_ws-{__version__}.dist-info/METADATA").decode()
     lua = {f"celery_ws/lua/{path.name}" for path in (plain.source / "celery_ws" / "lua").glob("*.lua")}
-    assert lua and lua <= names
+    assert lua
+    assert lua <= names
     assert {"celery_ws/static/index.html", "celery_ws/static/celery-ws.js", "celery_ws/py.typed"} <= names
     assert package_files(plain.source) <= names
     assert f"celery_ws-{__version__}.dist-info/licenses/LICENSE" in names

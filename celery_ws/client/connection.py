@@ -72,10 +72,20 @@ class Client:
         connect_options: passed to :func:`websockets.asyncio.client.connect`.
     """
 
-    def __init__(self, url: str, *, timeout: float = _DEFAULT_TIMEOUT, token: str | Callable[[], str] | None = None,
-                 reconnect: bool = False, backoff_initial: float = 0.5, backoff_max: float = 10.0,
-                 max_attempts: int | None = None, auto_ack: bool = True,
-                 keep_frames: int | None = _KEEP_FRAMES, **connect_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = _DEFAULT_TIMEOUT,
+        token: str | Callable[[], str] | None = None,
+        reconnect: bool = False,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+        max_attempts: int | None = None,
+        auto_ack: bool = True,
+        keep_frames: int | None = _KEEP_FRAMES,
+        **connect_options: Any,
+    ) -> None:
         self.timeout = timeout
         self.reconnect = reconnect
         self.auto_ack = auto_ack
@@ -121,8 +131,9 @@ class Client:
         accepted = self.frames.received > self._frames_at_open
         return callable(self.dialer.token) and self.reconnect and accepted and not self._closing
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -202,7 +213,9 @@ class Client:
             wanted.insert(0, (self.user_id, None))
         for user_id, task_id in wanted:
             try:
-                reply = await self.subscribe(user_id=user_id, task_id=task_id, last_event_id=self.last_event_id)
+                reply = await self.subscribe(
+                    user_id=user_id, task_id=task_id, last_event_id=self.last_event_id
+                )
             except (ConnectionClosed, ConnectionLost, TimeoutError) as exc:
                 logger.info("celery-ws re-subscribe failed: %r", exc)
                 return  # the connection is gone again; the next one retries
@@ -225,8 +238,11 @@ class Client:
         """Drop repeated events and the server's refusal of ``ack``; track the last id."""
         if frame.get("type") == ReplyType.AUTHENTICATED:
             self.user_id = frame.get("user_id")
-        if (frame.get("type") == ReplyType.ERROR and frame.get("code") == "unknown_action"
-                and self._acks_pending > 0):
+        if (
+            frame.get("type") == ReplyType.ERROR
+            and frame.get("code") == "unknown_action"
+            and self._acks_pending > 0
+        ):
             # a server without acks yet: stop acking on this connection, and keep
             # the refusal out of ``frames`` where it would pass for a request's reply
             self._acks_pending -= 1
@@ -247,8 +263,14 @@ class Client:
 
     # -- waiting --------------------------------------------------------------------
 
-    async def wait_for(self, match: Match, *, start: int = 0, timeout: float | None = None,
-                       on: ClientConnection | None = None) -> Frame:
+    async def wait_for(
+        self,
+        match: Match,
+        *,
+        start: int = 0,
+        timeout: float | None = None,
+        on: ClientConnection | None = None,
+    ) -> Frame:
         """The first frame at or after position ``start`` that matches.
 
         Positions count every frame received, kept or not: ``frames.received``
@@ -260,19 +282,27 @@ class Client:
             TimeoutError: none arrived in time (or the client closed).
             ConnectionLost: ``on`` (a connection) closed while waiting.
         """
-        async with asyncio.timeout(timeout or self.timeout), \
-                contextlib.aclosing(self._frames_from(start, on=on)) as frames:
+        async with (
+            asyncio.timeout(timeout or self.timeout),
+            contextlib.aclosing(self._frames_from(start, on=on)) as frames,
+        ):
             async for frame in frames:
                 if match(frame):
                     return frame
         raise TimeoutError("connection closed")
 
-    async def wait_for_event(self, type_: str, *, task_id: str | None = None, timeout: float | None = None,
-                             **fields: Any) -> Frame:
+    async def wait_for_event(
+        self, type_: str, *, task_id: str | None = None, timeout: float | None = None, **fields: Any
+    ) -> Frame:
         """The first event of ``type_`` (for ``task_id``, with ``fields``) still kept, or the next."""
+
         def match(frame: Frame) -> bool:
-            return (frame.get("type") == type_ and (task_id is None or frame.get("task_id") == task_id)
-                    and all(frame.get(k) == v for k, v in fields.items()))
+            return (
+                frame.get("type") == type_
+                and (task_id is None or frame.get("task_id") == task_id)
+                and all(frame.get(k) == v for k, v in fields.items())
+            )
+
         return await self.wait_for(match, timeout=timeout)
 
     def events(self, *, start: int = 0) -> AsyncGenerator[Frame, None]:
@@ -282,15 +312,19 @@ class Client:
         ``keep_frames`` behind skips the frames no longer kept."""
         return self._frames_from(start)
 
-    def _frames_from(self, position: int, *, on: ClientConnection | None = None) -> AsyncGenerator[Frame, None]:
+    def _frames_from(
+        self, position: int, *, on: ClientConnection | None = None
+    ) -> AsyncGenerator[Frame, None]:
         """Frames from ``position`` on until the client closes, or (with ``on``)
         until that connection does: then ConnectionLost."""
+
         def more() -> bool:
             if self.closed.is_set():
                 return False
             if on is not None and (on is not self._ws or not self.connected.is_set()):
                 raise ConnectionLost("the connection closed before the reply arrived")
             return True
+
         return self.frames.follow(position, more)
 
     # -- requests -------------------------------------------------------------------
@@ -309,15 +343,18 @@ class Client:
             if reply.get("type") == ReplyType.ERROR:
                 return True
             return reply.get("type") == reply_type and all(reply.get(k) == v for k, v in reply_fields.items())
+
         return await self.wait_for(match, start=start, on=ws if self.reconnect else None)
 
-    async def subscribe(self, *, user_id: str | None = None, task_id: str | None = None,
-                        last_event_id: str | None = None) -> Frame:
+    async def subscribe(
+        self, *, user_id: str | None = None, task_id: str | None = None, last_event_id: str | None = None
+    ) -> Frame:
         frame = {"action": "subscribe", "user_id": user_id, "task_id": task_id}
         if last_event_id is not None:
             frame["last_event_id"] = last_event_id
-        reply = await self.request({k: v for k, v in frame.items() if v is not None},
-                                   ReplyType.SUBSCRIPTION_CONFIRMED)
+        reply = await self.request(
+            {k: v for k, v in frame.items() if v is not None}, ReplyType.SUBSCRIPTION_CONFIRMED
+        )
         if reply.get("type") == ReplyType.SUBSCRIPTION_CONFIRMED:
             self._subscriptions[(user_id, task_id)] = None
         return reply
@@ -327,20 +364,31 @@ class Client:
         frame = {"action": "unsubscribe", "user_id": user_id, "task_id": task_id}
         return await self.request({k: v for k, v in frame.items() if v is not None}, ReplyType.UNSUBSCRIBED)
 
-    async def confirm(self, callback_id: str, proceed: bool, feedback: str | None = None, *,
-                      data: Mapping[str, Any] | None = None) -> Frame:
+    async def confirm(
+        self,
+        callback_id: str,
+        proceed: bool,
+        feedback: str | None = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+    ) -> Frame:
         """Answer a question. ``data`` answers a typed one (it carries an
         ``answer_schema``): an answer that does not fit it comes back as an
         ``invalid_answer`` error naming the ``fields``, and the task keeps waiting."""
-        frame: Frame = {"action": "confirm", "callback_id": callback_id, "proceed": proceed, "feedback": feedback}
+        frame: Frame = {
+            "action": "confirm",
+            "callback_id": callback_id,
+            "proceed": proceed,
+            "feedback": feedback,
+        }
         if data is not None:
             frame["data"] = dict(data)
         return await self.request(frame, ReplyType.CONFIRMATION_RECEIVED, callback_id=callback_id)
 
     async def cancel(self, task_id: str) -> Frame:
-        return await self.request({"action": "cancel", "task_id": task_id}, ReplyType.CANCEL_RECEIVED,
-                                  task_id=task_id)
+        return await self.request(
+            {"action": "cancel", "task_id": task_id}, ReplyType.CANCEL_RECEIVED, task_id=task_id
+        )
 
     async def ping(self, **data: Any) -> Frame:
         return await self.request({"action": "ping", **data}, ReplyType.PONG)
-

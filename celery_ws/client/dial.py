@@ -54,8 +54,8 @@ class Dialer:
         as soon as ``stopped()``."""
         attempt = 0
         while not stopped() and (self.max_attempts is None or attempt < self.max_attempts):
-            delay = min(self.backoff_max, self.backoff_initial * 2 ** attempt)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(self.backoff_max, self.backoff_initial * 2**attempt)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not a secret)
             attempt += 1
             try:
                 ws = await self.dial()

@@ -46,7 +46,11 @@ from .frames import Frame
 
 __all__ = ["EXIT_CODES", "watch"]
 
-EXIT_CODES: dict[str, int] = {EventType.TASK_SUCCEEDED: 0, EventType.TASK_FAILED: 1, EventType.TASK_CANCELLED: 2}
+EXIT_CODES: dict[str, int] = {
+    EventType.TASK_SUCCEEDED: 0,
+    EventType.TASK_FAILED: 1,
+    EventType.TASK_CANCELLED: 2,
+}
 EXIT_CONNECTION = 4
 EXIT_INTERRUPTED = 130
 _STATUS_POLL = 0.25  # seconds between checks of the connection state, for the status line
@@ -138,24 +142,34 @@ class View:
         if not self.console.is_terminal:
             percent = frame.get("progress")
             shown = f"{current:g}/{total:g}" if total is not None else f"{current:g}"
-            self.line(literal(task_id[:8], "cyan"),
-                      literal(f" progress {shown}" + (f" ({percent}%)" if percent is not None else "")
-                              + f" {frame.get('message') or ''}"))
+            self.line(
+                literal(task_id[:8], "cyan"),
+                literal(
+                    f" progress {shown}"
+                    + (f" ({percent}%)" if percent is not None else "")
+                    + f" {frame.get('message') or ''}"
+                ),
+            )
             return
         self._draw(task_id)
 
     def _draw(self, task_id: str) -> None:
         current, total, label = self._last[task_id]
         if self._progress is None:
-            self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                                      MofNCompleteColumn(), TaskProgressColumn(), console=self.console)
+            self._progress = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                console=self.console,
+            )
             self._progress.start()
         if task_id not in self._bars:
             # rich annotates add_task's completed as int, but keeps it as a float (as update() takes it)
-            self._bars[task_id] = self._progress.add_task(
-                label, total=total, completed=current)  # type: ignore[arg-type]
-        self._progress.update(self._bars[task_id], description=label, completed=current, total=total,
-                              refresh=True)
+            self._bars[task_id] = self._progress.add_task(label, total=total, completed=current)  # type: ignore[arg-type]
+        self._progress.update(
+            self._bars[task_id], description=label, completed=current, total=total, refresh=True
+        )
 
     def pause(self) -> None:
         if self._progress is not None:
@@ -182,8 +196,9 @@ class View:
         if frame.get("result") is not None:
             body += f"{before_result}{frame.get('result')!r}"
         self.pause()
-        self.console.print(Panel(literal(body), title=literal(title), border_style=border_style,
-                                 expand=False))
+        self.console.print(
+            Panel(literal(body), title=literal(title), border_style=border_style, expand=False)
+        )
 
     def outcome(self, frame: Frame) -> None:
         kind, task = frame.get("type"), str(frame.get("task_id"))[:8]
@@ -191,16 +206,21 @@ class View:
             self.line(literal(f"{task} succeeded", "green"))
             self.console.print(Pretty(frame.get("result")))  # a repr: control characters come out escaped
         elif kind == EventType.TASK_FAILED:
-            self.line(literal(f"{task} failed", "red"),
-                      literal(f": {frame.get('error_code')}: {frame.get('error_message')}"))
+            self.line(
+                literal(f"{task} failed", "red"),
+                literal(f": {frame.get('error_code')}: {frame.get('error_message')}"),
+            )
         else:
-            self.line(literal(f"{task} cancelled", "yellow"),
-                      literal(f" ({frame.get('reason') or ''} by {frame.get('requested_by')})"))
+            self.line(
+                literal(f"{task} cancelled", "yellow"),
+                literal(f" ({frame.get('reason') or ''} by {frame.get('requested_by')})"),
+            )
 
 
 class Watcher:
-    def __init__(self, client: Client, view: View, stdin: LineReader, *, task_id: str | None,
-                 yes: bool, follow: bool) -> None:
+    def __init__(
+        self, client: Client, view: View, stdin: LineReader, *, task_id: str | None, yes: bool, follow: bool
+    ) -> None:
         self.client = client
         self.view = view
         self.stdin = stdin
@@ -247,8 +267,9 @@ class Watcher:
             extra = frame.get("reason") if kind == EventType.TASK_RETRYING else frame.get("name") or ""
             self.view.line(literal(f"{str(frame.get('task_id'))[:8]} {kind} {extra}", "dim"))
         elif kind == ReplyType.ERROR:
-            self.view.line(Text("server error ", "red"),
-                           literal(f"{frame.get('code')}: {frame.get('message')}"))
+            self.view.line(
+                Text("server error ", "red"), literal(f"{frame.get('code')}: {frame.get('message')}")
+            )
         elif kind in TERMINAL_EVENT_TYPES:
             self.view.outcome(frame)
             if not self.follow:
@@ -277,8 +298,11 @@ class Watcher:
         self.questions = deque(q for q in self.questions if q.get("callback_id") != callback_id)
         if self.asking is not None and self.asking[0] == callback_id and callback_id not in self.answered:
             self.asking[1].cancel()
-            how = "expired" if frame.get("type") == EventType.CONFIRMATION_EXPIRED else \
-                f"answered by {frame.get('answered_by')} (proceed={frame.get('proceed')})"
+            how = (
+                "expired"
+                if frame.get("type") == EventType.CONFIRMATION_EXPIRED
+                else f"answered by {frame.get('answered_by')} (proceed={frame.get('proceed')})"
+            )
             self.view.line("\n", literal(f"the question was {how}", "yellow"))
         elif frame.get("type") == EventType.CONFIRMATION_EXPIRED:
             self.view.line(literal(f"a question of {str(frame.get('task_id'))[:8]} expired", "yellow"))
@@ -302,8 +326,9 @@ class Watcher:
             sent = f"sent: proceed={proceed}" + (f", feedback {feedback!r}" if feedback else "")
             self.view.line(literal(sent))
         else:
-            self.view.line(Text("answer refused", "red"),
-                           literal(f": {reply.get('code')}: {reply.get('message')}"))
+            self.view.line(
+                Text("answer refused", "red"), literal(f": {reply.get('code')}: {reply.get('message')}")
+            )
 
     async def _prompt(self) -> tuple[bool, str | None] | None:
         """``y``/``n``, optionally followed by feedback on the same line; None at end of input."""
@@ -331,15 +356,23 @@ class Watcher:
             await asyncio.sleep(_STATUS_POLL)
 
 
-async def watch(url: str, *, task_id: str | None = None, user_id: str | None = None, token: str | None = None,
-                yes: bool = False, follow: bool = False, console: Console | None = None,
-                stdin_fd: int | None = None) -> int:
+async def watch(
+    url: str,
+    *,
+    task_id: str | None = None,
+    user_id: str | None = None,
+    token: str | None = None,
+    yes: bool = False,
+    follow: bool = False,
+    console: Console | None = None,
+    stdin_fd: int | None = None,
+) -> int:
     """Watch a task (or a user's tasks) until it ends; returns the exit status."""
     console = console or Console(highlight=False)
     view = View(console)
     try:
         client = await Client(url, token=token, reconnect=True).__aenter__()
-    except Exception as exc:  # noqa: BLE001 - refused, unreachable, bad URL: all reported the same way
+    except Exception as exc:
         view.line(literal(f"cannot connect to {url}", "red"), literal(f": {exc}"))
         return EXIT_CONNECTION
     try:

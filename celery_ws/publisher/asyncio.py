@@ -30,8 +30,13 @@ class AsyncPublisher:
             by default a write before ``notify_user`` returns.
     """
 
-    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
-                 announce: Callable[[list[Outgoing]], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        announce: Callable[[list[Outgoing]], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = load_settings(redis_url, settings)
         self._core = Core(self.settings)
         self._announce = announce or self._store
@@ -69,8 +74,14 @@ class AsyncPublisher:
     async def cancelled_by(self, task_id: str) -> str | None:
         return await self._run(self._core.cancelled_by(task_id))
 
-    async def notify_user(self, step_result: TaskStepResult, user_id: str, task_id: str | None,
-                          step: int | None = None, **options: Unpack[ConfirmOptions]) -> UserConfirmation:
+    async def notify_user(
+        self,
+        step_result: TaskStepResult,
+        user_id: str,
+        task_id: str | None,
+        step: int | None = None,
+        **options: Unpack[ConfirmOptions],
+    ) -> UserConfirmation:
         return await self._run(self._core.notify_user(step_result, user_id, task_id, step, options))
 
     async def _store(self, outgoing: list[Outgoing]) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import redis.asyncio.client
     import redis.client
 
-__all__ = ["Announce", "Commands", "Core", "Effect", "Pause", "Pop", "Pipe", "Run", "Steps", "load_settings"]
+__all__ = ["Announce", "Commands", "Core", "Effect", "Pause", "Pipe", "Pop", "Run", "Steps", "load_settings"]
 
 T = TypeVar("T")
 
@@ -187,9 +187,15 @@ class Core:
     def announce(self, outgoing: list[Outgoing]) -> Steps[list[EmitResult]]:
         """Store events in one round trip, in order: what a publisher announces
         with unless it was given its own ``announce``."""
-        replies = yield from _scripted(_EMIT, [
-            emit_call(self.settings, out.event, route_by_task=out.route_by_task, callback_id=out.callback_id)
-            for out in outgoing])
+        replies = yield from _scripted(
+            _EMIT,
+            [
+                emit_call(
+                    self.settings, out.event, route_by_task=out.route_by_task, callback_id=out.callback_id
+                )
+                for out in outgoing
+            ],
+        )
         return [EmitResult.from_reply(reply) for reply in replies]
 
     def emit(self, event: dict[str, Any], callback_id: str | None = None) -> Steps[EmitResult]:
@@ -199,7 +205,9 @@ class Core:
     def emit_many(self, events: Iterable[dict[str, Any]]) -> Steps[list[EmitResult]]:
         return self.announce([Outgoing(item) for item in events])
 
-    def send(self, message: dict[str, Any], user_id: str | None, task_id: str | None = None) -> Steps[str | None]:
+    def send(
+        self, message: dict[str, Any], user_id: str | None, task_id: str | None = None
+    ) -> Steps[str | None]:
         """A message for ``user_id`` (everyone when None); its event id."""
         return (yield from self.emit(message_event(message, user_id=user_id, task_id=task_id))).id
 
@@ -233,8 +241,14 @@ class Core:
 
     # -- questions
 
-    def notify_user(self, step_result: TaskStepResult, user_id: str, task_id: str | None, step: int | None,
-                    options: ConfirmOptions) -> Steps[UserConfirmation]:
+    def notify_user(
+        self,
+        step_result: TaskStepResult,
+        user_id: str,
+        task_id: str | None,
+        step: int | None,
+        options: ConfirmOptions,
+    ) -> Steps[UserConfirmation]:
         """Ask, then wait. Both survive Redis restarts and failovers: the question and
         its answer live in Redis, so a wait that loses its connection reads what
         happened meanwhile and keeps its deadline."""
@@ -260,7 +274,8 @@ class Core:
         """Redis restarted or failed over: was the question answered, cancelled or
         closed meanwhile? None: it is still open."""
         state, answer = yield from _retrying(
-            question, lambda: _command(lambda pipe: pipe.hmget(question.key, "state", "answer")))
+            question, lambda: _command(lambda pipe: pipe.hmget(question.key, "state", "answer"))
+        )
         return question.closed(text(state) or "unknown_callback", answer)
 
     def _answered(self, question: Question, raw: bytes) -> Steps[UserConfirmation]:

@@ -61,12 +61,21 @@ class Question:
             define (a caller without a type checker would otherwise lose it).
     """
 
-    def __init__(self, settings: Settings, step_result: TaskStepResult, owner: str, task_id: str | None,
-                 step: int | None, options: ConfirmOptions) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        step_result: TaskStepResult,
+        owner: str,
+        task_id: str | None,
+        step: int | None,
+        options: ConfirmOptions,
+    ) -> None:
         unknown = options.keys() - ConfirmOptions.__optional_keys__
         if unknown:
-            raise TypeError(f"unexpected keyword argument {', '.join(sorted(unknown))}; a question takes "
-                            f"{', '.join(sorted(ConfirmOptions.__optional_keys__))}")
+            raise TypeError(
+                f"unexpected keyword argument {', '.join(sorted(unknown))}; a question takes "
+                f"{', '.join(sorted(ConfirmOptions.__optional_keys__))}"
+            )
         self.settings = settings
         self.callback_id = uuid.uuid4().hex
         timeout = options.get("timeout")
@@ -80,20 +89,44 @@ class Question:
         self.step_result = step_result
 
     def open(self, pipe: Pipe) -> None:
-        open_confirmation(pipe, self.settings, self.callback_id, owner=self.owner, task_id=self.task_id,
-                          step=self.step, assignees=self.assignees, deadline=self.deadline, schema=self.schema)
+        open_confirmation(
+            pipe,
+            self.settings,
+            self.callback_id,
+            owner=self.owner,
+            task_id=self.task_id,
+            step=self.step,
+            assignees=self.assignees,
+            deadline=self.deadline,
+            schema=self.schema,
+        )
 
-    def _to_everyone(self, build: Callable[[str], dict[str, Any]], *, keep_request: bool = False) -> list[Outgoing]:
+    def _to_everyone(
+        self, build: Callable[[str], dict[str, Any]], *, keep_request: bool = False
+    ) -> list[Outgoing]:
         """An event for the owner (stored with the task's history) and a copy for
         each other assignee, who does not otherwise see the owner's events."""
-        return [Outgoing(build(user), route_by_task=user == self.owner,
-                         callback_id=self.callback_id if keep_request and user == self.owner else None)
-                for user in dict.fromkeys([self.owner, *self.assignees])]
+        return [
+            Outgoing(
+                build(user),
+                route_by_task=user == self.owner,
+                callback_id=self.callback_id if keep_request and user == self.owner else None,
+            )
+            for user in dict.fromkeys([self.owner, *self.assignees])
+        ]
 
     def requests(self) -> list[Outgoing]:
-        return self._to_everyone(lambda user: step_result_event(
-            self.step_result, task_id=self.task_id, user_id=user, step=self.step, callback_id=self.callback_id,
-            answer_schema=self.schema), keep_request=True)
+        return self._to_everyone(
+            lambda user: step_result_event(
+                self.step_result,
+                task_id=self.task_id,
+                user_id=user,
+                step=self.step,
+                callback_id=self.callback_id,
+                answer_schema=self.schema,
+            ),
+            keep_request=True,
+        )
 
     @property
     def remaining(self) -> float:
@@ -115,19 +148,31 @@ class Question:
             try:
                 answer = answer.model_copy(update={"data": self.answer_model.model_validate(answer.data)})
             except ValidationError as exc:
-                raise ConfirmationError(f"answer to {self.callback_id} does not fit its model: {exc}") from None
+                raise ConfirmationError(
+                    f"answer to {self.callback_id} does not fit its model: {exc}"
+                ) from None
         return answer
 
     def answered_events(self, answer: UserConfirmation) -> list[Outgoing]:
         """Told by the waiting side once it has the answer, so it comes before
         anything the task does next (and every open copy of the question closes)."""
-        return self._to_everyone(lambda user: event(
-            "confirmation_answered", task_id=self.task_id, user_id=user, callback_id=self.callback_id,
-            proceed=answer.proceed, answered_by=answer.answered_by))
+        return self._to_everyone(
+            lambda user: event(
+                "confirmation_answered",
+                task_id=self.task_id,
+                user_id=user,
+                callback_id=self.callback_id,
+                proceed=answer.proceed,
+                answered_by=answer.answered_by,
+            )
+        )
 
     def expired_events(self) -> list[Outgoing]:
-        return self._to_everyone(lambda user: event(
-            "confirmation_expired", task_id=self.task_id, user_id=user, callback_id=self.callback_id))
+        return self._to_everyone(
+            lambda user: event(
+                "confirmation_expired", task_id=self.task_id, user_id=user, callback_id=self.callback_id
+            )
+        )
 
     def closed(self, state: str, answer: bytes | None) -> UserConfirmation | None:
         """What a closed confirmation means: an answer, a default, or an exception;

@@ -31,8 +31,13 @@ class Publisher:
             is in, and they still precede whatever the task emits next.
     """
 
-    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
-                 announce: Callable[[list[Outgoing]], None] | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        announce: Callable[[list[Outgoing]], None] | None = None,
+    ) -> None:
         self.settings = load_settings(redis_url, settings)
         self._core = Core(self.settings)
         self._announce = announce or self._store
@@ -76,8 +81,14 @@ class Publisher:
         """Who cancelled the task (None: nobody, or an anonymous open-mode client)."""
         return self._run(self._core.cancelled_by(task_id))
 
-    def notify_user(self, step_result: TaskStepResult, user_id: str, task_id: str | None, step: int | None = None,
-                    **options: Unpack[ConfirmOptions]) -> UserConfirmation:
+    def notify_user(
+        self,
+        step_result: TaskStepResult,
+        user_id: str,
+        task_id: str | None,
+        step: int | None = None,
+        **options: Unpack[ConfirmOptions],
+    ) -> UserConfirmation:
         """Show ``step_result`` to ``user_id`` and block until they answer.
 
         Args:

@@ -38,8 +38,13 @@ _BACKOFF_CAP = 2.0
 
 
 class EventBus:
-    def __init__(self, client: redis.asyncio.Redis, stream: str, deliver: Callable[[list[StreamEntry]], None],
-                 on_reconnect: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        stream: str,
+        deliver: Callable[[list[StreamEntry]], None],
+        on_reconnect: Callable[[], None],
+    ) -> None:
         self._client = client
         self._stream = stream
         self._deliver = deliver
@@ -59,7 +64,7 @@ class EventBus:
                     self.last_id = newest[0][0] if newest else b"0-0"
                 self.connected = True
                 backoff = _BACKOFF_START
-                await self._read(connection, stopping)
+                await self._read(connection, self.last_id, stopping)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if self.connected:
                     logger.warning("lost Redis (%s); reconnecting", exc)
@@ -70,28 +75,34 @@ class EventBus:
             finally:
                 await connection.close()
 
-    async def _read(self, connection: RawConnection, stopping: asyncio.Event) -> None:
-        await self._ask(connection)
+    async def _read(self, connection: RawConnection, after: bytes, stopping: asyncio.Event) -> None:
+        await self._ask(connection, after)
         while not stopping.is_set():
             entries = _entries(await connection.reply())
             if entries:
-                self.last_id = entries[-1][0]
-            await self._ask(connection)
+                self.last_id = after = entries[-1][0]
+            await self._ask(connection, after)
             if not entries:
                 continue
             batch: list[StreamEntry] = []
             for entry_id, raw in entries:
                 fields = dict(zip(raw[::2], raw[1::2], strict=True))
-                batch.append((entry_id, fields[b"d"], fields.get(b"u", b""), fields.get(b"t", b""),
-                              fields.get(b"y", b"")))
+                batch.append(
+                    (
+                        entry_id,
+                        fields[b"d"],
+                        fields.get(b"u", b""),
+                        fields.get(b"t", b""),
+                        fields.get(b"y", b""),
+                    )
+                )
             try:
                 self._deliver(batch)
             except Exception:  # a routing bug must not stop delivery to everyone else
                 logger.exception("failed to deliver %d events", len(batch))
 
-    async def _ask(self, connection: RawConnection) -> None:
-        assert self.last_id is not None
-        await connection.send("XREAD", "COUNT", _COUNT, "BLOCK", _BLOCK_MS, "STREAMS", self._stream, self.last_id)
+    async def _ask(self, connection: RawConnection, after: bytes) -> None:
+        await connection.send("XREAD", "COUNT", _COUNT, "BLOCK", _BLOCK_MS, "STREAMS", self._stream, after)
 
 
 def _entries(reply: Any) -> list[Any]:

@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 
 class ConnectionLoop:
-    def __init__(self, settings: Settings, registry: Registry, handler: ActionHandler,
-                 count: Callable[[str], None]) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, handler: ActionHandler, count: Callable[[str], None]
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.handler = handler
@@ -49,18 +50,23 @@ class ConnectionLoop:
         self.limits = RateLimits(settings.rate_limit, settings.rate_burst)
 
     async def run(self, connection: ServerConnection) -> None:
-        # serve(create_connection=peer_class(...)) makes every connection a Peer
-        assert isinstance(connection, Peer)
-        identity, last_event_id = await self._authenticate(connection) if self.verifier else (None, None)
-        if self.verifier and identity is None:
+        if not isinstance(connection, Peer):  # serve(create_connection=peer_class(...)) makes them so
+            raise TypeError(f"celery-ws serves Peer connections, not {type(connection).__name__}")
+        verifier = self.verifier
+        identity, last_event_id = await self._authenticate(connection, verifier) if verifier else (None, None)
+        if verifier and identity is None:
             return
-        if identity and self.registry.identity_connections(identity.user_id) >= self.settings.max_connections_per_user:
+        if (
+            identity
+            and self.registry.identity_connections(identity.user_id) >= self.settings.max_connections_per_user
+        ):
             self.count("rejected_user_full")
             await connection.close(CloseCode.TRY_AGAIN_LATER, "Too many connections for this user")
             return
         forget_handshake(connection)  # 2.3 KiB per connection
-        session = Session(connection, firehose=identity is None,
-                          identity=identity.user_id if identity else None)
+        session = Session(
+            connection, firehose=identity is None, identity=identity.user_id if identity else None
+        )
         self.registry.add(session, authenticated=identity is not None)
         self.count("accepted")
         expiry = self._close_at_expiry(connection, identity) if identity else None
@@ -74,8 +80,9 @@ class ConnectionLoop:
                     return
                 # not kept in a local: this frame lives as long as the connection,
                 # and orjson's output holds a 4 KiB buffer
-                await self._send(session, bucket, await self.handler.authenticated(session, identity.expires_at,
-                                                                                   last_event_id))
+                await self._send(
+                    session, bucket, await self.handler.authenticated(session, identity, last_event_id)
+                )
             await self._read(session)
         except ConnectionClosed:
             pass
@@ -97,8 +104,13 @@ class ConnectionLoop:
                     self.count("closed_rate_limit")
                     await connection.close(CloseCode.POLICY_VIOLATION, "Rate limit exceeded")
                     return
-                await connection.send(dumps(error_frame(
-                    "rate_limited", f"Over {self.settings.rate_limit:g} messages/s: slow down")).decode())
+                await connection.send(
+                    dumps(
+                        error_frame(
+                            "rate_limited", f"Over {self.settings.rate_limit:g} messages/s: slow down"
+                        )
+                    ).decode()
+                )
                 continue
             await self._send(session, bucket, await self.handler.handle(session, raw))
 
@@ -116,15 +128,16 @@ class ConnectionLoop:
 
     # -- token mode ---------------------------------------------------------------------
 
-    async def _authenticate(self, connection: ServerConnection) -> tuple[Identity | None, str | None]:
+    async def _authenticate(
+        self, connection: ServerConnection, verifier: TokenVerifier
+    ) -> tuple[Identity | None, str | None]:
         """The token's identity and the ``last_event_id`` to resume from, from the
         request (query string, header) or a first ``auth`` frame."""
-        assert self.verifier is not None
         token, last_event_id = _from_request(connection)
         try:
             if token is None:
                 token, last_event_id = await self._first_message(connection)
-            return self.verifier.verify(token), last_event_id
+            return verifier.verify(token), last_event_id
         except InvalidToken as exc:
             self.count("rejected_unauthorized")
             await connection.close(CLOSE_UNAUTHORIZED, str(exc)[:120])
@@ -143,12 +156,13 @@ class ConnectionLoop:
             raise InvalidToken("Authentication required")
         return action.token, action.last_event_id
 
-    def _close_at_expiry(self, connection: ServerConnection, identity: Identity) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(max(0.0, identity.expires_at - time.time()), _expire, connection)
-
-
-def _expire(connection: ServerConnection) -> None:
-    asyncio.ensure_future(connection.close(CLOSE_UNAUTHORIZED, "Token expired"))
+    def _close_at_expiry(self, connection: Peer, identity: Identity) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(
+            max(0.0, identity.expires_at - time.time()),
+            connection.close_soon,
+            CLOSE_UNAUTHORIZED,
+            "Token expired",
+        )
 
 
 def _from_request(connection: ServerConnection) -> tuple[str | None, str | None]:

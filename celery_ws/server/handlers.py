@@ -34,6 +34,7 @@ from ..protocol import (
     parse_action,
 )
 from ..publisher import AsyncPublisher
+from ..tokens import Identity
 from .metrics import Metrics
 from .registry import Registry, Session
 from .store import ServerStore
@@ -114,15 +115,19 @@ class ActionHandler:
             return await self.subscribe(session, action)
         if isinstance(action, Unsubscribe):
             self.registry.unsubscribe(session, user_id=action.user_id, task_id=action.task_id)
-            return [_encode({"type": ReplyType.UNSUBSCRIBED, "user_id": action.user_id,
-                             "task_id": action.task_id})]
+            return [
+                _encode(
+                    {"type": ReplyType.UNSUBSCRIBED, "user_id": action.user_id, "task_id": action.task_id}
+                )
+            ]
         if isinstance(action, Confirm):
             return await self.confirm(session, action)
         if isinstance(action, Ack):
             return await self.ack(session, action)
         if isinstance(action, Auth):
-            raise ProtocolError("invalid_message", "auth is only accepted as the first frame in token mode",
-                                field="action")
+            raise ProtocolError(
+                "invalid_message", "auth is only accepted as the first frame in token mode", field="action"
+            )
         if isinstance(action, Cancel):
             return await self.cancel(session, action)
         raise AssertionError(f"unhandled action {action.action}")  # parse_action knows more than dispatch
@@ -131,18 +136,22 @@ class ActionHandler:
         """A client received a ``requires_ack`` message; wake its sender."""
         outcome = await self.store.ack(action.message_id, session.identity)
         if outcome == "unknown":
-            raise ProtocolError("unknown_message", "Unknown or expired message_id", message_id=action.message_id)
+            raise ProtocolError(
+                "unknown_message", "Unknown or expired message_id", message_id=action.message_id
+            )
         if outcome == "forbidden":
             raise ProtocolError("forbidden", "This message was not sent to you", message_id=action.message_id)
         return [_encode({"type": ReplyType.ACK_RECEIVED, "message_id": action.message_id})]
 
-    async def authenticated(self, session: Session, expires_at: float, last_event_id: str | None) -> list[bytes]:
+    async def authenticated(
+        self, session: Session, identity: Identity, last_event_id: str | None
+    ) -> list[bytes]:
         """Token mode: a new connection follows its own user from the start, and
         catches up from ``last_event_id`` when it is a reconnect."""
-        user_id = session.identity
-        assert user_id is not None
-        welcome = _encode({"type": ReplyType.AUTHENTICATED, "user_id": user_id, "expires_at": expires_at})
-        return [welcome, *await self._follow(session, user_id, None, last_event_id)]
+        welcome = _encode(
+            {"type": ReplyType.AUTHENTICATED, "user_id": identity.user_id, "expires_at": identity.expires_at}
+        )
+        return [welcome, *await self._follow(session, identity.user_id, None, last_event_id)]
 
     async def subscribe(self, session: Session, action: Subscribe) -> list[bytes]:
         if action.user_id is None and action.task_id is None:
@@ -153,8 +162,9 @@ class ActionHandler:
             session.identity = action.user_id
         return await self._follow(session, action.user_id, action.task_id, action.last_event_id)
 
-    async def _follow(self, session: Session, user_id: str | None, task_id: str | None,
-                      last_event_id: str | None) -> list[bytes]:
+    async def _follow(
+        self, session: Session, user_id: str | None, task_id: str | None, last_event_id: str | None
+    ) -> list[bytes]:
         """Subscribe, then send what the client must see before live events:
         the confirmation, missed events (replay) and open questions.
 
@@ -166,8 +176,11 @@ class ActionHandler:
         """
         self.registry.hold(session)
         self.registry.subscribe(session, user_id=user_id, task_id=task_id)
-        confirmed: dict[str, Any] = {"type": ReplyType.SUBSCRIPTION_CONFIRMED,
-                                     "user_id": user_id, "task_id": task_id}
+        confirmed: dict[str, Any] = {
+            "type": ReplyType.SUBSCRIPTION_CONFIRMED,
+            "user_id": user_id,
+            "task_id": task_id,
+        }
         replay: list[bytes] = []
         if last_event_id is not None:
             confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
@@ -188,15 +201,28 @@ class ActionHandler:
             raise ProtocolError("forbidden", "You may only subscribe to your own tasks", field="task_id")
 
     async def confirm(self, session: Session, action: Confirm) -> list[bytes]:
-        answered = await self.store.answer(action.callback_id, session.identity, action.proceed, action.feedback,
-                                           action.data, check=lambda schema: _check_answer(schema, action))
+        answered = await self.store.answer(
+            action.callback_id,
+            session.identity,
+            action.proceed,
+            action.feedback,
+            action.data,
+            check=lambda schema: _check_answer(schema, action),
+        )
         if answered.outcome != "ok":
             code, message = _ANSWER_REFUSALS.get(answered.outcome, ("internal_error", answered.outcome))
             raise ProtocolError(code, message, callback_id=action.callback_id)
         if answered.asked_at is not None:
             self.metrics.answer_latency.observe(max(0.0, time.time() - answered.asked_at))
-        return [_encode({"type": ReplyType.CONFIRMATION_RECEIVED, "callback_id": action.callback_id,
-                         "proceed": action.proceed})]
+        return [
+            _encode(
+                {
+                    "type": ReplyType.CONFIRMATION_RECEIVED,
+                    "callback_id": action.callback_id,
+                    "proceed": action.proceed,
+                }
+            )
+        ]
 
     async def cancel(self, session: Session, action: Cancel) -> list[bytes]:
         outcome, owner = await self.store.cancel(action.task_id, session.identity)
@@ -204,8 +230,13 @@ class ActionHandler:
             code, message = _CANCEL_REFUSALS.get(outcome, ("internal_error", outcome))
             raise ProtocolError(code, message, task_id=action.task_id)
         await self.publisher.emit(
-            event("task_cancelled", task_id=action.task_id, user_id=owner,
-                  reason="cancelled by user", requested_by=session.identity)
+            event(
+                "task_cancelled",
+                task_id=action.task_id,
+                user_id=owner,
+                reason="cancelled by user",
+                requested_by=session.identity,
+            )
         )
         if self.revoke is not None:
             await self.revoke(action.task_id)
@@ -219,5 +250,9 @@ def _check_answer(schema: dict[str, Any], action: Confirm) -> None:
     if problems:
         fields = sorted({".".join(str(part) for part in problem.path) or "data" for problem in problems})
         detail = "; ".join(sorted(problem.message for problem in problems))
-        raise ProtocolError("invalid_answer", f"The answer does not fit the form: {detail}",
-                            callback_id=action.callback_id, fields=fields)
+        raise ProtocolError(
+            "invalid_answer",
+            f"The answer does not fit the form: {detail}",
+            callback_id=action.callback_id,
+            fields=fields,
+        )

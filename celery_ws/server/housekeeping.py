@@ -43,8 +43,13 @@ class Housekeeping:
         it: only the first terminal event counts."""
         for task_id, lease_end in await self.store.expired_leases():
             owner = await self.publisher.owner_of(task_id)
-            lost = event("task_failed", task_id=task_id, user_id=owner, error_code="WorkerLost",
-                         error_message="the worker stopped sending heartbeats: the task is lost",
-                         lease_expired_at=lease_end)
+            lost = event(
+                "task_failed",
+                task_id=task_id,
+                user_id=owner,
+                error_code="WorkerLost",
+                error_message="the worker stopped sending heartbeats: the task is lost",
+                lease_expired_at=lease_end,
+            )
             if (await self.publisher.emit(lost)).id is None:
                 await self.store.forget_lease(task_id)

@@ -42,15 +42,23 @@ Handler = Callable[[ServerConnection, Request], Awaitable[Response]]
 _STATIC = files("celery_ws").joinpath("static")
 
 
-def response(status: HTTPStatus, body: bytes, content_type: str, *, cache: str = "no-store",
-             extra: list[tuple[str, str]] | None = None) -> Response:
-    headers = Headers([
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", cache),
-        ("X-Content-Type-Options", "nosniff"),
-        *(extra or []),
-    ])
+def response(
+    status: HTTPStatus,
+    body: bytes,
+    content_type: str,
+    *,
+    cache: str = "no-store",
+    extra: list[tuple[str, str]] | None = None,
+) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", cache),
+            ("X-Content-Type-Options", "nosniff"),
+            *(extra or []),
+        ]
+    )
     return Response(status.value, status.phrase, headers, body)
 
 
@@ -64,16 +72,18 @@ def page_policy(html: bytes) -> list[tuple[str, str]]:
     hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
     for kind, content in _INLINE.findall(html):
         hashes[kind].append("'sha256-" + base64.b64encode(hashlib.sha256(content).digest()).decode() + "'")
-    policy = "; ".join([
-        "default-src 'none'",
-        "script-src 'self' " + " ".join(hashes[b"script"]),
-        "style-src " + (" ".join(hashes[b"style"]) or "'none'"),
-        "connect-src 'self' ws: wss:",
-        "img-src 'self' data:",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ])
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self' " + " ".join(hashes[b"script"]),
+            "style-src " + (" ".join(hashes[b"style"]) or "'none'"),
+            "connect-src 'self' ws: wss:",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
     return [("Content-Security-Policy", policy), ("Referrer-Policy", "no-referrer")]
 
 
@@ -143,8 +153,9 @@ class OriginPolicy:
     any_page: bool = False
 
     @classmethod
-    def build(cls, allowed_origins: Collection[str], *, public_url: str | None,
-              token_mode: bool) -> OriginPolicy:
+    def build(
+        cls, allowed_origins: Collection[str], *, public_url: str | None, token_mode: bool
+    ) -> OriginPolicy:
         own = {browser_origin(public_url)} if public_url else set()
         return cls(frozenset({*allowed_origins, *own}), any_page=token_mode and not allowed_origins)
 
@@ -155,8 +166,9 @@ class OriginPolicy:
 class HttpEndpoints:
     def __init__(self, source: StatusSource, settings: Settings) -> None:
         self.source = source
-        self.origins = OriginPolicy.build(settings.allowed_origins, public_url=settings.public_url,
-                                          token_mode=settings.token_mode)
+        self.origins = OriginPolicy.build(
+            settings.allowed_origins, public_url=settings.public_url, token_mode=settings.token_mode
+        )
         self.routes: dict[str, Handler] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -172,8 +184,9 @@ class HttpEndpoints:
             return text_response(HTTPStatus.BAD_REQUEST, f"Repeated {repeated} header\n")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if not self.origins.allows(request.headers.get("Origin")):
-                return text_response(HTTPStatus.FORBIDDEN,
-                                     "Origin not allowed (see CELERY_WS_ALLOWED_ORIGINS)\n")
+                return text_response(
+                    HTTPStatus.FORBIDDEN, "Origin not allowed (see CELERY_WS_ALLOWED_ORIGINS)\n"
+                )
             return None
         handler = self.routes.get(urlsplit(request.path).path)
         if handler is None:
@@ -184,8 +197,11 @@ class HttpEndpoints:
         """Alive and able to reach Redis; a load balancer's liveness probe."""
         redis_ok = await self.source.redis_ok()
         status = self.source.get_status()
-        body = {"status": "ok" if redis_ok else "unavailable", "redis": redis_ok,
-                "connections": status["active_connections"]}
+        body = {
+            "status": "ok" if redis_ok else "unavailable",
+            "redis": redis_ok,
+            "connections": status["active_connections"],
+        }
         return json_response(HTTPStatus.OK if redis_ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
 
     async def readyz(self, connection: ServerConnection, request: Request) -> Response:
@@ -209,4 +225,5 @@ class HttpEndpoints:
             body = resource.read_bytes()
             extra = page_policy(body) if content_type.startswith("text/html") else None
             return response(HTTPStatus.OK, body, content_type, cache="no-cache", extra=extra)
+
         return serve

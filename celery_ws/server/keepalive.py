@@ -30,8 +30,9 @@ __all__ = ["keep_alive"]
 logger = logging.getLogger(__name__)
 
 
-async def keep_alive(connections: Callable[[], Iterable[Peer]], interval: float,
-                     timeout: float | None, stopping: asyncio.Event) -> None:
+async def keep_alive(
+    connections: Callable[[], Iterable[Peer]], interval: float, timeout: float | None, stopping: asyncio.Event
+) -> None:
     """Ping ``connections()`` every ``interval`` seconds until ``stopping`` is set."""
     stuck: dict[Peer, int] = {}
     while not stopping.is_set():
@@ -59,5 +60,7 @@ async def keep_alive(connections: Callable[[], Iterable[Peer]], interval: float,
         await asyncio.wait(pongs.values(), timeout=timeout)
         for connection, pong in pongs.items():
             if not pong.done() and connection.state is State.OPEN:
-                logger.info("closing a connection that stopped answering pings (%s)", connection.remote_address)
+                logger.info(
+                    "closing a connection that stopped answering pings (%s)", connection.remote_address
+                )
                 connection.close_soon(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

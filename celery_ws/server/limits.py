@@ -24,7 +24,7 @@ class TokenBucket:
     client that keeps sending into a full bucket is abusive, not bursty.
     """
 
-    __slots__ = ("burst", "rate", "strikes", "_stamp", "_tokens")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate", "strikes")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate

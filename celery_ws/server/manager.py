@@ -77,14 +77,28 @@ class WebSocketManager:
         self.publisher = AsyncPublisher(settings=self.settings)
         self.fanout = Fanout(self.registry, self.metrics, self.settings.write_buffer_limit)
         self._bus_redis = async_client(self.settings.redis_url, blocking=True)
-        self.bus = EventBus(self._bus_redis, self.settings.keys.events, self.fanout.deliver,
-                            on_reconnect=self.metrics.redis_reconnects.inc)
+        self.bus = EventBus(
+            self._bus_redis,
+            self.settings.keys.events,
+            self.fanout.deliver,
+            on_reconnect=self.metrics.redis_reconnects.inc,
+        )
         self.store = ServerStore(self.publisher.redis, self.settings)
         self.housekeeping = Housekeeping(self.store, self.publisher, self.metrics)
-        self.handler = ActionHandler(self.registry, self.store, self.publisher, revoke, self.metrics,
-                                     token_mode=self.settings.token_mode)
-        self.connections = ConnectionLoop(self.settings, self.registry, self.handler,
-                                          lambda outcome: self.metrics.connection_outcomes.labels(outcome).inc())
+        self.handler = ActionHandler(
+            self.registry,
+            self.store,
+            self.publisher,
+            revoke,
+            self.metrics,
+            token_mode=self.settings.token_mode,
+        )
+        self.connections = ConnectionLoop(
+            self.settings,
+            self.registry,
+            self.handler,
+            lambda outcome: self.metrics.connection_outcomes.labels(outcome).inc(),
+        )
         self.policy = PeerPolicy(
             max_connections=self.settings.max_connections,
             write_buffer_limit=self.settings.write_buffer_limit,
@@ -133,9 +147,14 @@ class WebSocketManager:
             asyncio.create_task(self.housekeeping.run(self._stopping), name="celery-ws-housekeeping"),
         ]
         if self.settings.ping_interval is not None:
-            self._background.append(asyncio.create_task(
-                keep_alive(self._peers, self.settings.ping_interval, self.settings.ping_timeout,
-                           self._stopping), name="celery-ws-keepalive"))
+            self._background.append(
+                asyncio.create_task(
+                    keep_alive(
+                        self._peers, self.settings.ping_interval, self.settings.ping_timeout, self._stopping
+                    ),
+                    name="celery-ws-keepalive",
+                )
+            )
         self._server = await serve(
             self.connections.run,
             self.settings.host,
@@ -209,9 +228,11 @@ class WebSocketManager:
                 f"refusing open mode on {self.settings.host}: any client could read and answer any "
                 "user's tasks. Set CELERY_WS_SECRET (token mode) or pass --insecure / CELERY_WS_INSECURE=1"
             )
-        logger.warning("OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
-                       "every unsubscribed connection sees every event. Browser pages may connect only "
-                       "from loopback, CELERY_WS_PUBLIC_URL and CELERY_WS_ALLOWED_ORIGINS")
+        logger.warning(
+            "OPEN MODE: no CELERY_WS_SECRET, clients are not authenticated; "
+            "every unsubscribed connection sees every event. Browser pages may connect only "
+            "from loopback, CELERY_WS_PUBLIC_URL and CELERY_WS_ALLOWED_ORIGINS"
+        )
 
     def _peers(self) -> list[Peer]:
         """Admitted connections, for the keepalive loop."""
@@ -287,13 +308,15 @@ def _compression(enabled: bool) -> list[ServerPerMessageDeflateFactory]:
     connection that negotiated the same window (``fanout.py``)."""
     if not enabled:
         return []
-    return [ServerPerMessageDeflateFactory(
-        server_no_context_takeover=True,
-        client_no_context_takeover=True,
-        server_max_window_bits=12,
-        client_max_window_bits=12,
-        compress_settings={"memLevel": 5},
-    )]
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True,
+            client_no_context_takeover=True,
+            server_max_window_bits=12,
+            client_max_window_bits=12,
+            compress_settings={"memLevel": 5},
+        )
+    ]
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:

@@ -5,7 +5,7 @@ below redis-py's client: it writes the next ``XREAD`` before routing the
 batch it has, and its replies skip the pool and the response callbacks (why
 that pays is in ``bus.py``). redis-py does not document that layer, so all of
 it lives here, and :func:`missing_internals` (run by
-``tests/test_library_internals.py`` against a real Redis) names what a
+``tests/server/test_library_internals.py`` against a real Redis) names what a
 release has moved. What is used:
 
 * ``Redis.connection_pool.make_connection()``: a connection with the client's

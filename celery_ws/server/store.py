@@ -49,8 +49,14 @@ class ServerStore:
         self._cancel = client.register_script(CANCEL)
 
     async def answer(
-        self, callback_id: str, answered_by: str | None, proceed: bool, feedback: str | None, data: Any = None,
-        *, check: Callable[[dict[str, Any]], None],
+        self,
+        callback_id: str,
+        answered_by: str | None,
+        proceed: bool,
+        feedback: str | None,
+        data: Any = None,
+        *,
+        check: Callable[[dict[str, Any]], None],
     ) -> Answered:
         """Take the first valid answer. A typed question's answer to proceed must
         fit its form: ``check(schema)`` raises when it does not, and then nothing
@@ -74,12 +80,16 @@ class ServerStore:
         keys, args = cancel_call(self.settings, task_id, requested_by)
         return cancel_reply(await self._cancel(keys, args))
 
-    async def history(self, user_id: str | None, task_id: str | None, after: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
+    async def history(
+        self, user_id: str | None, task_id: str | None, after: str
+    ) -> tuple[bool, list[tuple[bytes, bytes]]]:
         """Events after ``after`` from the user's and/or the task's history, in
         order, and whether that is all of them (False: the window was trimmed
         past ``after``, so some are gone)."""
         keys = self.settings.keys
-        streams = ([keys.user_events(user_id)] if user_id else []) + ([keys.task_events(task_id)] if task_id else [])
+        streams = ([keys.user_events(user_id)] if user_id else []) + (
+            [keys.task_events(task_id)] if task_id else []
+        )
         recovered = True
         found: dict[bytes, bytes] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -97,7 +107,8 @@ class ServerStore:
     async def task_state(self, task_id: str) -> dict[str, Any]:
         """The task's latest progress, step result and final event, for a late viewer."""
         progress, step, final = await self.redis.hmget(
-            self.settings.keys.task(task_id), "state:progress", "state:step", "state:final")
+            self.settings.keys.task(task_id), "state:progress", "state:step", "state:final"
+        )
         return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
 
     async def ack(self, message_id: str, user_id: str | None) -> AckOutcome:
@@ -123,8 +134,12 @@ class ServerStore:
         """Running tasks whose heartbeats stopped: ``(task_id, when the lease ran out)``."""
         # redis-py types every reply shape at once; this client has no
         # decode_responses, and withscores pairs each member with its score
-        expired = cast("list[tuple[bytes, float]]", await self.redis.zrangebyscore(
-            self.settings.keys.running, "-inf", time.time(), start=0, num=limit, withscores=True))
+        expired = cast(
+            "list[tuple[bytes, float]]",
+            await self.redis.zrangebyscore(
+                self.settings.keys.running, "-inf", time.time(), start=0, num=limit, withscores=True
+            ),
+        )
         return [(task_id.decode(), float(score)) for task_id, score in expired]
 
     async def forget_lease(self, task_id: str) -> None:

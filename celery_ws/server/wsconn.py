@@ -3,7 +3,7 @@
 celery-ws relies on parts of websockets 17 that its documentation does not
 promise. They all live here, so that a release which moves one breaks this
 module alone, and :func:`missing_internals` (run by
-``tests/test_library_internals.py`` against a real connection) names what
+``tests/server/test_library_internals.py`` against a real connection) names what
 moved. Other modules use only the names in ``__all__``. What is used, and why:
 
 * ``ServerConnection`` as an asyncio protocol: :class:`Peer` overrides
@@ -43,8 +43,10 @@ from websockets.protocol import State
 
 __all__ = ["Peer", "PeerPolicy", "forget_handshake", "missing_internals", "peer_class", "write_text"]
 
-_SERVER_FULL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n"
-                b"Content-Length: 30\r\nConnection: close\r\n\r\nServer connection limit reached")
+_SERVER_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 30\r\nConnection: close\r\n\r\nServer connection limit reached"
+)
 
 
 @dataclass(eq=False)
@@ -89,6 +91,8 @@ class Peer(ServerConnection):
 
     policy: ClassVar[PeerPolicy]
     _abort_timer: asyncio.TimerHandle | None = None
+    #: the close started by close_soon(), referenced so it is not collected midway
+    _closer: asyncio.Task[None] | None = None
 
     # -- asyncio protocol callbacks ------------------------------------------------
 
@@ -97,8 +101,8 @@ class Peer(ServerConnection):
         policy = self.policy
         if len(policy.live) >= policy.max_connections:
             policy.on_refused()
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_SERVER_FULL)
+            if isinstance(transport, asyncio.WriteTransport):  # always, for a TCP server
+                transport.write(_SERVER_FULL)
             transport.close()
             return
         policy.live.add(self)
@@ -149,7 +153,7 @@ class Peer(ServerConnection):
     def close_soon(self, code: int, reason: str) -> None:
         """Start a bounded close without waiting for it (from callbacks)."""
         if self.protocol.state is State.OPEN:
-            asyncio.ensure_future(self.close(code, reason))
+            self._closer = asyncio.ensure_future(self.close(code, reason))
 
     def drop_slow(self) -> None:
         """Abort a connection that stopped reading: a close frame would only
@@ -197,8 +201,11 @@ def write_text(connection: ServerConnection, data: bytes, frames: dict[Hashable,
     key: Hashable
     if not extensions:
         key = ()
-    elif (len(extensions) == 1 and isinstance(deflate := extensions[0], PerMessageDeflate)
-          and deflate.local_no_context_takeover):
+    elif (
+        len(extensions) == 1
+        and isinstance(deflate := extensions[0], PerMessageDeflate)
+        and deflate.local_no_context_takeover
+    ):
         key = deflate.local_max_window_bits
     else:
         protocol.send_text(data)
@@ -231,14 +238,19 @@ def missing_internals(connection: ServerConnection) -> list[str]:
     server side of an open connection that negotiated permessage-deflate
     without context takeover, as this server offers it."""
     missing = [f"ServerConnection.{name}" for name in _CONNECTION if not hasattr(connection, name)]
-    missing += [f"ServerConnection.{name} (asyncio protocol callback)" for name in _CALLBACKS
-                if getattr(ServerConnection, name, None) is getattr(asyncio.Protocol, name)]
+    missing += [
+        f"ServerConnection.{name} (asyncio protocol callback)"
+        for name in _CALLBACKS
+        if getattr(ServerConnection, name, None) is getattr(asyncio.Protocol, name)
+    ]
     transport = getattr(connection, "transport", None)
     missing += [f"ServerConnection.transport.{name}" for name in _TRANSPORT if not hasattr(transport, name)]
     protocol = getattr(connection, "protocol", None)
     missing += [f"ServerProtocol.{name}" for name in _PROTOCOL if not hasattr(protocol, name)]
     deflates = [ext for ext in getattr(protocol, "extensions", ()) if isinstance(ext, PerMessageDeflate)]
-    missing += [f"PerMessageDeflate.{name}" for name in _DEFLATE if not (deflates and hasattr(deflates[0], name))]
+    missing += [
+        f"PerMessageDeflate.{name}" for name in _DEFLATE if not (deflates and hasattr(deflates[0], name))
+    ]
     if not hasattr(Frame, "serialize"):
         missing.append("Frame.serialize")
     return missing

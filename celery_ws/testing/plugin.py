@@ -85,8 +85,9 @@ def celery_ws_client(celery_ws_server: ServerThread) -> Callable[..., AbstractAs
     settings = celery_ws_server.manager.settings
 
     @asynccontextmanager
-    async def connect(user_id: str | None = None, task_id: str | None = None,
-                      **options: Any) -> AsyncIterator[Client]:
+    async def connect(
+        user_id: str | None = None, task_id: str | None = None, **options: Any
+    ) -> AsyncIterator[Client]:
         if settings.token_mode and user_id is not None and "token" not in options:
             options["token"] = issue_token(user_id, ttl=3600, settings=settings)
         async with Client(celery_ws_server.url, **options) as client:
@@ -97,6 +98,7 @@ def celery_ws_client(celery_ws_server: ServerThread) -> Callable[..., AbstractAs
                 reply = await client.subscribe(user_id=user_id, task_id=task_id)
                 assert reply["type"] == ReplyType.SUBSCRIPTION_CONFIRMED, reply
             yield client
+
     return connect
 
 
@@ -118,8 +120,9 @@ def celery_ws_worker(celery_ws_app: Celery, celery_ws_redis_url: str) -> Iterato
 
     CeleryWS(celery_ws_app, redis_url=celery_ws_redis_url)
     current = _celery_state.get_current_app()
-    with start_worker(celery_ws_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      shutdown_timeout=30) as worker:
+    with start_worker(
+        celery_ws_app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30
+    ) as worker:
         # start_worker makes its app the current one of this thread: tests that
         # publish through shared tasks must not be redirected to it
         current.set_current()

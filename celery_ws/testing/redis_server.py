@@ -60,7 +60,9 @@ class RedisServer:
         persistent: keep an append-only file, so data survives ``stop()``/``start()``.
     """
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, persistent: bool = False, password: str | None = None
+    ) -> None:
         self.port = port or free_port()
         self.persistent = persistent
         self.password = password
@@ -74,9 +76,19 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         args = [
-            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self._dir.name, "--save", "", "--protected-mode", "yes",
-            "--appendonly", "yes" if self.persistent else "no",
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self._dir.name,
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--appendonly",
+            "yes" if self.persistent else "no",
             *(["--requirepass", self.password] if self.password else []),
         ]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -105,5 +117,7 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

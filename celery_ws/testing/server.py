@@ -56,12 +56,13 @@ class ServerThread:
 
     def call(self, func: Callable[[], Any]) -> Any:
         """Run a synchronous ``func`` on the server's loop and return its result."""
+
         async def wrapper() -> Any:
             return func()
+
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(_START_TIMEOUT)
 
     def stop(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(_START_TIMEOUT)
-

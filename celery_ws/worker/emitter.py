@@ -137,8 +137,14 @@ class Emitter:
             self._running.pop(task_id, None)
         self._cancelled.discard(task_id)
 
-    def emit(self, event: dict[str, Any], *, callback_id: str | None = None, lease: float | None = None,
-             route_by_task: bool = True) -> None:
+    def emit(
+        self,
+        event: dict[str, Any],
+        *,
+        callback_id: str | None = None,
+        lease: float | None = None,
+        route_by_task: bool = True,
+    ) -> None:
         """Queue an event for Redis, after the task's pending progress
         (``route_by_task``: see :func:`~celery_ws.storage.emit_call`)."""
         with self._cond:
@@ -173,7 +179,13 @@ class Emitter:
     def _progress_entry(self, task_id: str) -> _Entry:
         user_id, current, total, message, timestamp = self._progress.pop(task_id)
         self._seq += 1
-        return progress_event(task_id, user_id, current, total, message, timestamp), None, self._seq, None, True
+        return (
+            progress_event(task_id, user_id, current, total, message, timestamp),
+            None,
+            self._seq,
+            None,
+            True,
+        )
 
     def _heartbeats(self) -> None:
         """Queue a heartbeat for each running task; called with the lock held."""
@@ -236,8 +248,13 @@ class Emitter:
         logger.warning(
             "celery-ws events since the last report: %d dropped (buffer of %d full, or refused by Redis), "
             "%d Redis errors (last: %s); since the start: %d dropped, %d Redis errors",
-            dropped - self._reported[0], self.settings.emit_buffer, errors - self._reported[1],
-            self._last_error or "none", dropped, errors)
+            dropped - self._reported[0],
+            self.settings.emit_buffer,
+            errors - self._reported[1],
+            self._last_error or "none",
+            dropped,
+            errors,
+        )
         self._reported = (dropped, errors)
         self._next_report = now + self._report_interval
 
@@ -246,10 +263,22 @@ class Emitter:
         while True:
             try:
                 with self._redis.pipeline(transaction=False) as pipe:
-                    pipelined(pipe, self._script, (
-                        emit_call(self.settings, entry, callback_id=callback_id, producer=self._producer,
-                                  seq=seq, lease=lease, route_by_task=route_by_task)
-                        for entry, callback_id, seq, lease, route_by_task in batch))
+                    pipelined(
+                        pipe,
+                        self._script,
+                        (
+                            emit_call(
+                                self.settings,
+                                entry,
+                                callback_id=callback_id,
+                                producer=self._producer,
+                                seq=seq,
+                                lease=lease,
+                                route_by_task=route_by_task,
+                            )
+                            for entry, callback_id, seq, lease, route_by_task in batch
+                        ),
+                    )
                     replies = pipe.execute()
             except NoScriptError:
                 self._script.sha = self._redis.script_load(EMIT)

@@ -6,7 +6,7 @@ import atexit
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Celery
 
@@ -33,7 +33,7 @@ class CeleryWS:
             ranked above the environment and ``app.conf``.
     """
 
-    _by_app: weakref.WeakKeyDictionary[Celery, CeleryWS] = weakref.WeakKeyDictionary()
+    _by_app: ClassVar[weakref.WeakKeyDictionary[Celery, CeleryWS]] = weakref.WeakKeyDictionary()
 
     def __init__(self, app: Celery, **settings: Any) -> None:
         self.app = app

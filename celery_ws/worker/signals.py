@@ -73,8 +73,15 @@ def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None,
     if headers.get("retries"):
         error = sys.exc_info()[1]
         reason = None if error is None else f"{type(error).__name__}: {_error_message(ws, error)}"
-        _emit(ws, "task_retrying", headers["id"], owner, retries=headers["retries"],
-              eta=headers.get("eta"), reason=reason)
+        _emit(
+            ws,
+            "task_retrying",
+            headers["id"],
+            owner,
+            retries=headers["retries"],
+            eta=headers.get("eta"),
+            reason=reason,
+        )
     else:
         _emit(ws, "task_sent", headers["id"], owner, name=sender)
     ws.emitter().flush(_FLUSH_BEFORE_PUBLISH)
@@ -94,7 +101,9 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         _emit(ws, "task_succeeded", sender.request.id, owner, result=json_safe(result))
 
 
-def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
+def on_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
     ws = _ws_for(sender)
     if ws is None or task_id is None:
         return
@@ -103,16 +112,29 @@ def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseEx
         return
     if isinstance(exception, TaskCancelled):
         # the server tells the same story; whichever is stored first is kept
-        _emit(ws, "task_cancelled", task_id, owner, reason="cancelled by user",
-              requested_by=ws.publisher().cancelled_by(task_id))
+        _emit(
+            ws,
+            "task_cancelled",
+            task_id,
+            owner,
+            reason="cancelled by user",
+            requested_by=ws.publisher().cancelled_by(task_id),
+        )
     else:
-        _emit(ws, "task_failed", task_id, owner, error_code=type(exception).__name__,
-              error_message=_error_message(ws, exception))
+        _emit(
+            ws,
+            "task_failed",
+            task_id,
+            owner,
+            error_code=type(exception).__name__,
+            error_message=_error_message(ws, exception),
+        )
     ws.emitter().flush(_FLUSH_AFTER_TASK)
 
 
-def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False,
-               expired: bool = False, **_: Any) -> None:
+def on_revoked(
+    sender: Any = None, request: Any = None, terminated: bool = False, expired: bool = False, **_: Any
+) -> None:
     ws = _ws_for(sender)
     if ws is None or request is None:
         return

@@ -56,6 +56,7 @@ def login(user: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:@+-]{1,128}$")]) ->
     response.set_cookie(USER_COOKIE, user, httponly=True, samesite="lax")
     return response
 
+
 # -- END OF STAND-IN --------------------------------------------------------------------
 
 
@@ -78,11 +79,16 @@ def start_import(request: ImportRequest, user: Annotated[str, Depends(current_us
 def ws_token(user: Annotated[str, Depends(current_user)]) -> dict[str, str | float]:
     """A token the page connects with; fetched again before each reconnect would be ideal
     once it may have expired."""
-    return {"token": issue_token(user, ttl=TOKEN_TTL, settings=Settings.load()), "url": WS_URL,
-            "ttl": TOKEN_TTL}
+    return {
+        "token": issue_token(user, ttl=TOKEN_TTL, settings=Settings.load()),
+        "url": WS_URL,
+        "ttl": TOKEN_TTL,
+    }
 
 
 @app.get("/", response_class=HTMLResponse)
 def page(user: Annotated[str, Depends(current_user)]) -> str:
-    script = WS_URL.replace("wss://", "https://", 1).replace("ws://", "http://", 1).rstrip("/") + "/celery-ws.js"
+    script = (
+        WS_URL.replace("wss://", "https://", 1).replace("ws://", "http://", 1).rstrip("/") + "/celery-ws.js"
+    )
     return PAGE.replace("{{USER}}", json.dumps(user)).replace("{{SCRIPT_URL}}", script)

@@ -11,6 +11,7 @@ imported into a test process that has its own Celery app.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,8 +22,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="pip install fastapi httpx to run the FastAPI example's test")
 
-from celery_ws import Settings  # noqa: E402
-from celery_ws.tokens import TokenVerifier  # noqa: E402
+from celery_ws import Settings
+from celery_ws.tokens import TokenVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "fastapi-example-secret-0123456789abcdef"
@@ -47,19 +48,33 @@ print(json.dumps(out))
 async def test_token_is_accepted_and_the_import_is_enqueued(celery_ws_redis_url, celery_ws_client):
     user = "fastapi-" + os.urandom(4).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
-    env.update(CELERY_WS_REDIS_URL=celery_ws_redis_url, CELERY_BROKER_URL=celery_ws_redis_url,
-               CELERY_WS_SECRET=SECRET, PYTHONPATH=str(ROOT))
+    env.update(
+        CELERY_WS_REDIS_URL=celery_ws_redis_url,
+        CELERY_BROKER_URL=celery_ws_redis_url,
+        CELERY_WS_SECRET=SECRET,
+        PYTHONPATH=str(ROOT),
+    )
     async with celery_ws_client(user_id=user) as watcher:
-        done = subprocess.run([sys.executable, "-c", f"USER = {user!r}\n" + SCRIPT], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", f"USER = {user!r}\n" + SCRIPT],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout.strip().splitlines()[-1])
         task_id = out["started"]["task_id"]
         sent = await watcher.wait_for_event("task_sent", task_id=task_id)
         cancelled = await watcher.cancel(task_id)  # no worker consumes the example's queue here
     assert out["anonymous"] == 401
-    identity = TokenVerifier(Settings.load(redis_url=celery_ws_redis_url, secret=SECRET)).verify(out["token"]["token"])
+    identity = TokenVerifier(Settings.load(redis_url=celery_ws_redis_url, secret=SECRET)).verify(
+        out["token"]["token"]
+    )
     assert identity.user_id == user
-    assert sent["name"] == "examples.tasks.import_rows" and sent["user_id"] == user
+    assert sent["name"] == "examples.tasks.import_rows"
+    assert sent["user_id"] == user
     assert cancelled["type"] == "cancel_received"
     assert out["page"] == {"status": 200, "script": True, "user": True}

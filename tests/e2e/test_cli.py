@@ -40,26 +40,34 @@ def test_status_prints_a_running_servers_figures(celery_ws_server: ServerThread)
         assert figure in done.stdout
     assert str(celery_ws_server.manager.port) in done.stdout
 
-    as_json = run([*celery_ws_command(), "status", "--url", celery_ws_server.url, "--json"])  # ws:// works too
+    as_json = run(
+        [*celery_ws_command(), "status", "--url", celery_ws_server.url, "--json"]
+    )  # ws:// works too
     assert as_json.returncode == 0, as_json.stderr
     figures = json.loads(as_json.stdout)
-    assert figures["running"] is True and figures["port"] == celery_ws_server.manager.port
+    assert figures["running"] is True
+    assert figures["port"] == celery_ws_server.manager.port
 
 
 def test_status_exits_1_when_the_server_is_unreachable() -> None:
     done = run([*celery_ws_command(), "status", "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2"])
     assert done.returncode == 1
-    assert "cannot read" in done.stderr and "/status" in done.stderr
+    assert "cannot read" in done.stderr
+    assert "/status" in done.stderr
 
 
 # -- --version -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [
-    [*celery_ws_command(), "--version"],
-    [sys.executable, "-m", "celery_ws", "--version"],
-    [sys.executable, "-m", "celery", "ws", "--version"],  # celery-ws's version, not Celery's
-], ids=["celery-ws", "python -m celery_ws", "celery ws"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [*celery_ws_command(), "--version"],
+        [sys.executable, "-m", "celery_ws", "--version"],
+        [sys.executable, "-m", "celery", "ws", "--version"],  # celery-ws's version, not Celery's
+    ],
+    ids=["celery-ws", "python -m celery_ws", "celery ws"],
+)
 def test_version_is_the_packages(command: list[str]) -> None:
     done = run(command)
     assert (done.returncode, done.stdout) == (0, f"celery-ws {__version__}\n"), done.stderr
@@ -75,11 +83,13 @@ def logs(tmp_path: Path) -> Path:
 
 def test_celery_ws_subcommand_of_celery_serves(celery_ws_redis_url: str, logs: Path) -> None:
     """``celery -A tests.prefork_app ws serve``: the app comes from ``-A``."""
-    server = ServeProcess(celery_ws_redis_url, logs,
-                          command=[sys.executable, "-m", "celery", "-A", "tests.prefork_app", "ws"]).start()
+    server = ServeProcess(
+        celery_ws_redis_url, logs, command=[sys.executable, "-m", "celery", "-A", "tests.prefork_app", "ws"]
+    ).start()
     try:
         code, body = http_get(f"{server.http_url}/healthz")
-        assert code == 200 and json.loads(body)["redis"] is True
+        assert code == 200
+        assert json.loads(body)["redis"] is True
     finally:
         server.stop()
     assert server.log is not None
@@ -91,7 +101,8 @@ def test_python_m_celery_ws_serves(celery_ws_redis_url: str, logs: Path) -> None
     server = ServeProcess(celery_ws_redis_url, logs, command=[sys.executable, "-m", "celery_ws"]).start()
     try:
         code, body = http_get(f"{server.http_url}/healthz")
-        assert code == 200 and json.loads(body)["status"] == "ok"
+        assert code == 200
+        assert json.loads(body)["status"] == "ok"
     finally:
         server.stop()
 
@@ -121,8 +132,10 @@ def test_token_command_without_a_secret_fails() -> None:
 
 
 def test_open_mode_is_refused_on_a_public_address(celery_ws_redis_url: str) -> None:
-    done = run([*celery_ws_command(), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-               CELERY_WS_REDIS_URL=celery_ws_redis_url)
+    done = run(
+        [*celery_ws_command(), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        CELERY_WS_REDIS_URL=celery_ws_redis_url,
+    )
     assert done.returncode != 0
     assert "--insecure" in done.stderr
     assert "CELERY_WS_SECRET" in done.stderr
@@ -133,8 +146,12 @@ def test_open_mode_is_refused_on_a_public_address(celery_ws_redis_url: str) -> N
 
 async def test_json_log_lines_are_json_and_hold_no_token(celery_ws_redis_url: str, logs: Path) -> None:
     token = issue_token("user-logs", ttl=120, settings=Settings.load(secret=SECRET))
-    server = ServeProcess(celery_ws_redis_url, logs, env={"CELERY_WS_SECRET": SECRET},
-                          args=["--log-format", "json", "--log-level", "debug"]).start()
+    server = ServeProcess(
+        celery_ws_redis_url,
+        logs,
+        env={"CELERY_WS_SECRET": SECRET},
+        args=["--log-format", "json", "--log-level", "debug"],
+    ).start()
     try:
         async with Client(server.url, token=token, timeout=seconds(10)) as client:
             await client.wait_for_event("authenticated")
@@ -144,7 +161,8 @@ async def test_json_log_lines_are_json_and_hold_no_token(celery_ws_redis_url: st
         server.stop()
     assert server.log is not None
     text = server.log.read_text()
-    assert token not in text and token[-20:] not in text
+    assert token not in text
+    assert token[-20:] not in text
     lines = [line for line in text.splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]
     assert records, text
@@ -170,6 +188,7 @@ def test_tokens_are_redacted_even_from_websockets_debug_lines(celery_ws_redis_ur
         async def visit() -> None:
             async with Client(server.url, token=token, timeout=seconds(10)) as client:
                 await client.wait_for_event("authenticated")
+
         asyncio.run(visit())
     finally:
         server.stop()
@@ -186,8 +205,10 @@ def test_tokens_are_redacted_even_from_websockets_debug_lines(celery_ws_redis_ur
 
 def test_redact() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
-    assert redact(f"GET /?token={jwt}&last_event_id=1-0 HTTP/1.1") == \
-        "GET /?token=[redacted]&last_event_id=1-0 HTTP/1.1"
+    assert (
+        redact(f"GET /?token={jwt}&last_event_id=1-0 HTTP/1.1")
+        == "GET /?token=[redacted]&last_event_id=1-0 HTTP/1.1"
+    )
     assert redact("GET /ws/?access_token=abc") == "GET /ws/?access_token=[redacted]"
     assert redact(f"Authorization: Bearer {jwt}") == "Authorization: Bearer [redacted]"
     assert redact(f"closing: {jwt} is expired") == "closing: [redacted] is expired"
@@ -199,13 +220,16 @@ def test_json_formatter_includes_exceptions_redacted() -> None:
     try:
         raise ValueError("bad url ws://x/?token=secret123")
     except ValueError:
-        record = logging.LogRecord("celery_ws.x", logging.ERROR, __file__, 1, "failed for %s", ("?token=abc",),
-                                   sys.exc_info())
+        record = logging.LogRecord(
+            "celery_ws.x", logging.ERROR, __file__, 1, "failed for %s", ("?token=abc",), sys.exc_info()
+        )
     line = JsonFormatter().format(record)
     entry = json.loads(line)
-    assert entry["level"] == "ERROR" and entry["logger"] == "celery_ws.x"
+    assert entry["level"] == "ERROR"
+    assert entry["logger"] == "celery_ws.x"
     assert entry["message"] == "failed for ?token=[redacted]"
-    assert "secret123" not in line and "ValueError" in entry["exception"]
+    assert "secret123" not in line
+    assert "ValueError" in entry["exception"]
     assert "\n" not in line
 
 

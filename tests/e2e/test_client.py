@@ -52,11 +52,16 @@ async def test_lifecycle_progress_and_step_result(celery_ws_client, user):
         progress = await client.wait_for_event("task_progress", task_id=result.id, current=3)
         step = await client.wait_for_event("task_step_result", task_id=result.id)
     assert sent["name"] == started["name"] == "tests.tasks.report"
-    assert progress["total"] == 3 and progress["progress"] == 100.0 and progress["message"] == "working"
-    assert step["step"] == "load" and step["result"] == {"n": 3} and step["callback_id"] is None
+    assert progress["total"] == 3
+    assert progress["progress"] == 100.0
+    assert progress["message"] == "working"
+    assert step["step"] == "load"
+    assert step["result"] == {"n": 3}
+    assert step["callback_id"] is None
     assert done["result"] == {"n": 3, "ratio": "1.5"}
     kinds = types_for(client, result.id)
-    assert kinds[0] == "task_sent" and kinds[-1] == "task_succeeded"
+    assert kinds[0] == "task_sent"
+    assert kinds[-1] == "task_succeeded"
     assert ids_increase(client)
     assert client.last_event_id == max((f["id"] for f in client.frames if "id" in f), key=event_order)
 
@@ -65,13 +70,17 @@ async def test_lifecycle_progress_and_step_result(celery_ws_client, user):
 async def test_confirmation_request_and_answer(celery_ws_client, user):
     async with celery_ws_client(user_id=user) as client:
         result = tasks.ask.delay_for(user)
-        request = await client.wait_for(lambda f: f.get("task_id") == result.id and bool(f.get("callback_id")))
-        assert request["type"] == "task_step_result" and request["message"] == "Continue?"
+        request = await client.wait_for(
+            lambda f: f.get("task_id") == result.id and bool(f.get("callback_id"))
+        )
+        assert request["type"] == "task_step_result"
+        assert request["message"] == "Continue?"
         reply = await client.confirm(request["callback_id"], True, "go")
         answered = await client.wait_for_event("confirmation_answered", task_id=result.id)
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
     assert reply["type"] == "confirmation_received"
-    assert answered["callback_id"] == request["callback_id"] and answered["proceed"] is True
+    assert answered["callback_id"] == request["callback_id"]
+    assert answered["proceed"] is True
     assert answered["answered_by"] == user
     assert done["result"]["feedback"] == "go"
 
@@ -82,7 +91,8 @@ async def test_confirmation_expired_and_task_failed(celery_ws_client, user):
         result = tasks.ask.delay_for(user, timeout=0.3)
         expired = await client.wait_for_event("confirmation_expired", task_id=result.id)
         failed = await client.wait_for_event("task_failed", task_id=result.id)
-    assert expired["callback_id"] and failed["error_code"] == "ConfirmationTimeout"
+    assert expired["callback_id"]
+    assert failed["error_code"] == "ConfirmationTimeout"
 
 
 @pytest.mark.usefixtures("worker")
@@ -90,7 +100,8 @@ async def test_task_failed(celery_ws_client, user):
     async with celery_ws_client(user_id=user) as client:
         result = tasks.fail.delay_for(user)
         failed = await client.wait_for_event("task_failed", task_id=result.id)
-    assert failed["error_code"] == "ValueError" and "broken" in failed["error_message"]
+    assert failed["error_code"] == "ValueError"
+    assert "broken" in failed["error_message"]
 
 
 @pytest.mark.usefixtures("worker")
@@ -99,7 +110,8 @@ async def test_task_retrying_then_succeeded(celery_ws_client, user):
         result = tasks.retry_once.delay_for(user)
         retrying = await client.wait_for_event("task_retrying", task_id=result.id)
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
-    assert retrying["retries"] == 1 and "first try fails" in str(retrying["reason"])
+    assert retrying["retries"] == 1
+    assert "first try fails" in str(retrying["reason"])
     assert done["result"] == "second try"
 
 
@@ -123,8 +135,11 @@ async def test_heartbeat_broadcast_and_send_to_user(celery_ws_client, user, publ
         beat = await client.wait_for_event("heartbeat", task_id=task_id)
         note = await client.wait_for_event("system_notification", message=f"hello {user}")
         mine = await client.wait_for_event("personal_notification")
-    assert beat["interval"] == 30 and beat["user_id"] == user
-    assert note["id"] and mine["message"] == "yours" and mine["user_id"] == user
+    assert beat["interval"] == 30
+    assert beat["user_id"] == user
+    assert note["id"]
+    assert mine["message"] == "yours"
+    assert mine["user_id"] == user
 
 
 # -- client behaviour ---------------------------------------------------------------------
@@ -134,7 +149,9 @@ async def test_heartbeat_broadcast_and_send_to_user(celery_ws_client, user, publ
 async def test_a_confirmation_re_sent_on_subscribe_appears_once(celery_ws_client, user):
     async with celery_ws_client(user_id=user) as client:
         result = tasks.ask.delay_for(user)
-        request = await client.wait_for(lambda f: f.get("task_id") == result.id and bool(f.get("callback_id")))
+        request = await client.wait_for(
+            lambda f: f.get("task_id") == result.id and bool(f.get("callback_id"))
+        )
         await client.subscribe(task_id=result.id)  # the server sends the open question again
         await client.ping()
         copies = [f for f in client.frames if f.get("id") == request["id"]]
@@ -150,7 +167,8 @@ async def test_send_with_ack_returns_once_a_client_acknowledged(celery_ws_client
         frame = await client.wait_for_event("needs_ack")
         reply = await client.wait_for_event("ack_received")
     assert acked is True
-    assert frame["requires_ack"] is True and client.acked == [frame["message_id"]]
+    assert frame["requires_ack"] is True
+    assert client.acked == [frame["message_id"]]
     assert reply["message_id"] == frame["message_id"]
     assert not [f for f in client.frames if f.get("type") == "error"]
 
@@ -176,7 +194,8 @@ async def test_without_reconnect_a_closed_server_ends_the_client(celery_ws_setti
     finally:
         server.stop()
     await asyncio.wait_for(client.closed.wait(), seconds(5))
-    assert client.reconnects == 0 and client.auth_error is None
+    assert client.reconnects == 0
+    assert client.auth_error is None
     with pytest.raises(ConnectionClosed):
         await client.ping()
     await client.close()
@@ -204,18 +223,22 @@ async def test_token_connects_as_its_user(token_server, token_settings, user, pu
         publisher.send_to_user(user, {"type": "personal_notification", "message": "token"})
         note = await client.wait_for_event("personal_notification")
         refused = await client.subscribe(user_id=user + "-other")
-    assert welcome["user_id"] == user and client.user_id == user
+    assert welcome["user_id"] == user
+    assert client.user_id == user
     assert note["message"] == "token"
-    assert refused["type"] == "error" and refused["code"] == "forbidden"
+    assert refused["type"] == "error"
+    assert refused["code"] == "forbidden"
 
 
 async def test_a_refused_token_is_not_retried(token_server, user):
     wrong = issue_token(user, ttl=60, settings=Settings.load(secret="x" * 40))
-    async with Client(token_server.url, token=wrong, reconnect=True, backoff_initial=0.05,
-                      timeout=seconds(10)) as client:
+    async with Client(
+        token_server.url, token=wrong, reconnect=True, backoff_initial=0.05, timeout=seconds(10)
+    ) as client:
         await asyncio.wait_for(client.closed.wait(), seconds(5))
         await asyncio.sleep(0.2)
-    assert client.auth_error is not None and client.reconnects == 0
+    assert client.auth_error is not None
+    assert client.reconnects == 0
     assert client.connection.close_code == 4401
 
 
@@ -226,14 +249,17 @@ async def test_a_token_function_renews_an_expiring_token(token_server, token_set
         minted.append(issue_token(user, ttl=2, settings=token_settings))
         return minted[-1]
 
-    async with Client(token_server.url, token=fresh_token, reconnect=True, backoff_initial=0.05,
-                      timeout=seconds(10)) as client:
+    async with Client(
+        token_server.url, token=fresh_token, reconnect=True, backoff_initial=0.05, timeout=seconds(10)
+    ) as client:
         await client.wait_for_event("authenticated")
         # closed at expiry, back at once
         await asyncio.wait_for(_until(lambda: client.reconnects >= 1), seconds(10))
         publisher.send_to_user(user, {"type": "after_renewal"})
         await client.wait_for_event("after_renewal")
-    assert client.auth_error is None and len(minted) >= 2 and len(set(minted)) == len(minted)
+    assert client.auth_error is None
+    assert len(minted) >= 2
+    assert len(set(minted)) == len(minted)
 
 
 async def test_a_token_function_whose_token_is_refused_at_once_stops(token_server, user):
@@ -243,10 +269,12 @@ async def test_a_token_function_whose_token_is_refused_at_once_stops(token_serve
         calls.append(1)
         return issue_token(user, ttl=60, settings=Settings.load(secret="y" * 40))
 
-    async with Client(token_server.url, token=wrong_token, reconnect=True, backoff_initial=0.05,
-                      timeout=seconds(10)) as client:
+    async with Client(
+        token_server.url, token=wrong_token, reconnect=True, backoff_initial=0.05, timeout=seconds(10)
+    ) as client:
         await asyncio.wait_for(client.closed.wait(), seconds(5))
-    assert client.auth_error is not None and calls == [1]
+    assert client.auth_error is not None
+    assert calls == [1]
 
 
 async def _until(condition) -> None:
@@ -257,14 +285,17 @@ async def _until(condition) -> None:
 # -- reconnect ----------------------------------------------------------------------------
 
 
-async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redis_url, user, publisher, tmp_path):
+async def test_reconnects_to_a_restarted_server_and_re_subscribes(
+    celery_ws_redis_url, user, publisher, tmp_path
+):
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
     first = await asyncio.to_thread(ServeProcess(celery_ws_redis_url, tmp_path, port).start)
     second: ServeProcess | None = None
     try:
-        async with Client(url, reconnect=True, backoff_initial=0.1, backoff_max=0.5,
-                          timeout=seconds(10)) as client:
+        async with Client(
+            url, reconnect=True, backoff_initial=0.1, backoff_max=0.5, timeout=seconds(10)
+        ) as client:
             await client.subscribe(user_id=user)
             publisher.send_to_user(user, {"type": "note", "n": 1})
             one = await client.wait_for_event("note", n=1)
@@ -283,7 +314,8 @@ async def test_reconnects_to_a_restarted_server_and_re_subscribes(celery_ws_redi
                     await asyncio.sleep(0.02)
             resubscribed = client.resubscriptions[0]
             assert client.reconnects == 1
-            assert resubscribed["type"] == "subscription_confirmed" and resubscribed["user_id"] == user
+            assert resubscribed["type"] == "subscription_confirmed"
+            assert resubscribed["user_id"] == user
 
             # subscribed again (not a firehose connection): another user's event is not delivered
             publisher.send_to_user(user + "-other", {"type": "note", "n": 99})

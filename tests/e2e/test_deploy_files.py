@@ -63,14 +63,17 @@ def test_dockerfile() -> None:
     user = by_name["USER"][-1]
     assert user not in ("root", "0"), "the image must not run as root"
     assert [name for name, _ in instructions].index("USER") > max(
-        i for i, (name, rest) in enumerate(instructions) if name == "RUN")
+        i for i, (name, rest) in enumerate(instructions) if name == "RUN"
+    )
     assert by_name["EXPOSE"] == ["8765"]
 
     (healthcheck,) = by_name["HEALTHCHECK"]
     options, _, command = healthcheck.partition(" CMD ")
     assert "--interval" in options
     argv = exec_form(command)
-    assert argv[:2] == ["python", "-c"] and "/healthz" in argv[2] and "urllib" in argv[2]
+    assert argv[:2] == ["python", "-c"]
+    assert "/healthz" in argv[2]
+    assert "urllib" in argv[2]
     ast.parse(argv[2])  # valid Python
 
     cmd = exec_form(by_name["CMD"][-1])
@@ -81,8 +84,16 @@ def test_dockerfile() -> None:
 def test_compose_file_names_the_topology() -> None:
     """Without PyYAML: the services and the settings are there."""
     text = COMPOSE.read_text()
-    for needle in ("redis:", "worker:", "celery-ws-1:", "celery-ws-2:", "nginx:", "CELERY_WS_SECRET",
-                   "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf", '"celery", "-A", "examples.tasks", "worker"'):
+    for needle in (
+        "redis:",
+        "worker:",
+        "celery-ws-1:",
+        "celery-ws-2:",
+        "nginx:",
+        "CELERY_WS_SECRET",
+        "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf",
+        '"celery", "-A", "examples.tasks", "worker"',
+    ):
         assert needle in text, needle
 
 
@@ -109,10 +120,15 @@ def test_nginx_conf_has_the_websocket_settings() -> None:
     text = NGINX_CONF.read_text()
     ws_block = re.search(r"location\s+/ws/\s*\{([^}]*)\}", text)
     assert ws_block is not None
-    for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
-                      'proxy_set_header Connection "upgrade";', "proxy_set_header X-Forwarded-For",
-                      "proxy_set_header X-Forwarded-Proto", "proxy_read_timeout 86400;",
-                      "proxy_send_timeout 86400;"):
+    for directive in (
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        'proxy_set_header Connection "upgrade";',
+        "proxy_set_header X-Forwarded-For",
+        "proxy_set_header X-Forwarded-Proto",
+        "proxy_read_timeout 86400;",
+        "proxy_send_timeout 86400;",
+    ):
         assert directive in ws_block.group(1), directive
     assert re.search(r"location\s+=\s+/healthz\s*\{", text)
     assert re.search(r"location\s+=\s+/metrics\s*\{", text)
@@ -123,7 +139,8 @@ def test_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     if nginx is None:
         pytest.skip("nginx is not installed (apt-get install -y nginx); .ci/run installs it")
     conf = write_nginx_conf(tmp_path, [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"], free_port())
-    done = subprocess.run(nginx_command(nginx, tmp_path, conf, "-t"), capture_output=True, text=True,
-                          timeout=seconds(30))
+    done = subprocess.run(
+        nginx_command(nginx, tmp_path, conf, "-t"), capture_output=True, text=True, timeout=seconds(30)
+    )
     assert done.returncode == 0, f"{shlex.join(nginx_command(nginx, tmp_path, conf, '-t'))}\n{done.stderr}"
     assert "test is successful" in done.stderr

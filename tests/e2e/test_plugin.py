@@ -13,7 +13,7 @@ from tests.helpers import seconds
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = '''
+CONFTEST = """
 import pytest
 from celery import Celery
 
@@ -41,9 +41,9 @@ def celery_ws_server(celery_ws_redis_url):
     server = ServerThread(Settings.load(redis_url=celery_ws_redis_url, secret="users-secret-0123456789abcdef-xyz"))
     yield server.start()
     server.stop()
-'''
+"""
 
-TEST = '''
+TEST = """
 async def test_review_asks_before_writing(celery_ws_app, celery_ws_worker, celery_ws_client):
     review = celery_ws_app.tasks["users_app.review"]
     async with celery_ws_client(user_id="alice") as client:
@@ -53,11 +53,12 @@ async def test_review_asks_before_writing(celery_ws_app, celery_ws_worker, celer
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
     assert client.frames[0]["type"] == "authenticated" and client.frames[0]["user_id"] == "alice"
     assert done["result"]["feedback"] == "from the plugin" and done["result"]["answered_by"] == "alice"
-'''
+"""
 
 
-def test_a_users_suite_drives_a_task_through_its_question(pytester: pytest.Pytester, celery_ws_redis_url: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_users_suite_drives_a_task_through_its_question(
+    pytester: pytest.Pytester, celery_ws_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CELERY_WS_TEST_REDIS_URL", celery_ws_redis_url)
     pytester.makeini("[pytest]\nasyncio_mode = auto\n")
     pytester.makeconftest(CONFTEST)

@@ -33,14 +33,17 @@ EVENT_TIMEOUT = seconds(20)
 def nginx_binary() -> str:
     found = find_nginx()
     if found is None:
-        pytest.skip("nginx is not installed (apt-get install -y nginx, or set CELERY_WS_TEST_NGINX); "
-                    ".ci/run installs it")
+        pytest.skip(
+            "nginx is not installed (apt-get install -y nginx, or set CELERY_WS_TEST_NGINX); "
+            ".ci/run installs it"
+        )
     return found
 
 
 @pytest.fixture(scope="module")
-def cluster(nginx_binary: str, celery_ws_redis_url: str, worker: Any,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, ServeProcess, Nginx]]:
+def cluster(
+    nginx_binary: str, celery_ws_redis_url: str, worker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServeProcess, ServeProcess, Nginx]]:
     logs = tmp_path_factory.mktemp("scale-out")
     a = ServeProcess(celery_ws_redis_url, logs)
     b = ServeProcess(celery_ws_redis_url, logs)
@@ -83,8 +86,11 @@ def task_history(redis_url: str, task_id: str) -> list[str]:
 def event_ids(client: Client, task_id: str) -> list[str]:
     """Ids of the task's events the client received, heartbeats left out: those
     are live-only (celery_ws/lua/emit.lua keeps them out of the history)."""
-    return [f["id"] for f in client.frames
-            if f.get("task_id") == task_id and isinstance(f.get("id"), str) and f.get("type") != "heartbeat"]
+    return [
+        f["id"]
+        for f in client.frames
+        if f.get("task_id") == task_id and isinstance(f.get("id"), str) and f.get("type") != "heartbeat"
+    ]
 
 
 async def connect_all(clients: Sequence[Client], user: str) -> None:
@@ -119,30 +125,38 @@ def test_health_and_metrics_through_nginx(cluster: tuple[ServeProcess, ServeProc
     _, _, nginx = cluster
     assert http_get(f"{nginx.http_url}/healthz")[0] == 200
     code, body = http_get(f"{nginx.http_url}/metrics")
-    assert code == 200 and b"celery_ws_active_connections" in body
+    assert code == 200
+    assert b"celery_ws_active_connections" in body
     assert http_get(f"{nginx.http_url}/status")[0] == 404  # operators ask each replica
     code, page = http_get(f"{nginx.http_url}/")
-    assert code == 200 and b"/celery-ws.js" in page  # the built-in page, through nginx
+    assert code == 200
+    assert b"/celery-ws.js" in page
     assert http_get(f"{nginx.http_url}/celery-ws.js")[0] == 200
     # nginx's access log leaves out query strings, where browsers put their token
     assert http_get(f"{nginx.http_url}/healthz?token=not-for-the-log")[0] == 200
     access_log = (nginx.prefix / "access.log").read_text()
-    assert "GET /healthz HTTP/1.1" in access_log and "not-for-the-log" not in access_log
+    assert "GET /healthz HTTP/1.1" in access_log
+    assert "not-for-the-log" not in access_log
 
 
 async def test_every_client_of_the_owner_gets_every_event_on_either_replica(
-        cluster: tuple[ServeProcess, ServeProcess, Nginx], user: str, celery_ws_redis_url: str) -> None:
+    cluster: tuple[ServeProcess, ServeProcess, Nginx], user: str, celery_ws_redis_url: str
+) -> None:
     a, b, nginx = cluster
     before = (await wait_connections(a, 0), await wait_connections(b, 0))  # earlier tests' clients gone
     clients = [RecordingClient(nginx.url, timeout=EVENT_TIMEOUT) for _ in range(4)]
     try:
         await connect_all(clients, user)
         after = (await asyncio.to_thread(connections, a), await asyncio.to_thread(connections, b))
-        assert after[0] > before[0] and after[1] > before[1], f"round robin missed a replica: {before} -> {after}"
+        assert after[0] > before[0] and after[1] > before[1], (
+            f"round robin missed a replica: {before} -> {after}"
+        )
         assert sum(after) - sum(before) == len(clients)
 
-        started = [tasks.report.apply_async_for(user, (30,), {"step": "count"}),
-                   tasks.report.apply_async_for(user, (10,))]
+        started = [
+            tasks.report.apply_async_for(user, (30,), {"step": "count"}),
+            tasks.report.apply_async_for(user, (10,)),
+        ]
         for client in clients:
             for result in started:
                 await client.wait_for_event("task_succeeded", task_id=result.id)
@@ -159,7 +173,8 @@ async def test_every_client_of_the_owner_gets_every_event_on_either_replica(
 
 
 async def test_confirmation_asked_on_one_replica_is_answered_through_the_other(
-        cluster: tuple[ServeProcess, ServeProcess, Nginx], user: str) -> None:
+    cluster: tuple[ServeProcess, ServeProcess, Nginx], user: str
+) -> None:
     a, b, _ = cluster
     async with Client(a.url, timeout=EVENT_TIMEOUT) as on_a, Client(b.url, timeout=EVENT_TIMEOUT) as on_b:
         await on_a.subscribe(user_id=user)
@@ -169,9 +184,14 @@ async def test_confirmation_asked_on_one_replica_is_answered_through_the_other(
         reply = await on_b.confirm(question["callback_id"], True, "through replica B")
         assert reply["type"] == "confirmation_received", reply
         done = await on_a.wait_for_event("task_succeeded", task_id=result.id)
-        answered = [f for f in on_a.frames if f.get("type") == "confirmation_answered"
-                    and f.get("task_id") == result.id]
-        assert len(answered) == 1 and answered[0]["answered_by"] == user and answered[0]["proceed"] is True
+        answered = [
+            f
+            for f in on_a.frames
+            if f.get("type") == "confirmation_answered" and f.get("task_id") == result.id
+        ]
+        assert len(answered) == 1
+        assert answered[0]["answered_by"] == user
+        assert answered[0]["proceed"] is True
         assert done["result"]["feedback"] == "through replica B"
         assert done["result"]["answered_by"] == user
         # a second answer, through the other replica, is refused: one answer wins
@@ -186,11 +206,21 @@ async def test_confirmation_asked_on_one_replica_is_answered_through_the_other(
 
 
 async def test_a_stopped_replicas_clients_resume_on_the_other_without_loss(
-        cluster: tuple[ServeProcess, ServeProcess, Nginx], user: str, celery_ws_redis_url: str) -> None:
+    cluster: tuple[ServeProcess, ServeProcess, Nginx], user: str, celery_ws_redis_url: str
+) -> None:
     a, b, nginx = cluster
     assert (await wait_connections(a, 0), await wait_connections(b, 0)) == (0, 0)
-    clients = [RecordingClient(nginx.url, timeout=EVENT_TIMEOUT, reconnect=True, backoff_initial=0.1,
-                               backoff_max=0.5, max_attempts=40) for _ in range(4)]
+    clients = [
+        RecordingClient(
+            nginx.url,
+            timeout=EVENT_TIMEOUT,
+            reconnect=True,
+            backoff_initial=0.1,
+            backoff_max=0.5,
+            max_attempts=40,
+        )
+        for _ in range(4)
+    ]
     try:
         await connect_all(clients, user)
         # round robin over two replicas: two of the four clients sit on A
@@ -215,13 +245,15 @@ async def test_a_stopped_replicas_clients_resume_on_the_other_without_loss(
             received = event_ids(client, result.id)
             extra = [f for f in client.frames if f.get("id") in set(received) - set(history)]
             assert set(received) == set(history), (
-                f"missing {sorted(set(history) - set(received))}, extra {extra}")
+                f"missing {sorted(set(history) - set(received))}, extra {extra}"
+            )
             assert len(received) == len(set(received)), "a duplicate event reached the application"
             assert len(client.arrived) == len(set(client.arrived)), "the server sent an event twice"
         for client in moved:
             assert client.reconnects >= 1
-            assert client.resubscriptions and client.resubscriptions[-1].get("recovered") is True, \
+            assert client.resubscriptions and client.resubscriptions[-1].get("recovered") is True, (
                 client.resubscriptions
+            )
         for client in stayed:
             assert client.reconnects == 0
         assert await wait_connections(b, len(clients)) == len(clients), "every client is on B now"

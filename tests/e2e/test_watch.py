@@ -35,8 +35,9 @@ class Terminal:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_"))}
         env.update(TERM="xterm-256color", COLUMNS="100", LINES="40", PYTHONUNBUFFERED="1")
         self.master, slave = os.openpty()
-        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
         os.close(slave)
         self.raw = b""
 
@@ -59,7 +60,9 @@ class Terminal:
                 self._pump(0.1)
                 if text in self.screen:
                     return
-                raise AssertionError(f"{text!r} not shown (exit {self.process.poll()}); screen:\n{self.screen}")
+                raise AssertionError(
+                    f"{text!r} not shown (exit {self.process.poll()}); screen:\n{self.screen}"
+                )
             self._pump(0.1)
 
     def type(self, text: str) -> None:
@@ -119,7 +122,8 @@ def test_watch_a_task_with_yes(celery_ws_server, user, terminal):
     result = tasks.ask.delay_for(user)
     term = watch(terminal, result.id, "--url", celery_ws_server.url, "--yes")
     assert term.wait() == 0  # the open question is re-sent on subscribe and answered
-    assert "Continue?" in term.screen and "(--yes)" in term.screen
+    assert "Continue?" in term.screen
+    assert "(--yes)" in term.screen
     assert result.get(timeout=seconds(10))["proceed"] is True
 
 
@@ -137,7 +141,8 @@ def test_refusing_still_exits_0_and_a_failed_task_exits_1(celery_ws_server, user
     term.expect("Watching user")
     tasks.fail.delay_for(user)
     assert term.wait() == 1
-    assert "failed" in term.screen and "ValueError" in term.screen
+    assert "failed" in term.screen
+    assert "ValueError" in term.screen
 
 
 def test_a_cancelled_task_exits_2(celery_ws_server, user, terminal, celery_ws_client):
@@ -149,6 +154,7 @@ def test_a_cancelled_task_exits_2(celery_ws_server, user, terminal, celery_ws_cl
         async with celery_ws_client(user_id=user) as client:
             await client.wait_for_event("task_progress", task_id=result.id)
             assert (await client.cancel(result.id))["type"] == "cancel_received"
+
     asyncio.run(cancel())
     assert term.wait() == 2
     assert "cancelled" in term.screen
@@ -167,9 +173,15 @@ def test_watching_a_task_that_already_ended_exits_at_once(celery_ws_server, cele
     async def wait_until_failed() -> None:
         async with celery_ws_client(user_id=user) as client:
             await client.wait_for_event("task_failed", task_id=result.id)
+
     asyncio.run(wait_until_failed())
-    done = subprocess.run([sys.executable, "-m", "celery_ws", "watch", result.id, "--url", celery_ws_server.url],
-                          capture_output=True, text=True, timeout=seconds(30), stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "celery_ws", "watch", result.id, "--url", celery_ws_server.url],
+        capture_output=True,
+        text=True,
+        timeout=seconds(30),
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "failed" in done.stdout
 
@@ -177,11 +189,15 @@ def test_watching_a_task_that_already_ended_exits_at_once(celery_ws_server, cele
 #: task text as users' data can make it: Rich markup that would crash the view
 #: or plant a link, terminal sequences that would plant a hyperlink (OSC 8) or
 #: clear the screen
-HOSTILE = ("[/b] [link=https://evil.example]x[/link] [bold red]red "
-           "\x1b]8;;https://evil.example\x1b\\y\x1b]8;;\x1b\\ \x1b[2J")
+HOSTILE = (
+    "[/b] [link=https://evil.example]x[/link] [bold red]red "
+    "\x1b]8;;https://evil.example\x1b\\y\x1b]8;;\x1b\\ \x1b[2J"
+)
 #: the same text as the watcher must show it: as it is, control characters written out
-SHOWN = ("[/b] [link=https://evil.example]x[/link] [bold red]red "
-         "\\x1b]8;;https://evil.example\\x1b\\y\\x1b]8;;\\x1b\\ \\x1b[2J")
+SHOWN = (
+    "[/b] [link=https://evil.example]x[/link] [bold red]red "
+    "\\x1b]8;;https://evil.example\\x1b\\y\\x1b]8;;\\x1b\\ \\x1b[2J"
+)
 
 
 def assert_nothing_reached_the_terminal(term: Terminal) -> None:

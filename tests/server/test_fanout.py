@@ -28,7 +28,9 @@ async def test_compressed_and_plain_connections_get_the_same_events(celery_ws_se
         assert orjson.loads(await ws.recv())["type"] == "subscription_confirmed"
         connections[name] = ws
     try:
-        negotiated = {name: ws.response.headers.get("Sec-WebSocket-Extensions") for name, ws in connections.items()}
+        negotiated = {
+            name: ws.response.headers.get("Sec-WebSocket-Extensions") for name, ws in connections.items()
+        }
         assert "server_max_window_bits=9" in negotiated["deflate, window 9"]
         assert "permessage-deflate" in negotiated["deflate, server's window"]
         assert "server_max_window_bits=9" not in negotiated["deflate, server's window"]

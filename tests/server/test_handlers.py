@@ -28,6 +28,7 @@ from celery_ws.server.registry import Registry, Session
 from celery_ws.server.store import ServerStore
 from celery_ws.server.wsconn import Peer
 from celery_ws.settings import Settings
+from celery_ws.tokens import Identity
 from tests.helpers import seconds
 
 
@@ -50,8 +51,9 @@ class Server:
         self.metrics = Metrics(lambda: len(self.registry))
         self.revoked: list[str] = []
         self.store = ServerStore(publisher.redis, settings)
-        self.handler = ActionHandler(self.registry, self.store, publisher, self.revoke, self.metrics,
-                                     token_mode=token_mode)
+        self.handler = ActionHandler(
+            self.registry, self.store, publisher, self.revoke, self.metrics, token_mode=token_mode
+        )
 
     async def revoke(self, task_id: str) -> None:
         self.revoked.append(task_id)
@@ -85,7 +87,9 @@ async def test_subscribe_and_unsubscribe_change_the_registry(open_server: Server
 
     (confirmed,) = await open_server.send(session, {"action": "subscribe", "user_id": user})
     assert confirmed == {"type": "subscription_confirmed", "user_id": user, "task_id": None}
-    assert session.identity == user and not session.firehose and session.users == {user}
+    assert session.identity == user
+    assert not session.firehose
+    assert session.users == {user}
     assert conn in open_server.registry.targets(user, None)
     assert conn not in open_server.registry.targets(user + "-other", None)
 
@@ -104,56 +108,81 @@ async def test_subscribe_and_unsubscribe_change_the_registry(open_server: Server
 async def test_ping_echoes_the_whole_frame(open_server: Server) -> None:
     before = time.time()
     (pong,) = await open_server.send(open_server.connect(), {"action": "ping", "n": 1, "nested": {"a": [1]}})
-    assert pong["type"] == "pong" and pong["timestamp"] >= before
+    assert pong["type"] == "pong"
+    assert pong["timestamp"] >= before
     assert pong["original_data"] == {"action": "ping", "n": 1, "nested": {"a": [1]}}
 
 
 async def test_invalid_json_is_an_error_frame_and_counted(open_server: Server) -> None:
     (error,) = await open_server.send(open_server.connect(), "{not json")
-    assert error["type"] == "error" and error["code"] == "invalid_json"
+    assert error["type"] == "error"
+    assert error["code"] == "invalid_json"
     assert open_server.metrics.snapshot()["messages_in_invalid"] == 1
 
 
-@pytest.mark.parametrize(("token_mode", "identity", "code"), [
-    (False, None, "unknown_callback"),
-    (True, "someone", "forbidden"),  # a named user cannot learn whether the id exists
-], ids=["open", "token"])
-async def test_confirm_of_an_unknown_id(celery_ws_settings: Settings, async_publisher: AsyncPublisher,
-                                        token_mode: bool, identity: str | None, code: str) -> None:
+@pytest.mark.parametrize(
+    ("token_mode", "identity", "code"),
+    [
+        (False, None, "unknown_callback"),
+        (True, "someone", "forbidden"),  # a named user cannot learn whether the id exists
+    ],
+    ids=["open", "token"],
+)
+async def test_confirm_of_an_unknown_id(
+    celery_ws_settings: Settings,
+    async_publisher: AsyncPublisher,
+    token_mode: bool,
+    identity: str | None,
+    code: str,
+) -> None:
     server = Server(celery_ws_settings, async_publisher, token_mode=token_mode)
     callback_id = uuid.uuid4().hex
-    (error,) = await server.send(server.connect(identity),
-                                 {"action": "confirm", "callback_id": callback_id, "proceed": True})
-    assert error["type"] == "error" and error["code"] == code and error["callback_id"] == callback_id
+    (error,) = await server.send(
+        server.connect(identity), {"action": "confirm", "callback_id": callback_id, "proceed": True}
+    )
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["callback_id"] == callback_id
 
 
 async def test_cancel_of_another_users_task_is_forbidden_in_token_mode(
-        token_server: Server, async_publisher: AsyncPublisher, user: str) -> None:
+    token_server: Server, async_publisher: AsyncPublisher, user: str
+) -> None:
     task_id = uuid.uuid4().hex
     await async_publisher.emit(event("task_started", task_id=task_id, user_id=user))
 
-    (error,) = await token_server.send(token_server.connect(user + "-mallory"),
-                                       {"action": "cancel", "task_id": task_id})
-    assert error["type"] == "error" and error["code"] == "forbidden" and error["task_id"] == task_id
-    assert not await async_publisher.is_cancelled(task_id) and token_server.revoked == []
+    (error,) = await token_server.send(
+        token_server.connect(user + "-mallory"), {"action": "cancel", "task_id": task_id}
+    )
+    assert error["type"] == "error"
+    assert error["code"] == "forbidden"
+    assert error["task_id"] == task_id
+    assert not await async_publisher.is_cancelled(task_id)
+    assert token_server.revoked == []
 
-    (received,) = await token_server.send(token_server.connect(user), {"action": "cancel", "task_id": task_id})
+    (received,) = await token_server.send(
+        token_server.connect(user), {"action": "cancel", "task_id": task_id}
+    )
     assert received == {"type": "cancel_received", "task_id": task_id}
-    assert await async_publisher.cancelled_by(task_id) == user and token_server.revoked == [task_id]
+    assert await async_publisher.cancelled_by(task_id) == user
+    assert token_server.revoked == [task_id]
 
 
 async def test_a_typed_answer_that_does_not_fit_is_refused_and_the_question_stays_open(
-        token_server: Server, async_publisher: AsyncPublisher, user: str) -> None:
+    token_server: Server, async_publisher: AsyncPublisher, user: str
+) -> None:
     question = TaskStepResult(step="import", message="How many rows?", status="waiting")
-    asking = asyncio.create_task(async_publisher.notify_user(question, user, None, 1, timeout=seconds(10),
-                                                             answer_model=RowLimit))
+    asking = asyncio.create_task(
+        async_publisher.notify_user(question, user, None, 1, timeout=seconds(10), answer_model=RowLimit)
+    )
     try:
         async with asyncio.timeout(seconds(10)):
             while not await token_server.store.pending_requests(user, None):
                 await asyncio.sleep(0.05)
         session = token_server.connect(user)
         # what a connection is sent once authenticated: the welcome, its subscription, open questions
-        frames = [loads(f) for f in await token_server.handler.authenticated(session, time.time() + 60, None)]
+        identity = Identity(user, time.time() + 60)
+        frames = [loads(f) for f in await token_server.handler.authenticated(session, identity, None)]
         assert [f["type"] for f in frames] == ["authenticated", "subscription_confirmed", "task_step_result"]
         callback_id = frames[2]["callback_id"]
         assert frames[2]["answer_schema"]["required"] == ["rows"]
@@ -162,13 +191,16 @@ async def test_a_typed_answer_that_does_not_fit_is_refused_and_the_question_stay
             return {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": {"rows": rows}}
 
         (refused,) = await token_server.send(session, answer("many"))
-        assert refused["type"] == "error" and refused["code"] == "invalid_answer"
-        assert refused["fields"] == ["rows"] and refused["callback_id"] == callback_id
+        assert refused["type"] == "error"
+        assert refused["code"] == "invalid_answer"
+        assert refused["fields"] == ["rows"]
+        assert refused["callback_id"] == callback_id
         assert not asking.done()
 
         (received,) = await token_server.send(session, answer(12))
         assert received == {"type": "confirmation_received", "callback_id": callback_id, "proceed": True}
         got = await asyncio.wait_for(asking, seconds(10))
-        assert got.data == RowLimit(rows=12) and got.answered_by == user
+        assert got.data == RowLimit(rows=12)
+        assert got.answered_by == user
     finally:
         asking.cancel()

@@ -31,9 +31,15 @@ EVENT_8K = "x" * 8192
 
 @pytest.fixture(scope="module")
 def settings(celery_ws_redis_url: str) -> Settings:
-    return Settings.load(redis_url=celery_ws_redis_url, secret=SECRET, write_buffer_limit=65_536,
-                         close_timeout=1.0, auth_timeout=1.0, max_connections_per_user=5,
-                         history_max_events=1_000)
+    return Settings.load(
+        redis_url=celery_ws_redis_url,
+        secret=SECRET,
+        write_buffer_limit=65_536,
+        close_timeout=1.0,
+        auth_timeout=1.0,
+        max_connections_per_user=5,
+        history_max_events=1_000,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +85,26 @@ def history(publisher: Publisher, user: str, count: int, payload: str = EVENT_8K
 
 # -- 1. a client that stops reading is dropped whatever it is doing -----------------------------
 
+
 async def test_a_client_that_stops_reading_during_a_resume_is_dropped(server, settings, publisher, user):
     before = status(server)
     since = history(publisher, user, 1_000)  # 8 MB to replay: more than the kernel buffers take
-    raw = await RawSocket.upgraded("127.0.0.1", server.manager.port,
-                                   f"/?token={token(user, settings)}&last_event_id={since}", receive_buffer=4096)
+    raw = await RawSocket.upgraded(
+        "127.0.0.1",
+        server.manager.port,
+        f"/?token={token(user, settings)}&last_event_id={since}",
+        receive_buffer=4096,
+    )
     raw.stop_reading()
     try:
         # it never reads: the replay stalls and live events pile up for it
         for n in range(100):
             publisher.send_to_user(user, {"type": "live", "n": n, "payload": "y" * 2048})
-        after = await until(lambda: status(server),
-                            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"], seconds(10))
+        after = await until(
+            lambda: status(server),
+            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"],
+            seconds(10),
+        )
         assert after["slow_clients_dropped"] == before["slow_clients_dropped"] + 1
         assert after["active_connections"] == before["active_connections"]
         assert not server.call(lambda: server.manager.registry.holding)
@@ -101,8 +115,9 @@ async def test_a_client_that_stops_reading_during_a_resume_is_dropped(server, se
 
 async def test_a_client_flooding_pings_without_reading_pongs_is_dropped(server, settings, publisher, user):
     before = status(server)
-    raw = await RawSocket.upgraded("127.0.0.1", server.manager.port, f"/?token={token(user, settings)}",
-                                   receive_buffer=4096)
+    raw = await RawSocket.upgraded(
+        "127.0.0.1", server.manager.port, f"/?token={token(user, settings)}", receive_buffer=4096
+    )
     raw.stop_reading()
     try:
         pings = frame(b"p" * 125, PING) * 1_000
@@ -111,8 +126,11 @@ async def test_a_client_flooding_pings_without_reading_pongs_is_dropped(server, 
                 break
             raw.writer.write(pings)
             await asyncio.sleep(0.01)
-        after = await until(lambda: status(server),
-                            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"], seconds(10))
+        after = await until(
+            lambda: status(server),
+            lambda s: s["slow_clients_dropped"] > before["slow_clients_dropped"],
+            seconds(10),
+        )
         assert after["slow_clients_dropped"] == before["slow_clients_dropped"] + 1
         assert after["active_connections"] == before["active_connections"]
     finally:
@@ -124,15 +142,21 @@ async def test_token_expiry_closes_a_client_that_never_reads(server, settings, p
     """The close at expiry queues behind a stalled replay; it is cut after close_timeout."""
     before = status(server)
     since = history(publisher, user, 1_000)  # a replay the kernel buffers cannot take: it stalls
-    raw = await RawSocket.upgraded("127.0.0.1", server.manager.port,
-                                   f"/?token={token(user, settings, ttl=2)}&last_event_id={since}",
-                                   receive_buffer=4096)
+    raw = await RawSocket.upgraded(
+        "127.0.0.1",
+        server.manager.port,
+        f"/?token={token(user, settings, ttl=2)}&last_event_id={since}",
+        receive_buffer=4096,
+    )
     raw.stop_reading()
     try:
         assert status(server)["active_connections"] == before["active_connections"] + 1
         # expiry (2 s, plus the verifier's leeway of 5 s) + close_timeout (1 s)
-        after = await until(lambda: status(server)["active_connections"],
-                            lambda n: n == before["active_connections"], seconds(12))
+        after = await until(
+            lambda: status(server)["active_connections"],
+            lambda n: n == before["active_connections"],
+            seconds(12),
+        )
         assert after == before["active_connections"]
     finally:
         raw.abort()
@@ -140,11 +164,14 @@ async def test_token_expiry_closes_a_client_that_never_reads(server, settings, p
 
 # -- 2. the per-user cap counts identities, not subscriptions ------------------------------------
 
+
 async def test_unsubscribing_from_oneself_does_not_dodge_the_per_user_cap(server, settings, publisher, user):
     held = []
     try:
         for _ in range(settings.max_connections_per_user):
-            raw = await RawSocket.upgraded("127.0.0.1", server.manager.port, f"/?token={token(user, settings)}")
+            raw = await RawSocket.upgraded(
+                "127.0.0.1", server.manager.port, f"/?token={token(user, settings)}"
+            )
             raw.send(json.dumps({"action": "unsubscribe", "user_id": user}))
             held.append(raw)
         for raw in held:  # authenticated, subscription_confirmed, unsubscribed
@@ -157,12 +184,16 @@ async def test_unsubscribing_from_oneself_does_not_dodge_the_per_user_cap(server
         for raw in held:
             raw.abort()
     # their slots come back when they close
-    await until(lambda: server.call(lambda: server.manager.registry.identity_connections(user)),
-                lambda n: n == 0, seconds(5))
+    await until(
+        lambda: server.call(lambda: server.manager.registry.identity_connections(user)),
+        lambda n: n == 0,
+        seconds(5),
+    )
     await still_serving(server, settings, publisher, user)
 
 
 # -- 3. a resume costs in proportion to what it replays -------------------------------------------
+
 
 async def test_looping_resumes_are_rate_limited_then_closed(server, settings, publisher, user):
     since = history(publisher, user, 1_000, payload="z")
@@ -185,19 +216,24 @@ async def test_looping_resumes_are_rate_limited_then_closed(server, settings, pu
     finally:
         raw.abort()
     assert replays <= 2, f"{replays} replays of 1,000 events served to one looping client"
-    assert refusals >= 1 and code == 1008
+    assert refusals >= 1
+    assert code == 1008
     # reconnecting to resume again does not refill the budget
-    again = await RawSocket.upgraded("127.0.0.1", server.manager.port,
-                                     f"/?token={token(user, settings)}&last_event_id={since}")
+    again = await RawSocket.upgraded(
+        "127.0.0.1", server.manager.port, f"/?token={token(user, settings)}&last_event_id={since}"
+    )
     assert await again.close_code() == 1013
     again.abort()
 
 
 # -- 4. sockets that never authenticate count toward max_connections ------------------------------
 
+
 async def test_sockets_that_never_authenticate_count_toward_max_connections(celery_ws_redis_url, user):
     limit = 20
-    settings = Settings.load(redis_url=celery_ws_redis_url, secret=SECRET, max_connections=limit, auth_timeout=2.0)
+    settings = Settings.load(
+        redis_url=celery_ws_redis_url, secret=SECRET, max_connections=limit, auth_timeout=2.0
+    )
     server = ServerThread(settings).start()
     port = server.manager.port
     try:
@@ -215,8 +251,9 @@ async def test_sockets_that_never_authenticate_count_toward_max_connections(cele
         async with asyncio.timeout(seconds(10)):
             while True:
                 try:
-                    async with Client(f"{server.url}/?token={token(user, settings)}",
-                                      timeout=seconds(10)) as client:
+                    async with Client(
+                        f"{server.url}/?token={token(user, settings)}", timeout=seconds(10)
+                    ) as client:
                         await client.wait_for_event("authenticated")
                         break
                 except Exception:
@@ -230,10 +267,19 @@ async def test_sockets_that_never_authenticate_count_toward_max_connections(cele
 
 # -- 5. every close ends, every count lets go, SIGTERM ends the process --------------------------
 
+
 async def test_connections_closed_for_oversized_frames_are_released_and_sigterm_is_bounded(
-        celery_ws_redis_url, tmp_path, user):
-    serve = ServeProcess(celery_ws_redis_url, tmp_path, env={
-        "CELERY_WS_CLOSE_TIMEOUT": "1", "CELERY_WS_AUTH_TIMEOUT": "1", "CELERY_WS_MAX_MESSAGE_SIZE": "1024"}).start()
+    celery_ws_redis_url, tmp_path, user
+):
+    serve = ServeProcess(
+        celery_ws_redis_url,
+        tmp_path,
+        env={
+            "CELERY_WS_CLOSE_TIMEOUT": "1",
+            "CELERY_WS_AUTH_TIMEOUT": "1",
+            "CELERY_WS_MAX_MESSAGE_SIZE": "1024",
+        },
+    ).start()
     try:
         closed = []
         for _ in range(8):
@@ -281,9 +327,24 @@ async def test_another_users_delivery_holds_while_one_user_loops_resumes(server,
         await victim.wait_for_event("subscription_confirmed")
         await delivery_latencies(victim, publisher, user, 20)  # warm up
         unloaded = await delivery_latencies(victim, publisher, user, 200)
-        floods = [subprocess.Popen(
-            [sys.executable, "-m", "tests.resume_flood", str(server.manager.port), token(attacker, settings),
-             attacker, since, "6"], cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        floods = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.resume_flood",
+                    str(server.manager.port),
+                    token(attacker, settings),
+                    attacker,
+                    since,
+                    "6",
+                ],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         try:
             await asyncio.sleep(0.5)
             loaded = await delivery_latencies(victim, publisher, user, 200)
@@ -313,7 +374,9 @@ async def test_the_first_frames_come_before_any_live_event(server, settings, pub
     streaming = asyncio.create_task(stream())
     try:
         for _ in range(30):
-            raw = await RawSocket.upgraded("127.0.0.1", server.manager.port, f"/?token={token(user, settings)}")
+            raw = await RawSocket.upgraded(
+                "127.0.0.1", server.manager.port, f"/?token={token(user, settings)}"
+            )
             try:
                 firsts = [json.loads((await raw.recv())[1])["type"] for _ in range(2)]
                 assert firsts == ["authenticated", "subscription_confirmed"]

@@ -34,8 +34,9 @@ def http_url(server: ServerThread) -> str:
     return f"http://127.0.0.1:{server.manager.port}"
 
 
-def get(url: str, headers: dict[str, str] | None = None,
-        timeout: float = seconds(5)) -> tuple[int, dict[str, str], bytes]:
+def get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = seconds(5)
+) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body; 4xx/5xx are returned, not raised."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -86,11 +87,13 @@ def test_healthz_and_readyz(celery_ws_server: ServerThread) -> None:
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     health = json.loads(body)
-    assert health["status"] == "ok" and health["redis"] is True
+    assert health["status"] == "ok"
+    assert health["redis"] is True
     assert isinstance(health["connections"], int)
 
     status, _, body = get(f"{http_url(celery_ws_server)}/readyz")
-    assert status == 200 and json.loads(body) == {"ready": True}
+    assert status == 200
+    assert json.loads(body) == {"ready": True}
 
 
 def test_healthz_is_503_while_redis_is_down_and_200_again_after() -> None:
@@ -123,26 +126,37 @@ def test_healthz_is_503_while_redis_is_down_and_200_again_after() -> None:
 def test_metrics_exposition_is_prometheus_text(celery_ws_server: ServerThread) -> None:
     samples = scrape(celery_ws_server)
     names = {name for name, _ in samples}
-    for expected in ("celery_ws_active_connections", "celery_ws_pending_confirmations",
-                     "celery_ws_send_failures_total", "celery_ws_slow_clients_dropped_total",
-                     "celery_ws_redis_reconnects_total", "celery_ws_event_delivery_seconds_count",
-                     "celery_ws_confirmation_answer_seconds_count"):
+    for expected in (
+        "celery_ws_active_connections",
+        "celery_ws_pending_confirmations",
+        "celery_ws_send_failures_total",
+        "celery_ws_slow_clients_dropped_total",
+        "celery_ws_redis_reconnects_total",
+        "celery_ws_event_delivery_seconds_count",
+        "celery_ws_confirmation_answer_seconds_count",
+    ):
         assert expected in names, f"{expected} missing from /metrics"
     # OpenMetrics for a scraper that asks for it
-    status, headers, body = get(f"{http_url(celery_ws_server)}/metrics",
-                                {"Accept": "application/openmetrics-text; version=1.0.0"})
-    assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
+    status, headers, body = get(
+        f"{http_url(celery_ws_server)}/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
 
 
 async def test_metrics_move_when_events_flow(own_server: ServerThread, worker: Any, user: str) -> None:
     before = await asyncio.to_thread(scrape, own_server)
-    async with Client(own_server.url, timeout=EVENT_TIMEOUT) as watcher, \
-            Client(own_server.url, timeout=EVENT_TIMEOUT) as other:
+    async with (
+        Client(own_server.url, timeout=EVENT_TIMEOUT) as watcher,
+        Client(own_server.url, timeout=EVENT_TIMEOUT) as other,
+    ):
         await watcher.subscribe(user_id=user)
         await other.ping()
         during = await asyncio.to_thread(scrape, own_server)
-        assert value(during, "celery_ws_active_connections") == value(before, "celery_ws_active_connections") + 2
+        assert (
+            value(during, "celery_ws_active_connections") == value(before, "celery_ws_active_connections") + 2
+        )
 
         reported = tasks.report.apply_async_for(user, (5,), {"step": "count"})
         await watcher.wait_for_event("task_succeeded", task_id=reported.id)
@@ -163,11 +177,16 @@ async def test_metrics_move_when_events_flow(own_server: ServerThread, worker: A
     assert moved("celery_ws_messages_in_total", action="subscribe") == 1
     assert moved("celery_ws_messages_in_total", action="ping") == 1
     assert moved("celery_ws_messages_in_total", action="confirm") == 1
-    for type_ in ("task_sent", "task_started", "task_progress", "task_step_result", "confirmation_answered",
-                  "task_succeeded"):
+    for type_ in (
+        "task_sent",
+        "task_started",
+        "task_progress",
+        "task_step_result",
+        "confirmation_answered",
+        "task_succeeded",
+    ):
         assert moved("celery_ws_messages_out_total", type=type_) >= 1, type_
-    sent_by_type = sum(moved("celery_ws_messages_out_total", type=t)
-                       for t in {f["type"] for f in delivered})
+    sent_by_type = sum(moved("celery_ws_messages_out_total", type=t) for t in {f["type"] for f in delivered})
     assert sent_by_type >= len(delivered)
     assert moved("celery_ws_event_delivery_seconds_count") >= len(delivered)
     assert moved("celery_ws_event_delivery_seconds_sum") >= 0
@@ -185,7 +204,8 @@ async def test_metrics_move_when_events_flow(own_server: ServerThread, worker: A
 
 def test_status_is_json(celery_ws_server: ServerThread) -> None:
     status, headers, body = get(f"{http_url(celery_ws_server)}/status")
-    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
     figures = json.loads(body)
     assert figures["running"] is True
     assert figures["port"] == celery_ws_server.manager.port
@@ -201,7 +221,9 @@ def test_unknown_path_is_404_and_static_files_are_served(celery_ws_server: Serve
     assert get(f"{base}/nope")[0] == 404
     assert get(f"{base}/healthz/extra")[0] == 404
     status, headers, body = get(f"{base}/celery-ws.js")
-    assert status == 200 and headers["Content-Type"].startswith("text/javascript") and body
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert body
     assert get(f"{base}/healthz?probe=1")[0] == 200  # the query string does not change the route
 
 
@@ -224,7 +246,9 @@ async def test_a_client_offering_no_subprotocol_still_connects(celery_ws_server:
         assert json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))["type"] == "pong"
 
 
-async def test_an_unknown_subprotocol_alone_still_connects_without_one(celery_ws_server: ServerThread) -> None:
+async def test_an_unknown_subprotocol_alone_still_connects_without_one(
+    celery_ws_server: ServerThread,
+) -> None:
     async with connect(celery_ws_server.url, subprotocols=["celery-ws.v99"], proxy=None) as ws:
         assert ws.subprotocol is None
 
@@ -234,7 +258,8 @@ async def test_compression_on_by_default(celery_ws_server: ServerThread) -> None
     async with connect(celery_ws_server.url, proxy=None) as ws:
         extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
         # per message: no zlib state kept between messages, so idle connections stay small
-        assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
+        assert "permessage-deflate" in extensions
+        assert "server_no_context_takeover" in extensions
         await ws.send(json.dumps({"action": "ping", "text": "x" * 2000}))
         pong = json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))
         assert pong["original_data"]["text"] == "x" * 2000
@@ -242,7 +267,8 @@ async def test_compression_on_by_default(celery_ws_server: ServerThread) -> None
 
 async def test_compression_off_with_the_setting(celery_ws_settings: Settings) -> None:
     server = await asyncio.to_thread(
-        lambda: ServerThread(celery_ws_settings.model_copy(update={"compression": False})).start())
+        lambda: ServerThread(celery_ws_settings.model_copy(update={"compression": False})).start()
+    )
     try:
         async with connect(server.url, proxy=None) as ws:  # the client offers permessage-deflate
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
@@ -263,9 +289,11 @@ def test_the_page_is_served_with_a_strict_policy(celery_ws_server: ServerThread)
     import re
 
     status, headers, body = get(f"{http_url(celery_ws_server)}/")
-    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
     policy = headers["Content-Security-Policy"]
-    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
     assert "'unsafe-inline'" not in policy
     inline = re.findall(rb"<script>(.*?)</script>", body, re.S)
     assert inline, "the page has its script inline"

@@ -33,7 +33,14 @@ pytestmark = pytest.mark.usefixtures("worker")
 SECRET = "ids-and-probing-secret-0123456789abcdef"
 
 #: what the server sends in answer to a client frame (as opposed to events)
-REPLIES = {"error", "pong", "subscription_confirmed", "confirmation_received", "cancel_received", "ack_received"}
+REPLIES = {
+    "error",
+    "pong",
+    "subscription_confirmed",
+    "confirmation_received",
+    "cancel_received",
+    "ack_received",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,9 @@ class _Records(logging.Handler):
         self.records.append(record)
 
     def tracebacks(self) -> list[str]:
-        return [f"{r.name}: {r.getMessage()}" for r in self.records if r.levelno >= logging.ERROR and r.exc_info]
+        return [
+            f"{r.name}: {r.getMessage()}" for r in self.records if r.levelno >= logging.ERROR and r.exc_info
+        ]
 
 
 @pytest.fixture
@@ -111,8 +120,9 @@ class Raw:
 
 
 async def logged_in(server: ServerThread, settings: Settings, user: str) -> Client:
-    client = await Client(server.url, token=issue_token(user, ttl=300, settings=settings),
-                          timeout=seconds(10)).__aenter__()
+    client = await Client(
+        server.url, token=issue_token(user, ttl=300, settings=settings), timeout=seconds(10)
+    ).__aenter__()
     await client.wait_for_event("authenticated")
     return client
 
@@ -143,21 +153,29 @@ def nested(depth: int) -> dict[str, Any]:
 
 # -- item 8: an id names only its own keys ------------------------------------------------
 
-async def test_an_id_spelling_another_key_is_an_unknown_id_and_logs_no_traceback(server, settings, user,
-                                                                               server_log):
+
+async def test_an_id_spelling_another_key_is_an_unknown_id_and_logs_no_traceback(
+    server, settings, user, server_log
+):
     client = await logged_in(server, settings, user)
     attacker = await Raw.logged_in(server, settings, user)  # the owner, probing their own keys
     try:
         result = tasks.ask.delay_for(user)
         await question(client, result.id)  # the task's stream and its pending set exist now
         for suffix in (":events", ":pending"):
-            for frame in ({"action": "subscribe", "task_id": result.id + suffix},
-                          {"action": "cancel", "task_id": result.id + suffix}):
+            for frame in (
+                {"action": "subscribe", "task_id": result.id + suffix},
+                {"action": "cancel", "task_id": result.id + suffix},
+            ):
                 nothing = unknown()
                 named = await attacker.reply(frame)
                 assert json.loads(named)["code"] != "internal_error", named
-                alike({"suffixed": (named, frame["task_id"]),
-                       "unknown": (await attacker.reply({**frame, "task_id": nothing}), nothing)})
+                alike(
+                    {
+                        "suffixed": (named, frame["task_id"]),
+                        "unknown": (await attacker.reply({**frame, "task_id": nothing}), nothing),
+                    }
+                )
         assert server_log.tracebacks() == []
         assert (await client.cancel(result.id))["type"] == "cancel_received"  # untouched, still the owner's
     finally:
@@ -180,7 +198,9 @@ async def test_open_mode_follows_a_suffixed_task_id_as_a_task_of_its_own(celery_
     assert server_log.tracebacks() == []
 
 
-async def test_celery_task_ids_with_any_characters_name_only_their_own_keys(server, settings, user, publisher):
+async def test_celery_task_ids_with_any_characters_name_only_their_own_keys(
+    server, settings, user, publisher
+):
     first = uuid.uuid4().hex
     ids = [first, first + ":events", first + ":pending", first + "}:events{", "{" + first + "}"]
     client = await logged_in(server, settings, user)
@@ -202,25 +222,37 @@ async def test_celery_task_ids_with_any_characters_name_only_their_own_keys(serv
 
 # -- item 10: one depth limit, checked when a frame is parsed -----------------------------
 
-async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(server, settings, user,
-                                                                              server_log):
+
+async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(
+    server, settings, user, server_log
+):
     client = await logged_in(server, settings, user)
     attacker = await Raw.logged_in(server, settings, user)
     try:
         result = tasks.ask.delay_for(user)
         callback_id = (await question(client, result.id))["callback_id"]
         for depth in (300, MAX_DEPTH + 1):
-            refused = json.loads(await attacker.reply(
-                {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(depth)}))
-            assert refused == {"type": "error", "code": "invalid_message", "field": "data",
-                               "message": f"Invalid field 'data': nested deeper than {MAX_DEPTH} levels"}
+            refused = json.loads(
+                await attacker.reply(
+                    {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(depth)}
+                )
+            )
+            assert refused == {
+                "type": "error",
+                "code": "invalid_message",
+                "field": "data",
+                "message": f"Invalid field 'data': nested deeper than {MAX_DEPTH} levels",
+            }
             refused = json.loads(await attacker.reply({"action": "ping", "note": [nested(depth)]}))
             assert (refused["code"], refused["field"]) == ("invalid_message", "note")
 
         pong = json.loads(await attacker.reply({"action": "ping", "note": nested(MAX_DEPTH)}))
         assert pong["original_data"] == {"action": "ping", "note": nested(MAX_DEPTH)}
-        taken = json.loads(await attacker.reply(
-            {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(MAX_DEPTH)}))
+        taken = json.loads(
+            await attacker.reply(
+                {"action": "confirm", "callback_id": callback_id, "proceed": True, "data": nested(MAX_DEPTH)}
+            )
+        )
         assert taken["type"] == "confirmation_received"
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
         assert done["result"]["data"] == nested(MAX_DEPTH)
@@ -232,6 +264,7 @@ async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(
 
 # -- item 11: unknown and someone else's look alike ---------------------------------------
 
+
 async def test_subscribe_cannot_tell_an_unknown_task_from_another_users(server, settings, user):
     alice = await logged_in(server, settings, user + "-a")
     bob = await Raw.logged_in(server, settings, user + "-b")
@@ -241,9 +274,16 @@ async def test_subscribe_cannot_tell_an_unknown_task_from_another_users(server, 
         finished = tasks.report.delay_for(user + "-a", 1)
         await alice.wait_for_event("task_succeeded", task_id=finished.id)
         nothing = unknown()
-        reply = alike({name: (await bob.reply({"action": "subscribe", "task_id": task_id}), task_id)
-                       for name, task_id in (("running", running.id), ("finished", finished.id),
-                                             ("unknown", nothing))})
+        reply = alike(
+            {
+                name: (await bob.reply({"action": "subscribe", "task_id": task_id}), task_id)
+                for name, task_id in (
+                    ("running", running.id),
+                    ("finished", finished.id),
+                    ("unknown", nothing),
+                )
+            }
+        )
         assert json.loads(reply)["code"] == "forbidden"
         await alice.cancel(running.id)
     finally:
@@ -260,9 +300,16 @@ async def test_cancel_cannot_tell_an_unknown_task_from_another_users(server, set
         finished = tasks.report.delay_for(user + "-a", 1)
         await alice.wait_for_event("task_succeeded", task_id=finished.id)
         nothing = unknown()
-        reply = alike({name: (await bob.reply({"action": "cancel", "task_id": task_id}), task_id)
-                       for name, task_id in (("running", running.id), ("finished", finished.id),
-                                             ("unknown", nothing))})
+        reply = alike(
+            {
+                name: (await bob.reply({"action": "cancel", "task_id": task_id}), task_id)
+                for name, task_id in (
+                    ("running", running.id),
+                    ("finished", finished.id),
+                    ("unknown", nothing),
+                )
+            }
+        )
         assert json.loads(reply)["code"] == "forbidden"
         # refused, so still running, and its owner still may cancel it
         assert (await alice.cancel(running.id))["type"] == "cancel_received"
@@ -286,10 +333,20 @@ async def test_confirm_cannot_tell_an_unknown_question_from_another_users(server
         await alice.wait_for_event("task_succeeded", task_id=answered_task.id)
         await alice.wait_for_event("confirmation_expired", task_id=expired_task.id)
         nothing = unknown()
-        reply = alike({name: (await bob.reply({"action": "confirm", "callback_id": callback_id, "proceed": True}),
-                              callback_id)
-                       for name, callback_id in (("open", open_id), ("answered", answered_id),
-                                                 ("expired", expired_id), ("unknown", nothing))})
+        reply = alike(
+            {
+                name: (
+                    await bob.reply({"action": "confirm", "callback_id": callback_id, "proceed": True}),
+                    callback_id,
+                )
+                for name, callback_id in (
+                    ("open", open_id),
+                    ("answered", answered_id),
+                    ("expired", expired_id),
+                    ("unknown", nothing),
+                )
+            }
+        )
         assert json.loads(reply)["code"] == "forbidden"
         # the refusals changed nothing: the open question is still alice's to answer
         assert (await alice.confirm(open_id, False, "mine"))["type"] == "confirmation_received"
@@ -300,16 +357,24 @@ async def test_confirm_cannot_tell_an_unknown_question_from_another_users(server
         await alice.close()
 
 
-async def test_ack_cannot_tell_an_unknown_message_from_another_users(server, settings, user, publisher: Publisher):
+async def test_ack_cannot_tell_an_unknown_message_from_another_users(
+    server, settings, user, publisher: Publisher
+):
     alice = await logged_in(server, settings, user + "-a")
     bob = await Raw.logged_in(server, settings, user + "-b")
     try:
-        acked = asyncio.create_task(asyncio.to_thread(publisher.send_with_ack, user + "-a", {"type": "needs_ack"}, 5.0))
+        acked = asyncio.create_task(
+            asyncio.to_thread(publisher.send_with_ack, user + "-a", {"type": "needs_ack"}, 5.0)
+        )
         message_id = (await alice.wait_for_event("needs_ack"))["message_id"]
         assert await acked is True
         nothing = unknown()
-        reply = alike({name: (await bob.reply({"action": "ack", "message_id": id_}), id_)
-                       for name, id_ in (("alice's", message_id), ("unknown", nothing))})
+        reply = alike(
+            {
+                name: (await bob.reply({"action": "ack", "message_id": id_}), id_)
+                for name, id_ in (("alice's", message_id), ("unknown", nothing))
+            }
+        )
         assert json.loads(reply)["code"] == "forbidden"
     finally:
         bob.close()
@@ -320,9 +385,11 @@ async def test_open_mode_tells_only_an_anonymous_connection_that_an_id_is_unknow
     """Open mode has no secrets to keep, so a connection that named no user hears
     precisely what is wrong; one that subscribed as a user is answered like a
     token-mode connection."""
-    frames = {"cancel": {"action": "cancel", "task_id": unknown()},
-              "confirm": {"action": "confirm", "callback_id": unknown(), "proceed": True},
-              "ack": {"action": "ack", "message_id": unknown()}}
+    frames = {
+        "cancel": {"action": "cancel", "task_id": unknown()},
+        "confirm": {"action": "confirm", "callback_id": unknown(), "proceed": True},
+        "ack": {"action": "ack", "message_id": unknown()},
+    }
     anonymous = await Raw.connect(celery_ws_server)
     named = await Raw.connect(celery_ws_server)
     try:

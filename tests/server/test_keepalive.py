@@ -23,8 +23,12 @@ async def _silent_peer(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    writer.write(
+        (
+            f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     response = await reader.readuntil(b"\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 101"), response
     return reader, writer
@@ -38,9 +42,12 @@ async def _next_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return head[0] & 0x0F, await reader.readexactly(length)
 
 
-async def test_a_peer_that_stops_answering_pings_is_closed_and_others_stay(celery_ws_settings, publisher, user):
-    server = ServerThread(celery_ws_settings.model_copy(
-        update={"ping_interval": INTERVAL, "ping_timeout": TIMEOUT})).start()
+async def test_a_peer_that_stops_answering_pings_is_closed_and_others_stay(
+    celery_ws_settings, publisher, user
+):
+    server = ServerThread(
+        celery_ws_settings.model_copy(update={"ping_interval": INTERVAL, "ping_timeout": TIMEOUT})
+    ).start()
     try:
         async with connect(server.url) as healthy:
             await healthy.send(json.dumps({"action": "subscribe", "user_id": user}))

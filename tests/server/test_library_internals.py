@@ -20,8 +20,13 @@ from tests.helpers import seconds
 
 def _fail_if_missing(package: str, missing: list[str], module: str) -> None:
     if missing:
-        pytest.fail("\n".join(f"{package} {version(package)} no longer has {name}: {module} uses it "
-                              "(its docstring says what for)" for name in missing))
+        pytest.fail(
+            "\n".join(
+                f"{package} {version(package)} no longer has {name}: {module} uses it "
+                "(its docstring says what for)"
+                for name in missing
+            )
+        )
 
 
 async def test_websockets_internals_are_there(celery_ws_settings: Settings) -> None:

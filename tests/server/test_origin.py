@@ -23,8 +23,14 @@ HOST = "127.0.0.1"
 REPLY_TIMEOUT = seconds(5)
 
 
-async def status_of(server: ServerThread, headers: Sequence[tuple[str, str]] = (), *,
-                    path: str = "/", defaults: bool = True, host: str = HOST) -> int:
+async def status_of(
+    server: ServerThread,
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    path: str = "/",
+    defaults: bool = True,
+    host: str = HOST,
+) -> int:
     """The HTTP status the server answers a request with; ``headers`` follow
     the usual upgrade headers (``Host: host:port`` first) unless ``defaults`` is False."""
     raw = await RawSocket.open(HOST, server.manager.port)
@@ -91,15 +97,24 @@ def token_server(celery_ws_redis_url: str) -> Iterator[ServerThread]:
 # -- item 6: open mode accepts pages only from loopback and allowed_origins -------------
 
 
-@pytest.mark.parametrize("origin", ["http://evil.example", "https://evil.example:8765", "null",
-                                    "http://localhost.evil.example", "http://127.0.0.1.evil.example"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "https://evil.example:8765",
+        "null",
+        "http://localhost.evil.example",
+        "http://127.0.0.1.evil.example",
+    ],
+)
 async def test_open_mode_refuses_pages_from_other_sites(open_server, origin):
     assert await status_of(open_server, [("Origin", origin)]) == 403
     assert await answers_ping(open_server)  # clients without Origin (not browsers) still connect
 
 
-@pytest.mark.parametrize("origin", ["http://localhost:5173", "https://localhost", "http://127.0.0.1:8000",
-                                    "http://[::1]:3000"])
+@pytest.mark.parametrize(
+    "origin", ["http://localhost:5173", "https://localhost", "http://127.0.0.1:8000", "http://[::1]:3000"]
+)
 async def test_open_mode_accepts_loopback_pages_on_any_port(open_server, origin):
     assert await answers_ping(open_server, [("Origin", origin)])
 
@@ -133,15 +148,19 @@ async def test_dns_rebinding_page_is_refused(celery_ws_redis_url, mode):
         assert await answers_ping(server, [("Origin", "https://app.example")])
 
 
-@pytest.mark.parametrize("public_url, origin", [
-    ("https://ws.example.com", "https://ws.example.com"),
-    ("https://WS.example.com:443/socket/", "https://ws.example.com"),
-    ("wss://ws.example.com:8443", "https://ws.example.com:8443"),
-    ("http://[2001:db8::1]:8765", "http://[2001:db8::1]:8765"),
-])
+@pytest.mark.parametrize(
+    ("public_url", "origin"),
+    [
+        ("https://ws.example.com", "https://ws.example.com"),
+        ("https://WS.example.com:443/socket/", "https://ws.example.com"),
+        ("wss://ws.example.com:8443", "https://ws.example.com:8443"),
+        ("http://[2001:db8::1]:8765", "http://[2001:db8::1]:8765"),
+    ],
+)
 async def test_public_url_is_the_servers_own_page(celery_ws_redis_url, public_url, origin):
-    settings = Settings.load(redis_url=celery_ws_redis_url, public_url=public_url,
-                             allowed_origins="https://app.example")
+    settings = Settings.load(
+        redis_url=celery_ws_redis_url, public_url=public_url, allowed_origins="https://app.example"
+    )
     async with serving(settings) as server:
         assert await answers_ping(server, [("Origin", origin)])
         assert await status_of(server, [("Origin", "https://ws.example.com.evil.example")]) == 403
@@ -159,8 +178,17 @@ async def test_token_mode_without_a_list_lets_any_page_try_a_token(token_server)
         raw.abort()
 
 
-@pytest.mark.parametrize("value", ["ws.example.com", "ftp://ws.example.com", "https://", "https://ws:99999",
-                                   "https://[::1", "https://ws.example.com:0"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ws.example.com",
+        "ftp://ws.example.com",
+        "https://",
+        "https://ws:99999",
+        "https://[::1",
+        "https://ws.example.com:0",
+    ],
+)
 def test_public_url_must_be_a_url_a_browser_can_open(value):
     with pytest.raises(SettingsError, match="CELERY_WS_PUBLIC_URL / ws_public_url"):
         Settings.load(public_url=value)
@@ -176,18 +204,27 @@ def test_public_url_from_the_environment_and_app_conf(monkeypatch):
 
 
 def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records
-            if record.levelno >= logging.ERROR or record.exc_info is not None]
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.ERROR or record.exc_info is not None
+    ]
 
 
-@pytest.mark.parametrize("header", ["Host", "Upgrade", "Authorization", "Origin", "Sec-WebSocket-Key",
-                                    "Sec-WebSocket-Version"])
+@pytest.mark.parametrize(
+    "header", ["Host", "Upgrade", "Authorization", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version"]
+)
 async def test_repeated_handshake_header_is_a_400(token_server, caplog, header):
     [(_, bearer)] = credentials(token_server)
     # the usual upgrade headers are sent once already: a second copy repeats them
-    extra = {"Host": [f"{HOST}:{token_server.manager.port}"], "Upgrade": ["websocket"],
-             "Authorization": [bearer, bearer], "Origin": [f"http://{HOST}", "http://evil.example"],
-             "Sec-WebSocket-Key": ["dGhlIHNhbXBsZSBub25jZQ=="], "Sec-WebSocket-Version": ["13"]}[header]
+    extra = {
+        "Host": [f"{HOST}:{token_server.manager.port}"],
+        "Upgrade": ["websocket"],
+        "Authorization": [bearer, bearer],
+        "Origin": [f"http://{HOST}", "http://evil.example"],
+        "Sec-WebSocket-Key": ["dGhlIHNhbXBsZSBub25jZQ=="],
+        "Sec-WebSocket-Version": ["13"],
+    }[header]
     with caplog.at_level(logging.INFO):
         assert await status_of(token_server, [(header, value) for value in extra]) == 400
     assert errors_logged(caplog) == []
@@ -201,8 +238,9 @@ async def test_repeated_connection_header_is_not_an_error(token_server, caplog):
     assert errors_logged(caplog) == []
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/status", "/", "/celery-ws.js",
-                                  "/nope"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/metrics", "/status", "/", "/celery-ws.js", "/nope"]
+)
 async def test_repeated_headers_on_plain_http_never_500(token_server, caplog, path):
     host = ("Host", f"{HOST}:{token_server.manager.port}")
     requests = {
@@ -211,8 +249,10 @@ async def test_repeated_headers_on_plain_http_never_500(token_server, caplog, pa
         "two Accepts (a list, so one value)": [host, ("Accept", "text/plain"), ("Accept", "*/*")],
     }
     with caplog.at_level(logging.INFO):
-        statuses = {name: await status_of(token_server, headers, path=path, defaults=False)
-                    for name, headers in requests.items()}
+        statuses = {
+            name: await status_of(token_server, headers, path=path, defaults=False)
+            for name, headers in requests.items()
+        }
     answered = 404 if path == "/nope" else 200
     assert list(statuses.values()) == [400, 400, answered], statuses
     assert errors_logged(caplog) == []

@@ -15,19 +15,31 @@ from tests.helpers import seconds
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
-field_names = st.sampled_from(["user_id", "task_id", "callback_id", "proceed", "feedback", "last_event_id",
-                               "token", "timestamp"]) | st.text(max_size=8)
+field_names = st.sampled_from(
+    ["user_id", "task_id", "callback_id", "proceed", "feedback", "last_event_id", "token", "timestamp"]
+) | st.text(max_size=8)
 messages = st.one_of(
-    st.builds(lambda action, fields: {"action": action, **fields},
-              st.sampled_from([*ACTIONS, "explode", ""]),
-              st.dictionaries(field_names, json_values, max_size=5)),
+    st.builds(
+        lambda action, fields: {"action": action, **fields},
+        st.sampled_from([*ACTIONS, "explode", ""]),
+        st.dictionaries(field_names, json_values, max_size=5),
+    ),
     json_values,
 )
 
-REPLY_TYPES = {"pong", "subscription_confirmed", "unsubscribed", "confirmation_received", "cancel_received", "error"}
+REPLY_TYPES = {
+    "pong",
+    "subscription_confirmed",
+    "unsubscribed",
+    "confirmation_received",
+    "cancel_received",
+    "error",
+}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -43,8 +55,19 @@ async def _exchange(url: str, batch: list) -> None:
             await client.connection.send(json.dumps(message))
             reply = await client.wait_for(lambda f: f.get("type") in REPLY_TYPES, start=start)
             if reply["type"] == "error":
-                assert reply["code"] in {"invalid_json", "invalid_message", "unknown_action", "unknown_callback", "not_found",
-                                         "forbidden", "already_answered", "confirmation_expired",
-                                         "task_finished"}, reply
+                assert reply["code"] in {
+                    "invalid_json",
+                    "invalid_message",
+                    "unknown_action",
+                    "unknown_callback",
+                    "not_found",
+                    "forbidden",
+                    "already_answered",
+                    "confirmation_expired",
+                    "task_finished",
+                }, reply
                 assert reply["message"]
-        assert (await client.ping(after=len(batch)))["original_data"] == {"action": "ping", "after": len(batch)}
+        assert (await client.ping(after=len(batch)))["original_data"] == {
+            "action": "ping",
+            "after": len(batch),
+        }

@@ -18,8 +18,13 @@ from celery_ws import (
 from celery_ws.client import Client
 from tests.helpers import seconds
 
-STEP = TaskStepResult(step="data_validation", result={"validated_rows": 1000, "errors": 5}, completed=True,
-                      message="Data validation completed, found 5 errors", status="completed")
+STEP = TaskStepResult(
+    step="data_validation",
+    result={"validated_rows": 1000, "errors": 5},
+    completed=True,
+    message="Data validation completed, found 5 errors",
+    status="completed",
+)
 
 
 async def test_send_to_user_reaches_only_that_user(celery_ws_client, publisher, user):
@@ -28,7 +33,9 @@ async def test_send_to_user_reaches_only_that_user(celery_ws_client, publisher, 
         got = await mine.wait_for_event("personal_notification")
         publisher.send_to_user(user + "-x", {"type": "marker"})
         await other.wait_for_event("marker")
-    assert got["id"] == event_id and got["user_id"] == user and got["message"] == "done"
+    assert got["id"] == event_id
+    assert got["user_id"] == user
+    assert got["message"] == "done"
     assert not [f for f in other.frames if f.get("type") == "personal_notification"]
 
 
@@ -37,7 +44,8 @@ async def test_broadcast_reaches_every_connection(celery_ws_client, publisher, u
         publisher.broadcast({"type": "system_notification", "severity": "warning"})
         for client in (a, b):
             got = await client.wait_for_event("system_notification")
-            assert got["severity"] == "warning" and got["user_id"] is None
+            assert got["severity"] == "warning"
+            assert got["user_id"] is None
 
 
 async def test_send_to_task_reaches_owner_and_task_watchers(celery_ws_client, publisher, user):
@@ -48,20 +56,27 @@ async def test_send_to_task_reaches_owner_and_task_watchers(celery_ws_client, pu
         publisher.send_to_task(f"{user}-task", {"type": "note"})
         for client in (owner, watcher):
             got = await client.wait_for_event("note")
-            assert got["task_id"] == f"{user}-task" and got["user_id"] == user
+            assert got["task_id"] == f"{user}-task"
+            assert got["user_id"] == user
 
 
 async def test_notify_user_from_a_web_app_waits_for_the_answer(celery_ws_client, publisher, user):
     async with celery_ws_client(user_id=user) as client:
-        asking = asyncio.create_task(asyncio.to_thread(
-            publisher.notify_user, STEP, user, None, 2, timeout=seconds(10)))
+        asking = asyncio.create_task(
+            asyncio.to_thread(publisher.notify_user, STEP, user, None, 2, timeout=seconds(10))
+        )
         request = await client.wait_for_event("task_step_result")
-        assert request["step_number"] == 2 and request["result"] == {"validated_rows": 1000, "errors": 5}
+        assert request["step_number"] == 2
+        assert request["result"] == {"validated_rows": 1000, "errors": 5}
         await client.confirm(request["callback_id"], True, "Agree to continue execution")
         answer = await asking
-    assert answer == UserConfirmation(proceed=True, feedback="Agree to continue execution",
-                                      callback_id=request["callback_id"], answered_by=user,
-                                      answered_at=answer.answered_at)
+    assert answer == UserConfirmation(
+        proceed=True,
+        feedback="Agree to continue execution",
+        callback_id=request["callback_id"],
+        answered_by=user,
+        answered_at=answer.answered_at,
+    )
 
 
 async def test_notify_user_timeout_raises_instead_of_proceeding(celery_ws_settings, user):
@@ -70,13 +85,16 @@ async def test_notify_user_timeout_raises_instead_of_proceeding(celery_ws_settin
         with pytest.raises(ConfirmationTimeout):
             await publisher.notify_user(STEP, user, None, 1, timeout=0.2)
         answer = await publisher.notify_user(STEP, user, None, 1, timeout=0.2, default=False)
-        assert answer.proceed is False and answer.timed_out is True
+        assert answer.proceed is False
+        assert answer.timed_out is True
     finally:
         await publisher.aclose()
 
 
 async def test_web_socket_manager_runs_the_seed_api_in_process(celery_ws_redis_url, user):
-    manager = WebSocketManager(host="127.0.0.1", port=0, settings=Settings.load(redis_url=celery_ws_redis_url))
+    manager = WebSocketManager(
+        host="127.0.0.1", port=0, settings=Settings.load(redis_url=celery_ws_redis_url)
+    )
     server = await manager.start_server()
     assert server is await manager.start_server()
     try:
@@ -101,11 +119,14 @@ async def test_web_socket_manager_runs_the_seed_api_in_process(celery_ws_redis_u
                     await asyncio.sleep(0.05)
             await client.confirm(request["callback_id"], False, "Cancel execution")
             answer = await asking
-            assert answer.proceed is False and answer.feedback == "Cancel execution"
+            assert answer.proceed is False
+            assert answer.feedback == "Cancel execution"
 
             status = manager.get_status()
-            assert status["running"] is True and status["host"] == "127.0.0.1"
-            assert status["port"] == manager.port and status["active_connections"] == 1
+            assert status["running"] is True
+            assert status["host"] == "127.0.0.1"
+            assert status["port"] == manager.port
+            assert status["active_connections"] == 1
             assert status["redis_connected"] is True
 
             await manager.stop_server()

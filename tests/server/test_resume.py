@@ -28,8 +28,11 @@ async def test_missed_events_arrive_once_in_order_then_live(celery_ws_client, pu
 
         async with celery_ws_client(user_id=user + "-elsewhere") as again:  # not a see-all connection
             # events published while the replay runs must not fall into the seam
-            racing = asyncio.create_task(asyncio.to_thread(
-                lambda: [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(51, 101)]))
+            racing = asyncio.create_task(
+                asyncio.to_thread(
+                    lambda: [publisher.send_to_user(user, {"type": "note", "n": n}) for n in range(51, 101)]
+                )
+            )
             reply = await again.subscribe(user_id=user, last_event_id=seen["id"])
             await racing
             await again.wait_for_event("note", n=100)
@@ -40,7 +43,8 @@ async def test_missed_events_arrive_once_in_order_then_live(celery_ws_client, pu
     assert [f["n"] for f in notes] == list(range(1, 102))
     assert [f["id"] for f in notes[:50]] == missed
     ids = [event_order(f["id"]) for f in notes]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
 
 
 async def test_an_id_older_than_the_window_is_reported_not_recovered(celery_ws_redis_url, user):
@@ -57,7 +61,9 @@ async def test_an_id_older_than_the_window_is_reported_not_recovered(celery_ws_r
             publisher.send_to_user(user, {"type": "note", "n": n})
         async with Client(server.url, timeout=seconds(10)) as client:
             reply = await client.subscribe(user_id=user, last_event_id=first)
-            current = await client.subscribe(user_id=user, last_event_id=publisher.send_to_user(user, {"type": "x"}))
+            current = await client.subscribe(
+                user_id=user, last_event_id=publisher.send_to_user(user, {"type": "x"})
+            )
         assert reply["recovered"] is False
         assert current["recovered"] is True
     finally:
@@ -67,9 +73,11 @@ async def test_an_id_older_than_the_window_is_reported_not_recovered(celery_ws_r
 
 async def test_malformed_last_event_id_is_refused(celery_ws_client, user):
     async with celery_ws_client() as client:
-        reply = await client.request({"action": "subscribe", "user_id": user, "last_event_id": "x; DROP"},
-                                     "subscription_confirmed")
-    assert reply["code"] == "invalid_message" and reply["field"] == "last_event_id"
+        reply = await client.request(
+            {"action": "subscribe", "user_id": user, "last_event_id": "x; DROP"}, "subscription_confirmed"
+        )
+    assert reply["code"] == "invalid_message"
+    assert reply["field"] == "last_event_id"
 
 
 @pytest.mark.usefixtures("worker")
@@ -80,9 +88,11 @@ async def test_a_page_opened_late_gets_the_task_state(celery_ws_client, user):
     async with celery_ws_client() as late:
         reply = await late.subscribe(task_id=result.id)
     state = reply["state"]
-    assert state["progress"]["current"] == 7 and state["progress"]["progress"] == 100.0
+    assert state["progress"]["current"] == 7
+    assert state["progress"]["progress"] == 100.0
     assert state["step_result"]["step"] == "validation"
-    assert state["final"]["type"] == "task_succeeded" and state["final"]["result"]["n"] == 7
+    assert state["final"]["type"] == "task_succeeded"
+    assert state["final"]["result"]["n"] == 7
     assert all("id" in value for value in state.values())
 
 
@@ -93,4 +103,5 @@ async def test_heartbeats_are_live_only(celery_ws_client, publisher, user):
         after = publisher.send_to_user(user, {"type": "note", "n": 1})
     history = publisher.redis.xrange(publisher.settings.keys.user_events(user))
     ids = [entry_id.decode() for entry_id, _ in history]
-    assert after in ids and beat not in ids
+    assert after in ids
+    assert beat not in ids

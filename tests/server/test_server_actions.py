@@ -45,14 +45,19 @@ async def test_bad_frames_get_an_error_and_the_connection_survives(celery_ws_ser
             assert error["field"] == field
         await ws.send(json.dumps({"action": "ping", "n": 1}))
         pong = json.loads(await ws.recv())
-        assert pong["type"] == "pong" and pong["original_data"] == {"action": "ping", "n": 1}
+        assert pong["type"] == "pong"
+        assert pong["original_data"] == {"action": "ping", "n": 1}
 
 
 async def test_unknown_action_message_names_the_action(celery_ws_client):
     async with celery_ws_client() as client:
         reply = await client.request({"action": "explode"}, "never")
-    assert reply == {"type": "error", "code": "unknown_action", "message": "Unknown action: explode",
-                     "action": "explode"}
+    assert reply == {
+        "type": "error",
+        "code": "unknown_action",
+        "message": "Unknown action: explode",
+        "action": "explode",
+    }
 
 
 async def test_ping_echoes_the_client_data(celery_ws_client):
@@ -65,13 +70,15 @@ async def test_ping_echoes_the_client_data(celery_ws_client):
 async def test_unknown_callback_is_an_error(celery_ws_client):
     async with celery_ws_client() as client:
         reply = await client.confirm("no-such-callback", True)
-    assert reply["type"] == "error" and reply["code"] == "unknown_callback"
+    assert reply["type"] == "error"
+    assert reply["code"] == "unknown_callback"
 
 
 async def test_cancel_of_an_unknown_task_is_an_error(celery_ws_client):
     async with celery_ws_client() as client:
         reply = await client.cancel("no-such-task")
-    assert reply["type"] == "error" and reply["code"] == "not_found"
+    assert reply["type"] == "error"
+    assert reply["code"] == "not_found"
 
 
 async def test_unsubscribe_stops_delivery(celery_ws_client, publisher, user):
@@ -114,7 +121,9 @@ async def test_connections_over_the_limit_are_refused_with_503(celery_ws_redis_u
         server.stop()
 
 
-async def test_a_burst_of_subscribes_is_served_without_running_out_of_redis_connections(celery_ws_server, user):
+async def test_a_burst_of_subscribes_is_served_without_running_out_of_redis_connections(
+    celery_ws_server, user
+):
     """More simultaneous subscribes than the server has Redis connections: they
     wait for a free one instead of failing."""
     from celery_ws.client import Client
@@ -123,7 +132,9 @@ async def test_a_burst_of_subscribes_is_served_without_running_out_of_redis_conn
     clients = [Client(celery_ws_server.url, timeout=seconds(10)) for _ in range(3 * ASYNC_POOL_SIZE)]
     try:
         await asyncio.gather(*(client.__aenter__() for client in clients))
-        replies = await asyncio.gather(*(client.subscribe(user_id=f"{user}-{n}") for n, client in enumerate(clients)))
+        replies = await asyncio.gather(
+            *(client.subscribe(user_id=f"{user}-{n}") for n, client in enumerate(clients))
+        )
     finally:
         await asyncio.gather(*(client.close() for client in clients))
     assert [reply["type"] for reply in replies] == ["subscription_confirmed"] * len(clients)

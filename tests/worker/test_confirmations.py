@@ -23,15 +23,24 @@ async def test_proceed_answer_reaches_the_waiting_task(celery_ws_client, user):
     async with celery_ws_client(user_id=user) as client:
         result = tasks.ask.delay_for(user)
         request = await _request(client, result.id)
-        assert request["step"] == "review" and request["step_number"] == 1
-        assert request["message"] == "Continue?" and request["result"] == {"rows": 3}
+        assert request["step"] == "review"
+        assert request["step_number"] == 1
+        assert request["message"] == "Continue?"
+        assert request["result"] == {"rows": 3}
         reply = await client.confirm(request["callback_id"], True, "looks fine")
-        assert reply == {"type": "confirmation_received", "callback_id": request["callback_id"], "proceed": True}
+        assert reply == {
+            "type": "confirmation_received",
+            "callback_id": request["callback_id"],
+            "proceed": True,
+        }
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
         answered = await client.wait_for_event("confirmation_answered", task_id=result.id)
-    assert done["result"]["proceed"] is True and done["result"]["feedback"] == "looks fine"
-    assert done["result"]["answered_by"] == user and done["result"]["timed_out"] is False
-    assert answered["callback_id"] == request["callback_id"] and answered["answered_by"] == user
+    assert done["result"]["proceed"] is True
+    assert done["result"]["feedback"] == "looks fine"
+    assert done["result"]["answered_by"] == user
+    assert done["result"]["timed_out"] is False
+    assert answered["callback_id"] == request["callback_id"]
+    assert answered["answered_by"] == user
     types = [f["type"] for f in client.frames if f.get("task_id") == result.id]
     assert types.index("confirmation_answered") < types.index("task_succeeded")  # told before what follows
 
@@ -42,7 +51,8 @@ async def test_refusal_returns_proceed_false(celery_ws_client, user):
         request = await _request(client, result.id)
         await client.confirm(request["callback_id"], False, "no")
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
-    assert done["result"]["proceed"] is False and done["result"]["feedback"] == "no"
+    assert done["result"]["proceed"] is False
+    assert done["result"]["feedback"] == "no"
 
 
 async def test_second_answer_is_refused_and_first_one_counts(celery_ws_client, user):
@@ -61,7 +71,8 @@ async def test_second_answer_is_refused_and_first_one_counts(celery_ws_client, u
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
         assert done["result"]["feedback"] == winner
         late = await client.confirm(request["callback_id"], True)
-        assert late["type"] == "error" and late["code"] == "already_answered"
+        assert late["type"] == "error"
+        assert late["code"] == "already_answered"
 
 
 async def test_answer_sent_before_the_task_waits_is_not_lost(celery_ws_client, user):
@@ -84,7 +95,8 @@ async def test_timeout_without_default_fails_the_task(celery_ws_client, user):
         late = await client.confirm(request["callback_id"], True)
     assert expired["callback_id"] == request["callback_id"]
     assert failed["error_code"] == "ConfirmationTimeout"
-    assert late["type"] == "error" and late["code"] == "confirmation_expired"
+    assert late["type"] == "error"
+    assert late["code"] == "confirmation_expired"
 
 
 @pytest.mark.parametrize("default", [True, False])
@@ -92,7 +104,8 @@ async def test_timeout_with_default_returns_the_default(celery_ws_client, user, 
     async with celery_ws_client(user_id=user) as client:
         result = tasks.ask.delay_for(user, timeout=0.3, default=default)
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
-    assert done["result"]["proceed"] is default and done["result"]["timed_out"] is True
+    assert done["result"]["proceed"] is default
+    assert done["result"]["timed_out"] is True
 
 
 async def test_pending_confirmation_is_sent_to_a_late_subscriber(celery_ws_client, user):
@@ -102,7 +115,8 @@ async def test_pending_confirmation_is_sent_to_a_late_subscriber(celery_ws_clien
     async with celery_ws_client() as late:
         await late.subscribe(user_id=user)
         resent = await _request(late, result.id)
-        assert resent["callback_id"] == request["callback_id"] and resent["id"] == request["id"]
+        assert resent["callback_id"] == request["callback_id"]
+        assert resent["id"] == request["id"]
         await late.confirm(resent["callback_id"], True)
         await late.wait_for_event("task_succeeded", task_id=result.id)
 
@@ -116,11 +130,15 @@ async def test_cancel_wakes_a_waiting_task_and_marks_it_revoked(celery_ws_client
         cancelled = await client.wait_for_event("task_cancelled", task_id=result.id)
         assert cancelled["requested_by"] == user
         late = await client.confirm(request["callback_id"], True)
-        assert late["type"] == "error" and late["code"] == "already_answered"
+        assert late["type"] == "error"
+        assert late["code"] == "already_answered"
         state = await eventually(lambda: result.state, REVOKED)
     assert state == REVOKED
-    terminal = [f["type"] for f in client.frames if f.get("task_id") == result.id
-                and f["type"] in ("task_succeeded", "task_failed", "task_cancelled")]
+    terminal = [
+        f["type"]
+        for f in client.frames
+        if f.get("task_id") == result.id and f["type"] in ("task_succeeded", "task_failed", "task_cancelled")
+    ]
     assert terminal == ["task_cancelled"]
 
 
@@ -152,4 +170,5 @@ async def test_cancel_of_a_finished_task_is_refused(celery_ws_client, user):
         result = tasks.report.delay_for(user, 1)
         await client.wait_for_event("task_succeeded", task_id=result.id)
         reply = await client.cancel(result.id)
-    assert reply["type"] == "error" and reply["code"] == "task_finished"
+    assert reply["type"] == "error"
+    assert reply["code"] == "task_finished"

@@ -26,8 +26,10 @@ INTERVAL = 1.0  # the behaviour under test: not scaled
 BUFFER = 10
 #: more than a batch the writer may hold (500) and the buffer: some must be dropped
 SENT = 600
-_COUNTS = re.compile(r"since the last report: (\d+) dropped .*, (\d+) Redis errors .*; "
-                     r"since the start: (\d+) dropped, (\d+) Redis errors")
+_COUNTS = re.compile(
+    r"since the last report: (\d+) dropped .*, (\d+) Redis errors .*; "
+    r"since the start: (\d+) dropped, (\d+) Redis errors"
+)
 
 
 @pytest.fixture

@@ -24,15 +24,21 @@ WITHHELD = "details are in the worker's log"
 
 @pytest.fixture(scope="module")
 def class_only_queue(app: Any, celery_ws_redis_url: str, tmp_path_factory: Any) -> Iterator[str]:
-    worker = WorkerProcess(app, celery_ws_redis_url, tmp_path_factory.mktemp("error-detail"),
-                           f"error-detail-{uuid.uuid4().hex[:8]}", concurrency=1,
-                           env={"CELERY_WS_ERROR_DETAIL": "class"}).start()
+    worker = WorkerProcess(
+        app,
+        celery_ws_redis_url,
+        tmp_path_factory.mktemp("error-detail"),
+        f"error-detail-{uuid.uuid4().hex[:8]}",
+        concurrency=1,
+        env={"CELERY_WS_ERROR_DETAIL": "class"},
+    ).start()
     yield worker.queue
     worker.stop()
 
 
-async def retry_then_failure(celery_ws_client: Callable[..., Any], user: str,
-                             **options: Any) -> tuple[Frame, Frame, list[Frame]]:
+async def retry_then_failure(
+    celery_ws_client: Callable[..., Any], user: str, **options: Any
+) -> tuple[Frame, Frame, list[Frame]]:
     """``task_retrying`` and ``task_failed`` of a task that raises ``SECRET``, as
     its owner receives them, and every frame of that task."""
     async with celery_ws_client(user_id=user) as client:

@@ -37,8 +37,9 @@ def broker(request, celery_ws_redis_url) -> str:
 def sender(broker, celery_ws_redis_url) -> Celery:
     """A web app's Celery app, publishing to ``broker``, with CeleryWS attached
     so that ``task_sent`` is stored before each message leaves."""
-    app = Celery("sender", broker=broker, backend=celery_ws_redis_url, include=["tests.tasks"],
-                 set_as_current=False)  # the suite's own app stays the current one
+    app = Celery(
+        "sender", broker=broker, backend=celery_ws_redis_url, include=["tests.tasks"], set_as_current=False
+    )  # the suite's own app stays the current one
     app.conf.broker_connection_retry_on_startup = True
     app.loader.import_default_modules()
     CeleryWS(app, redis_url=celery_ws_redis_url)
@@ -46,17 +47,26 @@ def sender(broker, celery_ws_redis_url) -> Celery:
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
-async def test_progress_question_and_result_on_every_pool(sender, broker, celery_ws_redis_url, celery_ws_client,
-                                                         tmp_path, user, pool):
+async def test_progress_question_and_result_on_every_pool(
+    sender, broker, celery_ws_redis_url, celery_ws_client, tmp_path, user, pool
+):
     queue = f"{pool}-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(sender, celery_ws_redis_url, tmp_path, queue, broker_url=broker, pool=pool,
-                           env={"CELERY_RESULT_BACKEND": celery_ws_redis_url}).start()
+    worker = WorkerProcess(
+        sender,
+        celery_ws_redis_url,
+        tmp_path,
+        queue,
+        broker_url=broker,
+        pool=pool,
+        env={"CELERY_RESULT_BACKEND": celery_ws_redis_url},
+    ).start()
     try:
         ask = sender.tasks["tests.tasks.report_and_ask"]
         async with celery_ws_client(user_id=user) as client:
             result = ask.apply_async_for(user, (5,), queue=queue)
-            request = await client.wait_for(lambda f: f.get("task_id") == result.id and f.get("callback_id"),
-                                            timeout=seconds(20))
+            request = await client.wait_for(
+                lambda f: f.get("task_id") == result.id and f.get("callback_id"), timeout=seconds(20)
+            )
             await client.confirm(request["callback_id"], True, pool)
             done = await client.wait_for_event("task_succeeded", task_id=result.id, timeout=seconds(20))
         types = [f["type"] for f in client.frames if f.get("task_id") == result.id]

@@ -16,8 +16,9 @@ from tests.processes import WorkerProcess
 
 @pytest.fixture(scope="module")
 def prefork_queue(app, celery_ws_redis_url, tmp_path_factory) -> Iterator[str]:
-    worker = WorkerProcess(app, celery_ws_redis_url, tmp_path_factory.mktemp("prefork"),
-                           f"prefork-{uuid.uuid4().hex[:8]}").start()
+    worker = WorkerProcess(
+        app, celery_ws_redis_url, tmp_path_factory.mktemp("prefork"), f"prefork-{uuid.uuid4().hex[:8]}"
+    ).start()
     yield worker.queue
     worker.stop()
 
@@ -27,14 +28,17 @@ async def test_two_tasks_in_two_children_report_and_confirm(celery_ws_client, us
         asking = tasks.ask.apply_async_for(user, (), {"timeout": 20}, queue=prefork_queue)
         working = tasks.report.apply_async_for(user, (200,), {"step": "count"}, queue=prefork_queue)
         request = await client.wait_for(
-            lambda f: f.get("task_id") == asking.id and f.get("callback_id") is not None)
+            lambda f: f.get("task_id") == asking.id and f.get("callback_id") is not None
+        )
         await client.wait_for_event("task_succeeded", task_id=working.id)
         await client.confirm(request["callback_id"], True, "from the test")
         done = await client.wait_for_event("task_succeeded", task_id=asking.id)
     assert done["result"]["feedback"] == "from the test"
     worked = [f["type"] for f in client.frames if f.get("task_id") == working.id]
-    assert worked[:2] == ["task_sent", "task_started"] and worked[-1] == "task_succeeded"
-    assert "task_progress" in worked and "task_step_result" in worked
+    assert worked[:2] == ["task_sent", "task_started"]
+    assert worked[-1] == "task_succeeded"
+    assert "task_progress" in worked
+    assert "task_step_result" in worked
 
 
 async def test_cancel_reaches_a_task_running_in_a_child(celery_ws_client, user, prefork_queue):

@@ -20,21 +20,27 @@ async def test_progress_step_result_and_success_reach_the_owner(celery_ws_client
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
 
     types = [f["type"] for f in client.frames if f.get("task_id") == result.id]
-    assert types[0] == "task_sent" and types[1] == "task_started"
+    assert types[0] == "task_sent"
+    assert types[1] == "task_started"
     assert types[-1] == "task_succeeded"
     progress = [f for f in client.frames if f["type"] == "task_progress"]
     assert progress, "no progress event"
-    assert progress[-1]["current"] == 20 and progress[-1]["total"] == 20 and progress[-1]["progress"] == 100.0
+    assert progress[-1]["current"] == 20
+    assert progress[-1]["total"] == 20
+    assert progress[-1]["progress"] == 100.0
     assert progress[-1]["message"] == "working"
     step = next(f for f in client.frames if f["type"] == "task_step_result")
-    assert step["step"] == "validation" and step["result"] == {"n": 20} and step["callback_id"] is None
+    assert step["step"] == "validation"
+    assert step["result"] == {"n": 20}
+    assert step["callback_id"] is None
     assert types.index("task_step_result") > types.index("task_progress")
     assert done["result"] == {"n": 20, "ratio": "1.5"}
     for frame in client.frames[1:]:
         assert {"id", "type", "task_id", "user_id", "timestamp"} <= frame.keys()
         assert frame["user_id"] == user
     ids = [tuple(map(int, f["id"].split("-"))) for f in client.frames[1:]]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
 
 
 async def test_progress_is_coalesced_but_the_last_value_arrives(celery_ws_client, user):
@@ -54,8 +60,12 @@ async def test_a_task_run_inside_another_reports_under_its_own_id(celery_ws_clie
     progress = [f for f in client.frames if f["type"] == "task_progress"]
     inner = [f for f in progress if f["task_id"] == inner_id]
     mine = [f for f in progress if f["task_id"] == outer.id]
-    assert inner and {f["message"] for f in inner} == {"depth 0"} and inner[-1]["current"] == 3
-    assert mine and {f["message"] for f in mine} == {"depth 1"} and mine[-1]["current"] == 3
+    assert inner
+    assert {f["message"] for f in inner} == {"depth 0"}
+    assert inner[-1]["current"] == 3
+    assert mine
+    assert {f["message"] for f in mine} == {"depth 1"}
+    assert mine[-1]["current"] == 3
 
 
 async def test_failure_carries_error_code_and_message(celery_ws_client, user):
@@ -71,7 +81,8 @@ async def test_retry_is_reported_then_success(celery_ws_client, user):
         result = tasks.retry_once.delay_for(user)
         retrying = await client.wait_for_event("task_retrying", task_id=result.id)
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
-    assert retrying["reason"] == "RuntimeError: first try fails" and retrying["retries"] == 1
+    assert retrying["reason"] == "RuntimeError: first try fails"
+    assert retrying["retries"] == 1
     types = [f["type"] for f in client.frames if f.get("task_id") == result.id]
     assert types == ["task_sent", "task_started", "task_retrying", "task_started", "task_succeeded"]
     assert done["result"] == "second try"

@@ -15,20 +15,38 @@ async def test_typed_answer_is_validated_and_reaches_the_task_as_a_model(celery_
         result = tasks.ask_typed.delay_for(user)
         request = await client.wait_for(lambda f: f.get("callback_id") and f.get("task_id") == result.id)
         schema = request["answer_schema"]
-        assert schema["properties"]["rows"]["type"] == "integer" and "rows" in schema["required"]
+        assert schema["properties"]["rows"]["type"] == "integer"
+        assert "rows" in schema["required"]
 
-        bad = await client.request({"action": "confirm", "callback_id": request["callback_id"], "proceed": True,
-                                    "data": {"rows": "many", "note": 5}}, "confirmation_received")
-        assert bad["type"] == "error" and bad["code"] == "invalid_answer"
+        bad = await client.request(
+            {
+                "action": "confirm",
+                "callback_id": request["callback_id"],
+                "proceed": True,
+                "data": {"rows": "many", "note": 5},
+            },
+            "confirmation_received",
+        )
+        assert bad["type"] == "error"
+        assert bad["code"] == "invalid_answer"
         assert bad["fields"] == ["note", "rows"]
-        missing = await client.request({"action": "confirm", "callback_id": request["callback_id"],
-                                        "proceed": True, "data": {}}, "confirmation_received")
-        assert missing["code"] == "invalid_answer" and "rows" in missing["message"]
+        missing = await client.request(
+            {"action": "confirm", "callback_id": request["callback_id"], "proceed": True, "data": {}},
+            "confirmation_received",
+        )
+        assert missing["code"] == "invalid_answer"
+        assert "rows" in missing["message"]
         assert not result.ready()  # still waiting
 
-        good = await client.request({"action": "confirm", "callback_id": request["callback_id"], "proceed": True,
-                                     "data": {"rows": 12, "note": "only the first dozen"}},
-                                    "confirmation_received")
+        good = await client.request(
+            {
+                "action": "confirm",
+                "callback_id": request["callback_id"],
+                "proceed": True,
+                "data": {"rows": 12, "note": "only the first dozen"},
+            },
+            "confirmation_received",
+        )
         assert good["type"] == "confirmation_received"
         done = await client.wait_for_event("task_succeeded", task_id=result.id)
     assert done["result"] == {"model": "RowLimit", "rows": 12, "note": "only the first dozen"}

@@ -29,6 +29,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+
 @pytest.fixture
 def server(celery_ws_redis_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
     proc = ServeProcess(celery_ws_redis_url, tmp_path).start()
@@ -39,8 +40,9 @@ def server(celery_ws_redis_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium, "
-                    "or set CELERY_WS_TEST_CHROMIUM)")
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM} (apt-get install -y chromium, or set CELERY_WS_TEST_CHROMIUM)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -60,11 +60,14 @@ def test_progress_then_question_then_success(page, server, user):
     # the bar moves: a first value under 50 %, then a larger one
     page.wait_for_function(
         "id => { const p = document.querySelector(`[data-task-id='${id}'] .progress`);"
-        " return p && p.hasAttribute('value') && p.value > 0 && p.value < 40; }", arg=result.id)
+        " return p && p.hasAttribute('value') && p.value > 0 && p.value < 40; }",
+        arg=result.id,
+    )
     first = progress_value(page, result.id)
     page.wait_for_function(
         "([id, v]) => document.querySelector(`[data-task-id='${id}'] .progress`).value > v",
-        arg=[result.id, first])
+        arg=[result.id, first],
+    )
     expect(task.locator(".percent")).to_have_text(re.compile(r"^\d+%$"))
     expect(task.locator(".message")).to_contain_text("Preparing row")
     screenshot(page, "progress")
@@ -87,8 +90,11 @@ def test_progress_then_question_then_success(page, server, user):
     # event text is shown as text, never parsed as HTML
     expect(task.locator(".outcome")).to_contain_text("ship it <b>now</b>")
     screenshot(page, "success")
-    assert result.get(timeout=seconds(10)) == {"written": 20, "feedback": "ship it <b>now</b>",
-                                               "answered_by": user}
+    assert result.get(timeout=seconds(10)) == {
+        "written": 20,
+        "feedback": "ship it <b>now</b>",
+        "answered_by": user,
+    }
 
 
 def test_cancel_task_and_decline_question(page, server, user):
@@ -134,12 +140,15 @@ def test_reconnect_shows_the_events_missed_while_the_server_was_down(page, serve
     task = card(page, result.id)
     page.wait_for_function(
         "id => { const p = document.querySelector(`[data-task-id='${id}'] .progress`);"
-        " return p && p.hasAttribute('value') && p.value > 0; }", arg=result.id)
+        " return p && p.hasAttribute('value') && p.value > 0; }",
+        arg=result.id,
+    )
 
     server.stop()
     expect(page.locator("#state")).to_have_text("reconnecting")
     seen_before = progress_value(page, result.id)
-    assert seen_before is not None and seen_before < 100
+    assert seen_before is not None
+    assert seen_before < 100
     screenshot(page, "reconnecting")
 
     # the task ends while no server is running: the page cannot know yet
@@ -209,7 +218,8 @@ def test_seed_javascript_client_answers_a_confirmation(page, seed_page_url, user
     result = tasks.ask.delay_for(user)
     wait_until(page, result.ready, timeout=seconds(30))
     answer = result.get(timeout=1)
-    assert answer["proceed"] is True and answer["feedback"] == "Agree to continue"
+    assert answer["proceed"] is True
+    assert answer["feedback"] == "Agree to continue"
     assert answer["answered_by"] is None  # an unsubscribed open-mode connection answers anonymously
     assert "Continue?" in dialogs
     assert any(log.startswith("console.log: Message received:") for log in page.console_logs)
@@ -268,8 +278,9 @@ def test_token_leaves_the_address_and_a_reload_says_it_is_gone(page, token_serve
     page.reload()
     expect(page.locator("#notice")).to_contain_text("No token")
     page.wait_for_timeout(1500)  # longer than a connection attempt would take: none is made
-    assert page.evaluate("[location.href, window.celeryWs, document.getElementById('state').textContent]") == [
-        address, None, "closed"]
+    assert page.evaluate(
+        "[location.href, window.celeryWs, document.getElementById('state').textContent]"
+    ) == [address, None, "closed"]
     screenshot(page, "token-removed-reload")
 
 
@@ -352,7 +363,8 @@ def test_client_open_mode_protocol(scripted_page):
               cmp: [CeleryWS.compareEventIds("1-10", "1-9"), CeleryWS.compareEventIds("2-0", "10-0"),
                     CeleryWS.compareEventIds("5-5", "5-5")]};
     }""")
-    assert out["protocols"] == ["celery-ws.v1"] and out["url"] == "ws://h/"
+    assert out["protocols"] == ["celery-ws.v1"]
+    assert out["url"] == "ws://h/"
     assert out["sent1"] == [
         {"action": "subscribe", "user_id": "u1"},
         {"action": "subscribe", "task_id": "t9"},
@@ -360,7 +372,8 @@ def test_client_open_mode_protocol(scripted_page):
         {"action": "confirm", "callback_id": "cb1", "proceed": True, "feedback": "fine"},
         {"action": "cancel", "task_id": "t1"},
     ]
-    assert out["lastBeforeDrop"] == "1795651777523-2" and out["stateAfterDrop"] == "reconnecting"
+    assert out["lastBeforeDrop"] == "1795651777523-2"
+    assert out["stateAfterDrop"] == "reconnecting"
     assert out["sent2"] == [
         {"action": "subscribe", "user_id": "u1", "last_event_id": "1795651777523-2"},
         {"action": "subscribe", "task_id": "t9", "last_event_id": "1795651777523-2"},
@@ -376,7 +389,8 @@ def test_client_open_mode_protocol(scripted_page):
     assert log["errors"][2]["message"] == "Token expired"
     assert len([e for e in log["events"] if e.get("id")]) == 6  # each event once
     assert log["states"] == ["connecting", "open", "reconnecting", "open", "closed"]
-    assert out["count"] == 2 and out["state"] == "closed"  # no reconnect after 4401
+    assert out["count"] == 2
+    assert out["state"] == "closed"
     assert out["cmp"] == [1, -1, 0]
 
 
@@ -404,7 +418,8 @@ def test_client_token_mode_protocol(scripted_page):
     assert out["sentBeforeAuth"] == 0
     assert out["sent1"] == [{"action": "subscribe", "task_id": "t9"}]
     assert out["sent2"] == [{"action": "subscribe", "task_id": "t9", "last_event_id": "17-3"}]
-    assert out["count"] == 2 and out["states"][-1] == "closed"
+    assert out["count"] == 2
+    assert out["states"][-1] == "closed"
 
 
 def test_client_token_function_renews_an_expired_token(scripted_page):
@@ -428,5 +443,6 @@ def test_client_token_function_renews_an_expired_token(scripted_page):
               errors: log.errors.map(e => e.code)};
     }""")
     assert out["urls"] == ["ws://h/?token=t1", "ws://h/?token=t2"]
-    assert out["count"] == 2 and out["states"][-1] == "closed"
+    assert out["count"] == 2
+    assert out["states"][-1] == "closed"
     assert out["errors"] == ["unauthorized"]
