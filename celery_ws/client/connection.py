@@ -38,6 +38,7 @@ from websockets.typing import Subprotocol
 
 from ..exceptions import AuthError, ConnectionLost
 from ..protocol import CLOSE_UNAUTHORIZED, SUBPROTOCOL, ReplyType
+from .acks import Acks
 from .dial import Dialer
 from .frames import Frame, Frames, SeenEvents
 
@@ -95,8 +96,7 @@ class Client:
         self.auth_error: AuthError | None = None
         #: successful re-connections so far
         self.reconnects = 0
-        #: message ids acknowledged, in order (the newest ``keep_frames``)
-        self.acked: list[str] = []
+        self._acks = Acks(keep_frames)
         #: the reply to each re-subscription after a reconnect (``recovered`` tells
         #: whether the server could replay everything missed)
         self.resubscriptions: list[Frame] = []
@@ -111,8 +111,6 @@ class Client:
         self._closing = False
         self._subscriptions: dict[tuple[str | None, str | None], None] = {}  # ordered set
         self._seen = SeenEvents()
-        self._acks_pending = 0
-        self._acks_supported = True
         self._frames_at_open = 0
         self.closed = asyncio.Event()
         #: set while a connection is open
@@ -162,6 +160,11 @@ class Client:
         return self.dialer.url
 
     @property
+    def acked(self) -> list[str]:
+        """Message ids acknowledged, in order (the newest ``keep_frames``)."""
+        return list(self._acks.sent)
+
+    @property
     def last_event_id(self) -> str | None:
         """The highest event id received; sent as ``last_event_id`` when re-subscribing."""
         return self._seen.last
@@ -175,8 +178,7 @@ class Client:
 
     def _opened(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._acks_pending = 0
-        self._acks_supported = True
+        self._acks.reset()
         self._frames_at_open = self.frames.received
         self.connected.set()
 
@@ -230,7 +232,7 @@ class Client:
                 if isinstance(frame, dict) and self._accept(frame):
                     self.frames.append(frame)
                     if self.auto_ack and frame.get("requires_ack") and frame.get("message_id") is not None:
-                        await self._ack(ws, frame["message_id"])
+                        await self._acks.ack(ws, frame["message_id"])
         except ConnectionClosed:
             pass
 
@@ -238,28 +240,10 @@ class Client:
         """Drop repeated events and the server's refusal of ``ack``; track the last id."""
         if frame.get("type") == ReplyType.AUTHENTICATED:
             self.user_id = frame.get("user_id")
-        if (
-            frame.get("type") == ReplyType.ERROR
-            and frame.get("code") == "unknown_action"
-            and self._acks_pending > 0
-        ):
-            # a server without acks yet: stop acking on this connection, and keep
-            # the refusal out of ``frames`` where it would pass for a request's reply
-            self._acks_pending -= 1
-            self._acks_supported = False
+        if self._acks.is_refusal(frame):
             return False
         event_id = frame.get("id")
         return not isinstance(event_id, str) or self._seen.first_time(event_id)
-
-    async def _ack(self, ws: ClientConnection, message_id: Any) -> None:
-        if not self._acks_supported:
-            return
-        self._acks_pending += 1
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps({"action": "ack", "message_id": message_id}))
-            self.acked.append(str(message_id))
-            if self.frames.maxlen is not None and len(self.acked) > self.frames.maxlen:
-                del self.acked[0]
 
     # -- waiting --------------------------------------------------------------------
 
