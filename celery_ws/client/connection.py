@@ -20,6 +20,10 @@ already arrived (or a confirmation re-sent on subscribe) shows up once.
 ``frames`` and ``events()`` span all connections. The client stops for good
 after :meth:`close`, or when the server refuses its token (close code 4401:
 retrying with the same token cannot succeed; see :attr:`auth_error`).
+
+Waiting (``wait_for``, ``wait_for_event``, ``events()``, and
+``wait_for_workflow``: the end of a task and of every continuation its
+questions led to) is in ``waiting.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -41,10 +45,9 @@ from ..protocol import CLOSE_UNAUTHORIZED, SUBPROTOCOL, ReplyType
 from .acks import Acks
 from .dial import Dialer
 from .frames import Frame, Frames, SeenEvents
+from .waiting import Waiting
 
 __all__ = ["AuthError", "Client", "ConnectionLost"]
-
-Match = Callable[[Frame], bool]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ _DEFAULT_TIMEOUT = 10.0
 _KEEP_FRAMES = 1000
 
 
-class Client:
+class Client(Waiting):
     """A WebSocket client for one person's (or one task's) events.
 
     Args:
@@ -244,72 +247,6 @@ class Client:
             return False
         event_id = frame.get("id")
         return not isinstance(event_id, str) or self._seen.first_time(event_id)
-
-    # -- waiting --------------------------------------------------------------------
-
-    async def wait_for(
-        self,
-        match: Match,
-        *,
-        start: int = 0,
-        timeout: float | None = None,
-        on: ClientConnection | None = None,
-    ) -> Frame:
-        """The first frame at or after position ``start`` that matches.
-
-        Positions count every frame received, kept or not: ``frames.received``
-        taken before sending something is where its reply will be. A frame no
-        longer kept (see ``keep_frames``) cannot match; every frame still kept,
-        and every new one, is looked at.
-
-        Raises:
-            TimeoutError: none arrived in time (or the client closed).
-            ConnectionLost: ``on`` (a connection) closed while waiting.
-        """
-        async with (
-            asyncio.timeout(timeout or self.timeout),
-            contextlib.aclosing(self._frames_from(start, on=on)) as frames,
-        ):
-            async for frame in frames:
-                if match(frame):
-                    return frame
-        raise TimeoutError("connection closed")
-
-    async def wait_for_event(
-        self, type_: str, *, task_id: str | None = None, timeout: float | None = None, **fields: Any
-    ) -> Frame:
-        """The first event of ``type_`` (for ``task_id``, with ``fields``) still kept, or the next."""
-
-        def match(frame: Frame) -> bool:
-            return (
-                frame.get("type") == type_
-                and (task_id is None or frame.get("task_id") == task_id)
-                and all(frame.get(k) == v for k, v in fields.items())
-            )
-
-        return await self.wait_for(match, timeout=timeout)
-
-    def events(self, *, start: int = 0) -> AsyncGenerator[Frame, None]:
-        """Every frame from position ``start`` on (the oldest still kept, by
-        default), as it arrives, until the client closes (with
-        ``reconnect=True``: across reconnects). A reader that falls more than
-        ``keep_frames`` behind skips the frames no longer kept."""
-        return self._frames_from(start)
-
-    def _frames_from(
-        self, position: int, *, on: ClientConnection | None = None
-    ) -> AsyncGenerator[Frame, None]:
-        """Frames from ``position`` on until the client closes, or (with ``on``)
-        until that connection does: then ConnectionLost."""
-
-        def more() -> bool:
-            if self.closed.is_set():
-                return False
-            if on is not None and (on is not self._ws or not self.connected.is_set()):
-                raise ConnectionLost("the connection closed before the reply arrived")
-            return True
-
-        return self.frames.follow(position, more)
 
     # -- requests -------------------------------------------------------------------
 

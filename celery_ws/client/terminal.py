@@ -24,12 +24,19 @@ from rich.text import Text
 
 from ..protocol import EventType
 from .frames import Frame
+from .workflow import workflow_of
 
 __all__ = ["LineReader", "View", "literal"]
 
 #: C0 and C1 control characters but newline and tab: ESC starts the sequences
 #: that clear the screen, move the cursor or open a hyperlink (OSC 8)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _short(frame: Frame, length: int = 8) -> str:
+    """The workflow a frame belongs to (its first task's id), ``length`` characters of it (0: all)."""
+    workflow = str(workflow_of(frame))
+    return workflow[:length] if length else workflow
 
 
 def literal(value: object, style: str = "") -> Text:
@@ -96,6 +103,9 @@ class LineReader:
 class View:
     """Progress bars per task, step results and outcomes as lines and panels.
 
+    A task's continuations (``ask()``) are shown as that task: under the
+    first task's id (the ``workflow_id`` they carry), on its bar.
+
     Bars are paused (left on screen) before anything else is printed, and
     redrawn from the last known values afterwards."""
 
@@ -105,7 +115,7 @@ class View:
     _last: dict[str, tuple[float, float | None, str]] = field(default_factory=dict)
 
     def progress(self, frame: Frame) -> None:
-        task_id = str(frame.get("task_id"))
+        task_id = _short(frame, 0)
         current, total = float(frame.get("current") or 0), frame.get("total")
         label = literal(f"{task_id[:8]} {frame.get('message') or ''}".rstrip()).plain
         self._last[task_id] = (current, float(total) if total is not None else None, label)
@@ -154,11 +164,11 @@ class View:
         self.console.print(Text.assemble(*parts))
 
     def step_result(self, frame: Frame) -> None:
-        title = f"{str(frame.get('task_id'))[:8]} step {frame.get('step')} [{frame.get('status') or ''}]"
+        title = f"{_short(frame)} step {frame.get('step')} [{frame.get('status') or ''}]"
         self._panel(frame, title, "\nresult: ")
 
     def question(self, frame: Frame) -> None:
-        self._panel(frame, f"{str(frame.get('task_id'))[:8]} asks (step {frame.get('step')})", "\n", "yellow")
+        self._panel(frame, f"{_short(frame)} asks (step {frame.get('step')})", "\n", "yellow")
 
     def _panel(self, frame: Frame, title: str, before_result: str, border_style: str = "none") -> None:
         """A step's message, and its result's repr, in a box."""
@@ -171,7 +181,7 @@ class View:
         )
 
     def outcome(self, frame: Frame) -> None:
-        kind, task = frame.get("type"), str(frame.get("task_id"))[:8]
+        kind, task = frame.get("type"), _short(frame)
         if kind == EventType.TASK_SUCCEEDED:
             self.line(literal(f"{task} succeeded", "green"))
             self.console.print(Pretty(frame.get("result")))  # a repr: control characters come out escaped
@@ -185,3 +195,10 @@ class View:
                 literal(f"{task} cancelled", "yellow"),
                 literal(f" ({frame.get('reason') or ''} by {frame.get('requested_by')})"),
             )
+
+    def waiting(self, frame: Frame, *, after_prompt: bool = False) -> None:
+        """The workflow waits for the person's answer (``task_waiting``): not an end."""
+        self.line("\n" if after_prompt else "", literal(f"{_short(frame)} waiting for your answer", "yellow"))
+
+    def continued(self, frame: Frame) -> None:
+        self.line(literal(f"{_short(frame)} continues with the answer", "dim"))

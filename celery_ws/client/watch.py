@@ -1,6 +1,6 @@
 """``celery-ws watch``: follow tasks from a terminal and answer their questions.
 
-    celery-ws watch TASK_ID               # one task; exits with its outcome
+    celery-ws watch TASK_ID               # one task (and its continuations); exits with its outcome
     celery-ws watch --user alice          # alice's tasks; exits when the first one ends
     celery-ws watch --user alice --follow # ... or until Ctrl-C
 
@@ -8,6 +8,12 @@ Exit status: 0 the task succeeded, 1 it failed, 2 it was cancelled, 4 the
 connection could not be made, was refused (bad token) or was given up on,
 130 Ctrl-C. With ``--user`` (or a token and no task id) the first task that
 ends decides the status, unless ``--follow`` keeps watching until Ctrl-C.
+
+A task that asks with ``ask()`` does not end: it says ``task_waiting`` and a
+continuation task carries on with the answer under its own id, its events
+carrying the first task's id as ``workflow_id`` (see ``workflow.py``). The
+watcher follows that workflow as one task: ``task_waiting`` is shown, not an
+end, and the status is that of the workflow's terminal event.
 
 Why it is built this way: the screen is a view of the event stream and the
 keyboard is just another event source. Standard input is read by one daemon
@@ -34,6 +40,7 @@ from ..protocol import TERMINAL_EVENT_TYPES, EventType, ReplyType
 from .connection import Client
 from .frames import Frame
 from .terminal import LineReader, View, literal
+from .workflow import TASK_CONTINUED, TASK_WAITING, Workflows
 
 __all__ = ["EXIT_CODES", "watch"]
 
@@ -46,6 +53,7 @@ EXIT_CONNECTION = 4
 EXIT_INTERRUPTED = 130
 _STATUS_POLL = 0.25  # seconds between checks of the connection state, for the status line
 _REPLY_GRACE = 2.0  # seconds an answer already sent may take to be confirmed before the watcher exits
+_PROMPT = "Proceed? [y/n] (a note may follow the answer) "
 _YES = {"y", "yes"}
 _NO = {"n", "no"}
 
@@ -63,6 +71,8 @@ class Watcher:
         self.questions: deque[Frame] = deque()
         self.asking: tuple[str, asyncio.Task[None]] | None = None  # callback_id, prompt
         self.answered: set[str] = set()  # answered from here: their confirmation_answered is ours
+        self.workflows = Workflows()
+        self.prompting = False  # the prompt is on the screen, waiting for a line
 
     async def run(self) -> int:
         status = asyncio.create_task(self._connection_status())
@@ -85,8 +95,11 @@ class Watcher:
 
     async def handle(self, frame: Frame) -> int | None:
         kind = frame.get("type")
-        if self.task_id is not None and frame.get("task_id") not in (None, self.task_id):
+        if not self._watched(frame):
             return None
+        if self.workflows.repeated(frame):  # task_continued comes at least once
+            return None
+        ended = self.workflows.see(frame)
         if kind == EventType.TASK_PROGRESS:
             self.view.progress(frame)
         elif kind == EventType.TASK_STEP_RESULT and frame.get("callback_id"):
@@ -103,11 +116,25 @@ class Watcher:
             self.view.line(
                 Text("server error ", "red"), literal(f"{frame.get('code')}: {frame.get('message')}")
             )
+        elif kind == TASK_WAITING:
+            self.view.waiting(frame, after_prompt=self.prompting)
+            if self.prompting:  # the notice broke the prompt's line: ask again below it
+                self.view.console.print(Text(_PROMPT), end="")
+        elif kind == TASK_CONTINUED:
+            self.view.continued(frame)
+        elif kind in TERMINAL_EVENT_TYPES and ended is None:  # a task whose workflow waits on an answer
+            self.view.line(literal(f"{str(frame.get('task_id'))[:8]} {kind} (its workflow waits)", "dim"))
         elif kind in TERMINAL_EVENT_TYPES:
             self.view.outcome(frame)
             if not self.follow:
                 return EXIT_CODES[str(kind)]
         return None
+
+    def _watched(self, frame: Frame) -> bool:
+        """Frames of no task, and with a task id: the task's own and its continuations'."""
+        if self.task_id is None or frame.get("task_id") is None:
+            return True
+        return self.task_id in (frame.get("task_id"), frame.get("workflow_id"))
 
     # -- questions ------------------------------------------------------------------
 
@@ -167,8 +194,12 @@ class Watcher:
         """``y``/``n``, optionally followed by feedback on the same line; None at end of input."""
         self.stdin.drain()
         while True:
-            self.view.console.print(Text("Proceed? [y/n] (a note may follow the answer) "), end="")
-            line = await self.stdin.readline()
+            self.view.console.print(Text(_PROMPT), end="")
+            self.prompting = True
+            try:
+                line = await self.stdin.readline()
+            finally:
+                self.prompting = False
             if line is None:
                 return None
             word, _, feedback = line.strip().partition(" ")
@@ -200,7 +231,8 @@ async def watch(
     console: Console | None = None,
     stdin_fd: int | None = None,
 ) -> int:
-    """Watch a task (or a user's tasks) until it ends; returns the exit status."""
+    """Watch a task (or a user's tasks) until it ends, continuations included;
+    returns the exit status."""
     console = console or Console(highlight=False)
     view = View(console)
     try:

@@ -6,7 +6,8 @@
  *     const ws = new CeleryWS.Client("ws://127.0.0.1:8765/", {
  *       userId: "user_123",                    // open mode; or token: "..." (token mode)
  *       onProgress(e) {}, onStepResult(e) {}, onConfirmationRequest(e) {},
- *       onDone(e) {}, onError(e) {}, onEvent(frame) {}, onStateChange(state) {},
+ *       onWaiting(e) {}, onContinued(e) {}, onDone(e) {},
+ *       onError(e) {}, onEvent(frame) {}, onStateChange(state) {},
  *     });
  *     ws.connect();
  *     ws.confirm(callbackId, true, "looks fine");
@@ -17,6 +18,14 @@
  * last event it saw (`last_event_id`), drops events it has already delivered,
  * and answers `requires_ack` events. States: "connecting", "open",
  * "reconnecting", "closed".
+ *
+ * Workflows: a task that asks with `ask()` emits `task_waiting` (onWaiting:
+ * waiting for the person's answer, not an end) and a continuation task carries
+ * on under its own id once the answer is in (`task_continued`: onContinued,
+ * once per continuation_id). Every event of a continuation carries
+ * `workflow_id`, the first task's id: show events under
+ * `CeleryWS.workflowOf(e)` (`e.workflow_id || e.task_id`). onDone fires once
+ * per workflow, for the event that ends it, never for `task_waiting`.
  */
 (function (global) {
   "use strict";
@@ -26,6 +35,8 @@
   var TERMINAL = { task_succeeded: true, task_failed: true, task_cancelled: true };
   var SEEN_LIMIT = 5000;   // ids remembered to drop duplicates
   var QUEUE_LIMIT = 100;   // actions kept while disconnected
+  var WAITING = "task_waiting";      // a task asked and returned: its workflow waits for the answer
+  var CONTINUED = "task_continued";  // the answer is in: the workflow continues in another task
 
   /** "1795651777522-0" -> [1795651777522, 0], or null for anything else. */
   function parseEventId(id) {
@@ -44,6 +55,27 @@
   }
 
   function noop() {}
+
+  /** The workflow an event belongs to: the first task's id (`workflow_id`), else its `task_id`. */
+  function workflowOf(frame) {
+    if (!frame) return null;
+    if (frame.workflow_id != null && frame.workflow_id !== "") return String(frame.workflow_id);
+    return frame.task_id != null && frame.task_id !== "" ? String(frame.task_id) : null;
+  }
+
+  /** A set that forgets its oldest entries past `limit`. */
+  function BoundedSet(limit) {
+    this.limit = limit;
+    this.items = new Set();
+    this.order = [];
+  }
+  BoundedSet.prototype.has = function (key) { return this.items.has(key); };
+  BoundedSet.prototype.add = function (key) {
+    if (this.items.has(key)) return;
+    this.items.add(key);
+    this.order.push(key);
+    if (this.order.length > this.limit) this.items.delete(this.order.shift());
+  };
 
   function Client(url, options) {
     if (!(this instanceof Client)) return new Client(url, options);
@@ -70,7 +102,49 @@
     this._seenOrder = [];
     this._queue = [];
     this._ready = false;        // subscribed (open mode) or authenticated (token mode)
+    this._pending = new Map();  // workflow id -> continuation ids waiting for an answer
+    this._continued = new BoundedSet(SEEN_LIMIT);  // continuation ids seen in task_continued
+    this._ended = new BoundedSet(SEEN_LIMIT);      // workflows whose onDone fired
   }
+
+  /** Whether a workflow (its first task's id) waits for an answer. */
+  Client.prototype.isWaiting = function (workflowId) {
+    var pending = this._pending.get(String(workflowId));
+    return !!pending && pending.size > 0;
+  };
+
+  // Workflow bookkeeping for one event. Returns "repeated" for a task_continued
+  // already seen (dropped), "end" for the event that ends its workflow, else "".
+  Client.prototype._track = function (frame) {
+    var type = frame.type;
+    var workflow = workflowOf(frame);
+    if (workflow === null) return TERMINAL[type] ? "end" : "";
+    var continuation = frame.continuation_id != null ? String(frame.continuation_id) : null;
+    var pending = this._pending.get(workflow);
+    if (type === WAITING) {
+      var key = continuation !== null ? continuation : "task:" + frame.task_id;
+      if (this._continued.has(key)) return "";
+      if (!pending) this._pending.set(workflow, pending = new Set());
+      pending.add(key);
+    } else if (type === CONTINUED) {
+      if (continuation !== null && this._continued.has(continuation)) return "repeated";
+      if (continuation !== null) this._continued.add(continuation);
+      if (pending) {
+        if (continuation === null) pending.clear();
+        else pending.delete(continuation);
+        if (!pending.size) this._pending.delete(workflow);
+      }
+    } else if (TERMINAL[type]) {
+      // a task's own end while its workflow waits is not the workflow's end
+      // (a waiting workflow cancelled is: task_cancelled of its first task)
+      var ends = frame.workflow_id != null || type === "task_cancelled" || !this.isWaiting(workflow);
+      if (!ends || this._ended.has(workflow)) return "";
+      this._pending.delete(workflow);
+      this._ended.add(workflow);
+      return "end";
+    }
+    return "";
+  };
 
   Client.prototype._call = function (name, arg) {
     var fn = this.options[name] || noop;
@@ -316,11 +390,16 @@
         message: "Some events were lost while disconnected; reload to see the current state",
       });
     }
+    var role = this._track(frame);
+    if (role === "repeated") return;  // task_continued again (it is sent at least once)
     this._call("onEvent", frame);
     if (type === "task_progress") this._call("onProgress", frame);
     else if (type === "task_step_result") {
       this._call(frame.callback_id != null ? "onConfirmationRequest" : "onStepResult", frame);
-    } else if (TERMINAL[type]) this._call("onDone", frame);
+    } else if (TERMINAL[type]) {
+      if (role === "end") this._call("onDone", frame);
+    } else if (type === WAITING) this._call("onWaiting", frame);
+    else if (type === CONTINUED) this._call("onContinued", frame);
     else if (type === "confirmation_answered" || type === "confirmation_expired") {
       this._call("onConfirmationClosed", frame);
     } else if (type === "error") this._call("onError", frame);
@@ -330,6 +409,7 @@
     Client: Client,
     compareEventIds: compareEventIds,
     parseEventId: parseEventId,
+    workflowOf: workflowOf,
     SUBPROTOCOL: SUBPROTOCOL,
   };
 })(typeof window !== "undefined" ? window : this);
