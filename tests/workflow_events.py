@@ -40,7 +40,7 @@ class Workflow:
         tag = uuid.uuid4().hex[:12]
         self.id = f"wf-{tag}"  # the first task's id: the workflow's
         self.continuation = f"cont-{tag}"  # the continuation's Celery id
-        self.continuation_id = f"k-{tag}"
+        self.continuation_id = self.continuation  # as the server names it
         self.callback_id: str | None = None
         self.answer: UserConfirmation | None = None
         self.cancelled = False
@@ -110,8 +110,13 @@ class Workflow:
         if not self._waiting.wait(seconds(10)):
             self._error = AssertionError("task_waiting was never sent")
             return
-        self.emit("task_continued", self.id, workflow_id=self.id, continuation_id=self.continuation_id)
-        self.emit("task_continued", self.id, workflow_id=self.id, continuation_id=self.continuation_id)
+        continued = {
+            "workflow_id": self.id,
+            "continuation_id": self.continuation_id,
+            "callback_id": self.callback_id,
+        }
+        self.emit("task_continued", self.id, **continued)
+        self.emit("task_continued", self.id, **continued)
         self.continue_with(self.answer)
 
     def continue_with(self, answer: UserConfirmation) -> None:
