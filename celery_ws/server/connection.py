@@ -72,8 +72,9 @@ class ConnectionLoop:
         expiry = self._close_at_expiry(connection, identity) if identity else None
         try:
             if identity is not None:
-                bucket = self.limits.bucket(identity.user_id)
-                if last_event_id is not None and bucket.in_debt:
+                # a bucket only for a resume: most connections never send a frame
+                bucket = self.limits.bucket(identity.user_id) if last_event_id is not None else None
+                if bucket is not None and bucket.in_debt:
                     # a reconnect loop must not buy a replay per connection
                     self.count("closed_rate_limit")
                     await connection.close(CloseCode.TRY_AGAIN_LATER, "Resuming too often: try again later")
@@ -114,10 +115,10 @@ class ConnectionLoop:
                 continue
             await self._send(session, bucket, await self.handler.handle(session, raw))
 
-    async def _send(self, session: Session, bucket: TokenBucket, frames: list[bytes]) -> None:
+    async def _send(self, session: Session, bucket: TokenBucket | None, frames: list[bytes]) -> None:
         """Send replies, then any live events held back while they were made.
         Frames beyond the first (a replay) are charged to the sender's bucket."""
-        if len(frames) > 1:
+        if bucket is not None and len(frames) > 1:
             bucket.charge((len(frames) - 1) * REPLAY_COST)
         for n, frame in enumerate(frames, 1):
             await session.connection.send(frame.decode())
