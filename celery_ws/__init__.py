@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ConfirmationError,
         ConfirmationTimeout,
         ConnectionLost,
+        ContinuationUnavailable,
         InvalidToken,
         NotInTaskError,
         ProtocolError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .tokens import TokenVerifier, issue_token
     from .worker.confirm import confirm_step
+    from .worker.deferred import final_result
     from .worker.integration import CeleryWS
     from .worker.ownership import OWNER_HEADER
     from .worker.task import ProgressTask
@@ -55,6 +57,7 @@ __all__ = [
     "ConfirmationError",
     "ConfirmationTimeout",
     "ConnectionLost",
+    "ContinuationUnavailable",
     "InvalidToken",
     "NotInTaskError",
     "ProgressTask",
@@ -69,6 +72,7 @@ __all__ = [
     "WebSocketManager",
     "__version__",
     "confirm_step",
+    "final_result",
     "issue_token",
 ]
 
@@ -78,6 +82,7 @@ _LAZY = {
     "ConfirmationError": ".exceptions",
     "ConfirmationTimeout": ".exceptions",
     "ConnectionLost": ".exceptions",
+    "ContinuationUnavailable": ".exceptions",
     "InvalidToken": ".exceptions",
     "NotInTaskError": ".exceptions",
     "ProtocolError": ".exceptions",
@@ -94,6 +99,7 @@ _LAZY = {
     "CeleryWS": ".worker.integration",
     "ProgressTask": ".worker.task",
     "confirm_step": ".worker.confirm",
+    "final_result": ".worker.deferred",
     "OWNER_HEADER": ".worker.ownership",
     "issue_token": ".tokens",
     "TokenVerifier": ".tokens",

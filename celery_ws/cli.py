@@ -62,7 +62,7 @@ def ws() -> None:
     "--app",
     "app_path",
     metavar="MODULE:APP",
-    help="Celery app, for settings and for revoking cancelled tasks.",
+    help="Celery app: settings, revoking cancelled tasks, sending continuations of ask().",
 )
 @click.option("--host", help="Address to listen on [WEBSOCKET_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port to listen on [WEBSOCKET_PORT, default 8765].")
@@ -108,7 +108,13 @@ def serve(
         raise click.ClickException(str(exc)) from None
 
     async def run() -> None:
-        manager = WebSocketManager(settings=settings, revoke=_revoker(app) if app is not None else None)
+        from .server.continuations import celery_sender
+
+        manager = WebSocketManager(
+            settings=settings,
+            revoke=_revoker(app) if app is not None else None,
+            send_task=celery_sender(app) if app is not None else None,
+        )
         try:
             server = await manager.start_server()
         except SettingsError as exc:
@@ -119,7 +125,8 @@ def serve(
             loop.add_signal_handler(sig, server.close)
         if app is None:
             logging.getLogger(__name__).warning(
-                "no --app: cancel works through progress() and confirm_step() only"
+                "no --app: cancel works through progress() and confirm_step() only, "
+                "and this replica sends no continuations of deferred questions (ask())"
             )
         await server.wait_closed()
         await manager.stop_server()

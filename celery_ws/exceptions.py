@@ -8,6 +8,7 @@ Every error has one root, so callers can catch the package as a whole::
     │   ├── ConfirmationTimeout  nobody answered before the deadline (also a TimeoutError)
     │   └── TaskCancelled        the task was cancelled (also raised by progress())
     ├── NotInTaskError           a task-only helper was called outside a task (also a RuntimeError)
+    ├── ContinuationUnavailable  ask() found no server that can send its continuation (also a RuntimeError)
     ├── InvalidToken             the server refuses a connection token
     ├── ProtocolError            the server cannot act on a client frame; becomes an error frame
     ├── AuthError                the client's token was refused (close code 4401)
@@ -31,6 +32,7 @@ __all__ = [
     "ConfirmationError",
     "ConfirmationTimeout",
     "ConnectionLost",
+    "ContinuationUnavailable",
     "InvalidToken",
     "NotInTaskError",
     "ProtocolError",
@@ -86,6 +88,11 @@ class TaskCancelled(ConfirmationError):
 
 class NotInTaskError(CeleryWSError, RuntimeError):
     """A helper that needs the running task was called outside one."""
+
+
+class ContinuationUnavailable(CeleryWSError, RuntimeError):
+    """``ask()`` refused to store a deferred question: no running ``celery-ws
+    serve --app`` could send its continuation, so nobody could continue it."""
 
 
 class InvalidToken(CeleryWSError):

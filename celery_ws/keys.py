@@ -6,7 +6,9 @@ Layout (``cws`` is the configurable prefix; the braces are part of the key,
     cws:events                       stream  every event, read by every server replica
     cws:user:{<user>}:events         stream  one user's events, for resume
     cws:task:{<task>}:events         stream  one task's events, for resume and late viewers
-    cws:task:{<task>}                hash    owner, final (terminal event type), cancel flag
+    cws:task:{<task>}                hash    owner, final (terminal event type), cancel flag; in a
+                                             workflow: its first task (workflow), the task it
+                                             continues (parent), the next continuation (next)
     cws:user:{<user>}:pending        zset    the user's open confirmations, scored by deadline
     cws:task:{<task>}:pending        zset    the task's open confirmations, scored by deadline
     cws:running                      zset    running tasks, scored by when their lease runs out
@@ -17,6 +19,14 @@ Layout (``cws`` is the configurable prefix; the braces are part of the key,
     cws:ack:{<message>}              string  the user an acknowledged send went to
     cws:ack:{<message>}:acks         list    one entry per acknowledgement; the sender BLPOPs it
     cws:producer:{<producer>}        string  last sequence number stored from one worker process
+    cws:deferred                     zset    deferred questions (``ask()``) whose continuation is
+                                             still to send, scored by when a server must act next:
+                                             the deadline while open, now once answered or expired,
+                                             the end of a replica's claim while it sends
+    cws:continuers                   zset    server replicas that can send continuations (started
+                                             with the Celery app), scored by when they lapse
+    cws:run:{<task>}                 string  a continuation's first run claimed it (SET NX): a
+                                             repeated message with the same id is skipped
 
 Every id sits in braces so that no id can name a key other than its own. The
 prefix (which holds no ``:``) and the kind end at fixed colons, and what
@@ -31,8 +41,8 @@ Ids from clients are validated as ``protocol.Identifier``, which excludes
 ``{`` and ``}``: keep it that way, so the braces are also Redis Cluster hash
 tags around the whole id, and all keys of one task (one user, one
 confirmation, one message) share a hash slot. Redis Cluster support will build
-on that; the shared keys (``cws:events``, ``cws:running``, ``cws:pending``)
-and the scripts that touch several ids are what it still has to solve.
+on that; the shared keys (``cws:events``, ``cws:running``, ``cws:pending``,
+``cws:deferred``, ``cws:continuers``) and the scripts that touch several ids are what it still has to solve.
 
 The Lua scripts in ``celery_ws/lua`` derive the per-user, per-task and
 per-confirmation keys from the prefix with the same pattern (``id_key`` in
@@ -95,3 +105,14 @@ class Keys:
 
     def producer(self, producer_id: str) -> str:
         return self._of("producer", producer_id)
+
+    @property
+    def deferred(self) -> str:
+        return f"{self.prefix}:deferred"
+
+    @property
+    def continuers(self) -> str:
+        return f"{self.prefix}:continuers"
+
+    def run(self, task_id: str) -> str:
+        return self._of("run", task_id)

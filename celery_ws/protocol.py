@@ -8,6 +8,21 @@ Client frames are JSON objects discriminated by ``action`` and validated
 strictly. Events are plain dicts built by :func:`event`: they are encoded
 once, stored in Redis and forwarded to sockets byte for byte, so a pydantic
 model per event would only cost time on the hot path.
+
+Workflows (deferred questions, ``ProgressTask.ask()``): a task stores a
+question with a continuation and returns at once; it emits ``task_waiting``
+``{task_id, workflow_id, callback_id, continuation_id}`` instead of
+``task_succeeded`` (not terminal). Once the person answers, or the question
+times out, one server replica sends the continuation (a new Celery task, id
+``continuation_id``) and emits ``task_continued`` ``{task_id (the task that
+asked), workflow_id, continuation_id, callback_id}``, at least once. Every
+event of a continuation, and of whatever continues it, carries ``workflow_id``
+(the first task's id) and ``parent_task_id`` (the task it continues). A
+connection subscribed to task ``W`` receives the events whose ``task_id`` or
+``workflow_id`` is ``W``, ``W``'s history holds them all, and ``state`` on
+subscribing to ``W`` is the workflow's latest. A workflow ends with one
+terminal event whose ``workflow_id`` is ``W`` (or whose ``task_id`` is ``W``
+when nothing continued it); nothing of the workflow is stored after it.
 """
 
 from __future__ import annotations
@@ -112,6 +127,11 @@ class EventType(StrEnum):
     HEARTBEAT = "heartbeat"
     CONFIRMATION_ANSWERED = "confirmation_answered"
     CONFIRMATION_EXPIRED = "confirmation_expired"
+    #: the task asked a deferred question and returned; not terminal: its
+    #: workflow goes on in ``continuation_id`` once the question is answered
+    TASK_WAITING = "task_waiting"
+    #: the answer (or the timeout) is in and the continuation was sent (at least once)
+    TASK_CONTINUED = "task_continued"
 
 
 #: Events after which a task emits nothing else; the first one wins.

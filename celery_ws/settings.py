@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     #: or "class" (the class name only: a text can carry SQL, paths, other users' data)
     error_detail: Literal["message", "class"] = _setting("message", "error_detail", "CELERY_WS_ERROR_DETAIL")
 
+    # -- deferred questions --
+    #: seconds a server replica holds its claim on sending a continuation; one
+    #: killed between its claim and the send leaves it to another after this
+    continuation_lease: float = _setting(
+        10.0, "continuation_lease", "CELERY_WS_CONTINUATION_LEASE", ge=0.5, le=3600
+    )
+
     # -- security --
     secret: SecretStr | None = _setting(None, "secret", "CELERY_WS_SECRET")
     #: older secrets still accepted while tokens signed with them expire (rotation)

@@ -1,5 +1,5 @@
 """The Redis operations both sides share: store an event, open, answer, cancel
-and expire a confirmation.
+and expire a confirmation, claim a deferred question's continuation.
 
 Each operation is a Lua script (``celery_ws/lua``) so it is atomic across any
 number of server replicas and worker processes. This module only turns Python
@@ -22,6 +22,7 @@ from .settings import Settings
 __all__ = [
     "ANSWER",
     "CANCEL",
+    "CLAIM",
     "EMIT",
     "EXPIRE",
     "AnswerOutcome",
@@ -54,6 +55,7 @@ EMIT: Final = _lua("emit")
 ANSWER: Final = _lua("answer")
 CANCEL: Final = _lua("cancel")
 EXPIRE: Final = _lua("expire")
+CLAIM: Final = _lua("claim")
 
 CANCELLED_REPLY: Final = dumps({"cancelled": True})
 
@@ -103,10 +105,14 @@ def emit_call(
     history and watchers (a copy of a question for an extra assignee).
     ``lease`` (seconds) marks the task as running until then: its heartbeats
     renew the lease, and a server reports the task lost when it runs out.
+    An event with a ``workflow_id`` other than its task also goes to that
+    workflow's first task: its history, its state, its watchers.
     """
     keys = settings.keys
     user_id = event.get("user_id")
     task_id = event.get("task_id") if route_by_task else None
+    workflow = event.get("workflow_id") if route_by_task else None
+    flow = workflow if workflow and workflow != task_id else None
     type_ = event["type"]
     return (
         [
@@ -117,6 +123,8 @@ def emit_call(
             keys.confirm(callback_id) if callback_id else "",
             keys.producer(producer) if producer else "",
             keys.running if task_id else "",
+            keys.task_events(flow) if flow else "",
+            keys.task(flow) if flow else "",
         ],
         [
             dumps(event),
@@ -131,6 +139,7 @@ def emit_call(
             "" if lease is None else lease,
             time.time(),
             keys.prefix,
+            workflow or "",
         ],
     )
 
@@ -146,13 +155,20 @@ def open_confirmation(
     assignees: list[str],
     deadline: float,
     schema: dict[str, Any] | None = None,
+    workflow_id: str | None = None,
+    record: dict[str, Any] | None = None,
 ) -> None:
     """Queue on ``pipe`` (a transaction, sync or asyncio) the writes that open a
     confirmation. They must reach Redis before the request event is emitted, so an
-    answer that arrives at once finds the confirmation pending."""
+    answer that arrives at once finds the confirmation pending.
+
+    A question asked in a workflow (``workflow_id``, the first task's id) is also
+    indexed under that task, so its watchers see it and a cancel of the workflow
+    closes it. ``record`` holds more fields for the question's hash (a deferred
+    question's continuation)."""
     keys = settings.keys
-    ttl = int(deadline - time.time()) + settings.history_ttl
-    record = {
+    ttl = confirmation_ttl(settings, deadline)
+    fields = {
         "state": "pending",
         "owner": owner,
         "task_id": task_id or "",
@@ -161,15 +177,24 @@ def open_confirmation(
         "deadline": repr(deadline),
         "asked_at": repr(time.time()),
         **({"schema": dumps(schema)} if schema is not None else {}),
+        **({"workflow_id": workflow_id} if workflow_id else {}),
+        **(record or {}),
     }
-    pipe.hset(keys.confirm(callback_id), mapping=record)
+    pipe.hset(keys.confirm(callback_id), mapping=fields)
     pipe.expire(keys.confirm(callback_id), ttl)
     pending = [keys.pending, *(keys.user_pending(user) for user in {owner, *assignees})]
     if task_id:
         pending.append(keys.task_pending(task_id))
+    if workflow_id and workflow_id != task_id:
+        pending.append(keys.task_pending(workflow_id))
     for key in pending:
         pipe.zadd(key, {callback_id: deadline})
         pipe.expire(key, ttl)
+
+
+def confirmation_ttl(settings: Settings, deadline: float) -> int:
+    """Seconds a question's keys live: until its deadline, then the history's window."""
+    return int(deadline - time.time()) + settings.history_ttl
 
 
 def answer_payload(proceed: bool, feedback: str | None, answered_by: str | None, data: Any = None) -> bytes:
@@ -185,12 +210,20 @@ def answer_payload(proceed: bool, feedback: str | None, answered_by: str | None,
 
 
 def answer_call(
-    settings: Settings, callback_id: str, answered_by: str | None, answer: bytes, *, checked: bool = True
+    settings: Settings,
+    callback_id: str,
+    answered_by: str | None,
+    answer: bytes,
+    *,
+    checked: bool = True,
+    claimer: str | None = None,
 ) -> Call:
-    """``checked=False``: a typed question returns its schema instead of taking the answer."""
+    """``checked=False``: a typed question returns its schema instead of taking the
+    answer. ``claimer``: the replica that claims a deferred question's
+    continuation with the answer, to send it at once (one that knows the app)."""
     keys = settings.keys
     return (
-        [keys.confirm(callback_id), keys.confirm_reply(callback_id)],
+        [keys.confirm(callback_id), keys.confirm_reply(callback_id), keys.deferred],
         [
             keys.prefix,
             callback_id,
@@ -199,15 +232,38 @@ def answer_call(
             time.time(),
             settings.history_ttl,
             "1" if checked else "0",
+            claimer or "",
+            settings.continuation_lease,
         ],
     )
 
 
-def cancel_call(settings: Settings, task_id: str, requested_by: str | None) -> Call:
+def cancel_call(
+    settings: Settings,
+    task_id: str,
+    *,
+    check: str | None,
+    recorded_by: str | None,
+    workflow_id: str | None = None,
+    next_id: str | None = None,
+) -> Call:
+    """``check``: the user who must own the task (None: no check); ``workflow_id``
+    and ``next_id``: the workflow's first task and next continuation as read just
+    before (``cancel.lua`` replies ``moved`` when the latter changed meanwhile)."""
     keys = settings.keys
+    workflow = workflow_id or task_id
     return (
-        [keys.task(task_id)],
-        [keys.prefix, task_id, requested_by or "", CANCELLED_REPLY, settings.history_ttl],
+        [keys.task(task_id), keys.task(workflow), keys.task(next_id) if next_id else ""],
+        [
+            keys.prefix,
+            task_id,
+            check or "",
+            CANCELLED_REPLY,
+            settings.history_ttl,
+            workflow,
+            next_id or "",
+            recorded_by or "",
+        ],
     )
 
 
@@ -222,8 +278,9 @@ AnswerRefusal = Literal["forbidden", "unknown_callback", "answered", "expired", 
 #: ``answer.lua``'s verdict: taken (``ok``), to be checked against the
 #: question's form before it is sent again (``check``), or refused.
 AnswerOutcome = Literal["ok", "check", AnswerRefusal]
-#: ``cancel.lua``'s verdict: cancelled (``ok``), or why not.
-CancelOutcome = Literal["ok", "forbidden", "not_found", "finished"]
+#: ``cancel.lua``'s verdict: cancelled (``ok``), or why not (``moved``: the
+#: workflow's next continuation changed while the caller read it; read again).
+CancelOutcome = Literal["ok", "forbidden", "not_found", "finished", "moved"]
 
 _ANSWER_OUTCOMES: Final[tuple[AnswerOutcome, ...]] = get_args(AnswerOutcome)
 _CANCEL_OUTCOMES: Final[tuple[CancelOutcome, ...]] = get_args(CancelOutcome)
@@ -232,7 +289,8 @@ _Outcome = TypeVar("_Outcome", bound=str)
 
 def answer_reply(reply: Sequence[bytes | str | None]) -> tuple[AnswerOutcome, list[str | None]]:
     """``answer.lua``'s reply: the verdict and what comes with it (``ok``:
-    task id, owner, asked at; ``check``: the form's JSON Schema)."""
+    task id, owner, asked at, ``blocking`` or ``deferred``; ``check``: the
+    form's JSON Schema)."""
     outcome, *details = [text(part) for part in reply]
     return _one_of(_ANSWER_OUTCOMES, outcome, "answer.lua"), details
 

@@ -24,6 +24,7 @@ from celery import Celery
 
 from celery_ws import CeleryWS, Publisher
 from celery_ws.client import Client
+from celery_ws.server.continuations import celery_sender
 from tests.helpers import TIMEOUT_FACTOR, seconds
 
 QUEUE = "celery-ws-tests"
@@ -88,6 +89,11 @@ def celery_ws_revoke(app: Celery) -> Any:
         await asyncio.to_thread(app.control.revoke, task_id)
 
     return revoke
+
+
+@pytest.fixture(scope="session")
+def celery_ws_send_task(app: Celery) -> Any:
+    return celery_sender(app)
 
 
 @pytest.fixture

@@ -9,7 +9,15 @@ from typing import Any
 from celery import shared_task
 from pydantic import BaseModel
 
-from celery_ws import ProgressTask, TaskStepResult, confirm_step
+from celery_ws import (
+    CeleryWS,
+    ConfirmationTimeout,
+    ProgressTask,
+    TaskStepResult,
+    UserConfirmation,
+    confirm_step,
+)
+from celery_ws.worker import owner_of
 from tests.helpers import seconds
 
 #: upper bound for any loop in a test task, so none can run away
@@ -218,3 +226,121 @@ def fail_saying(self: ProgressTask, text: str) -> None:
         except RuntimeError as exc:  # retry() from a handler, as tasks do: the reason is this exception
             raise self.retry(exc=exc, countdown=0) from exc
     raise ValueError(text)
+
+
+# -- deferred questions (ProgressTask.ask) ---------------------------------------------------
+
+
+def runs_key(task_id: str) -> str:
+    """Where a continuation counts its runs (in celery-ws' Redis)."""
+    return f"cws-test:runs:{{{task_id}}}"
+
+
+def _count_run(task: ProgressTask) -> int:
+    ws = CeleryWS.for_app(task.app)
+    assert ws is not None
+    return int(ws.publisher().redis.incr(runs_key(task.request.id)))
+
+
+def _described(task: ProgressTask, answer: Any, tag: str) -> dict[str, Any]:
+    request = task.request
+    if isinstance(answer, ConfirmationTimeout):
+        return {"tag": tag, "timeout": True, "callback_id": answer.callback_id, "owner": owner_of(request)}
+    assert isinstance(answer, UserConfirmation), answer
+    return {
+        "tag": tag,
+        "proceed": answer.proceed,
+        "feedback": answer.feedback,
+        "answered_by": answer.answered_by,
+        "timed_out": answer.timed_out,
+        "data_type": type(answer.data).__name__,
+        "data": answer.data.model_dump() if isinstance(answer.data, BaseModel) else answer.data,
+        "owner": owner_of(request),
+        "workflow_id": getattr(request, "celery_ws_workflow", None),
+        "parent_task_id": getattr(request, "celery_ws_parent", None),
+    }
+
+
+@shared_task(base=ProgressTask, bind=True)
+def ask_later(
+    self: ProgressTask,
+    tag: str = "",
+    timeout: float = seconds(30),
+    default: bool | None = None,
+    assignees: list[str] | None = None,
+    typed: bool = False,
+    queue: str | None = None,
+    again: bool = False,
+    hold: float = 0.0,
+) -> dict[str, str]:
+    """Ask, return at once; ``continue_counting`` (or, with ``again``,
+    ``continue_then_ask``) runs with the answer, on ``queue`` when given."""
+    self.progress(1, 2, message=f"checking {tag}")
+    then = (continue_then_ask if again else continue_counting).s(tag, queue=queue, hold=hold)
+    if queue:
+        then = then.set(queue=queue)
+    return self.ask(
+        TaskStepResult(step="review", message=f"Continue {tag}?", status="waiting", result={"tag": tag}),
+        then=then,
+        step=1,
+        timeout=timeout,
+        default=default,
+        assignees=assignees,
+        answer_model=RowLimit if typed else None,
+    )
+
+
+@shared_task(base=ProgressTask, bind=True)
+def continue_counting(
+    self: ProgressTask, answer: Any, tag: str = "", queue: str | None = None, hold: float = 0.0
+) -> dict[str, Any]:
+    """A continuation: counts its runs, reports progress, returns what it got."""
+    runs = _count_run(self)
+    self.progress(1, 1, message=f"continuing {tag}")
+    if hold:
+        time.sleep(min(hold, MAX_SECONDS))
+    return {**_described(self, answer, tag), "runs": runs}
+
+
+@shared_task(base=ProgressTask, bind=True)
+def continue_then_ask(
+    self: ProgressTask, answer: Any, tag: str = "", queue: str | None = None, hold: float = 0.0
+) -> dict[str, str]:
+    """A continuation that asks again: the workflow goes on in a third task."""
+    _count_run(self)
+    then = continue_counting.s(f"{tag}-2", queue=queue)
+    if queue:
+        then = then.set(queue=queue)
+    return self.ask(
+        TaskStepResult(step="second", message=f"And then {tag}?", status="waiting"),
+        then=then,
+        step=2,
+        timeout=seconds(30),
+    )
+
+
+# The README's deferred example (tests/worker/test_deferred.py runs it).
+@shared_task(base=ProgressTask, bind=True)
+def import_rows_later(self: ProgressTask, path: str, rows: int = 50) -> dict[str, str]:
+    """Import, then ask without holding the worker: write_rows runs with the answer."""
+    for i in range(rows):
+        self.progress(i + 1, rows, message=f"Importing rows from {path}")
+    errors = rows // 10
+    return self.ask(
+        TaskStepResult(
+            step="validation", message=f"{errors} rows have errors. Write the others?", status="waiting"
+        ),
+        then=write_rows.s(path, rows - errors),
+        timeout=24 * 3600,
+        default=False,
+    )
+
+
+@shared_task(base=ProgressTask, bind=True)
+def write_rows(self: ProgressTask, answer: UserConfirmation, path: str, rows: int) -> dict[str, Any]:
+    """The continuation: the answer comes first, then write_rows.s()'s arguments."""
+    if not answer.proceed:
+        return {"written": 0, "stopped_by": answer.answered_by, "timed_out": answer.timed_out}
+    for i in range(rows):
+        self.progress(i + 1, rows, message=f"Writing rows to {path}")
+    return {"written": rows, "feedback": answer.feedback}

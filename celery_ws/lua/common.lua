@@ -6,12 +6,15 @@ local function id_key(prefix, kind, id, suffix)
   return prefix .. ':' .. kind .. ':{' .. id .. '}' .. (suffix or '')
 end
 
--- Forget a confirmation in every pending index: global, its task's, and the
--- per-user ones of its owner and assignees.
-local function unindex_confirmation(prefix, cid, owner, task_id, assignees_json)
+-- Forget a confirmation in every pending index: global, its task's, its workflow's
+-- (a question asked in a continuation), and the per-user ones of its owner and assignees.
+local function unindex_confirmation(prefix, cid, owner, task_id, assignees_json, workflow_id)
   redis.call('ZREM', prefix .. ':pending', cid)
   if owner and owner ~= '' then redis.call('ZREM', id_key(prefix, 'user', owner, ':pending'), cid) end
   if task_id and task_id ~= '' then redis.call('ZREM', id_key(prefix, 'task', task_id, ':pending'), cid) end
+  if workflow_id and workflow_id ~= '' and workflow_id ~= task_id then
+    redis.call('ZREM', id_key(prefix, 'task', workflow_id, ':pending'), cid)
+  end
   if assignees_json then
     for _, who in ipairs(cjson.decode(assignees_json)) do
       redis.call('ZREM', id_key(prefix, 'user', who, ':pending'), cid)
@@ -19,22 +22,25 @@ local function unindex_confirmation(prefix, cid, owner, task_id, assignees_json)
   end
 end
 
--- Close every open confirmation of a task with new_state; when reply is given,
--- push it so a worker blocked on the answer wakes up.
+-- Close every open confirmation of a task (or of a workflow: its questions are indexed
+-- under its first task too) with new_state; when reply is given, push it so a worker
+-- blocked on the answer wakes up. A closed deferred question sends no continuation.
 local function close_task_confirmations(prefix, task_id, new_state, reply, ttl)
   local pending_key = id_key(prefix, 'task', task_id, ':pending')
   for _, cid in ipairs(redis.call('ZRANGE', pending_key, 0, -1)) do
     local ck = id_key(prefix, 'confirm', cid)
-    local c = redis.call('HMGET', ck, 'state', 'owner', 'assignees')
+    local c = redis.call('HMGET', ck, 'state', 'owner', 'assignees', 'task_id', 'workflow_id', 'mode')
     if c[1] == 'pending' then
       redis.call('HSET', ck, 'state', new_state)
-      if reply then
+      if c[6] == 'deferred' then
+        redis.call('ZREM', prefix .. ':deferred', cid)
+      elseif reply then
         local reply_key = id_key(prefix, 'confirm', cid, ':reply')
         redis.call('RPUSH', reply_key, reply)
         redis.call('EXPIRE', reply_key, ttl)
       end
     end
-    unindex_confirmation(prefix, cid, c[2], task_id, c[3])
+    unindex_confirmation(prefix, cid, c[2], c[4] or task_id, c[3], c[5])
   end
   redis.call('DEL', pending_key)
 end

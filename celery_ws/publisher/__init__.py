@@ -17,5 +17,6 @@ from __future__ import annotations
 from .asyncio import AsyncPublisher
 from .question import ConfirmOptions, Default, Outgoing
 from .sync import Publisher
+from .workflows import Cancellation
 
-__all__ = ["AsyncPublisher", "ConfirmOptions", "Default", "Outgoing", "Publisher"]
+__all__ = ["AsyncPublisher", "Cancellation", "ConfirmOptions", "Default", "Outgoing", "Publisher"]

@@ -9,11 +9,13 @@ from typing import Any, TypeVar, Unpack
 import redis
 
 from ..connections import async_client
+from ..deferred import Continuation
 from ..protocol import TaskStepResult, UserConfirmation
 from ..settings import Settings
 from ..storage import EmitResult
-from .core import Announce, Commands, Core, Effect, Pause, Pop, Run, Steps, load_settings
+from .core import Announce, Commands, Core, Effect, Links, Pause, Pop, Run, Steps, load_settings
 from .question import ConfirmOptions, Outgoing
+from .workflows import Cancellation, cancel, defer
 
 __all__ = ["AsyncPublisher"]
 
@@ -36,9 +38,10 @@ class AsyncPublisher:
         *,
         settings: Settings | None = None,
         announce: Callable[[list[Outgoing]], Awaitable[None]] | None = None,
+        links: Links | None = None,
     ) -> None:
         self.settings = load_settings(redis_url, settings)
-        self._core = Core(self.settings)
+        self._core = Core(self.settings, links)
         self._announce = announce or self._store
         self.redis = async_client(self.settings.redis_url)
         self._blocking = async_client(self.settings.redis_url, blocking=True)
@@ -50,7 +53,7 @@ class AsyncPublisher:
     async def emit(self, event: dict[str, Any], *, callback_id: str | None = None) -> EmitResult:
         return await self._run(self._core.emit(event, callback_id))
 
-    async def emit_many(self, events: Iterable[dict[str, Any]]) -> list[EmitResult]:
+    async def emit_many(self, events: Iterable[dict[str, Any] | Outgoing]) -> list[EmitResult]:
         return await self._run(self._core.emit_many(events))
 
     async def broadcast(self, message: dict[str, Any]) -> str | None:
@@ -83,6 +86,21 @@ class AsyncPublisher:
         **options: Unpack[ConfirmOptions],
     ) -> UserConfirmation:
         return await self._run(self._core.notify_user(step_result, user_id, task_id, step, options))
+
+    async def defer(
+        self,
+        step_result: TaskStepResult,
+        user_id: str,
+        task_id: str,
+        step: int | None = None,
+        *,
+        continuation: Continuation,
+        **options: Unpack[ConfirmOptions],
+    ) -> str:
+        return await self._run(defer(self._core, step_result, user_id, task_id, step, continuation, options))
+
+    async def cancel(self, task_id: str, by: str | None = None, *, owner_only: bool = False) -> Cancellation:
+        return await self._run(cancel(self._core, task_id, by, owner_only=owner_only))
 
     async def _store(self, outgoing: list[Outgoing]) -> None:
         await self._run(self._core.announce(outgoing))

@@ -31,12 +31,26 @@ if TYPE_CHECKING:
     import redis.asyncio.client
     import redis.client
 
-__all__ = ["Announce", "Commands", "Core", "Effect", "Pause", "Pipe", "Pop", "Run", "Steps", "load_settings"]
+__all__ = [
+    "Announce",
+    "Commands",
+    "Core",
+    "Effect",
+    "Links",
+    "Pause",
+    "Pipe",
+    "Pop",
+    "Run",
+    "Steps",
+    "load_settings",
+]
 
 T = TypeVar("T")
 
 #: a pipeline of either publisher's client: sequences only queue commands on it
 Pipe: TypeAlias = "redis.client.Pipeline | redis.asyncio.client.Pipeline"
+#: ``workflow_id``/``parent_task_id`` of a task's events, when it continues another
+Links = Callable[[str], "dict[str, str] | None"]
 
 _MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"; never ask for less than this
 _BACKOFF_START = 0.05
@@ -179,14 +193,25 @@ class Core:
     """The sequence behind each public method of the publishers (``send`` serves
     ``broadcast`` and ``send_to_user``); a publisher runs one per call."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, links: Links | None = None) -> None:
         self.settings = settings
+        self._links = links
+
+    def links_of(self, task_id: str | None) -> dict[str, str]:
+        """``workflow_id``/``parent_task_id`` of a task that continues another, as
+        the publisher's ``links`` knows it (a worker: for the runs of its process)."""
+        return (self._links(task_id) or {}) if self._links is not None and task_id else {}
 
     # -- events
 
     def announce(self, outgoing: list[Outgoing]) -> Steps[list[EmitResult]]:
         """Store events in one round trip, in order: what a publisher announces
-        with unless it was given its own ``announce``."""
+        with unless it was given its own ``announce``. An event of a task that
+        continues another gets its ``workflow_id`` and ``parent_task_id``."""
+        if self._links is not None:
+            for out in outgoing:
+                if "workflow_id" not in out.event:
+                    out.event.update(self.links_of(out.event.get("task_id")))
         replies = yield from _scripted(
             _EMIT,
             [
@@ -202,8 +227,8 @@ class Core:
         (result,) = yield from self.announce([Outgoing(event, callback_id=callback_id)])
         return result
 
-    def emit_many(self, events: Iterable[dict[str, Any]]) -> Steps[list[EmitResult]]:
-        return self.announce([Outgoing(item) for item in events])
+    def emit_many(self, events: Iterable[dict[str, Any] | Outgoing]) -> Steps[list[EmitResult]]:
+        return self.announce([item if isinstance(item, Outgoing) else Outgoing(item) for item in events])
 
     def send(
         self, message: dict[str, Any], user_id: str | None, task_id: str | None = None
@@ -252,7 +277,9 @@ class Core:
         """Ask, then wait. Both survive Redis restarts and failovers: the question and
         its answer live in Redis, so a wait that loses its connection reads what
         happened meanwhile and keeps its deadline."""
-        question = Question(self.settings, step_result, user_id, task_id, step, options)
+        question = Question(
+            self.settings, step_result, user_id, task_id, step, options, links=self.links_of(task_id)
+        )
         yield from _retrying(question, lambda: self._ask(question))
         while question.remaining > 0:
             try:

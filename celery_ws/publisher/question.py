@@ -69,6 +69,9 @@ class Question:
         task_id: str | None,
         step: int | None,
         options: ConfirmOptions,
+        *,
+        links: dict[str, str] | None = None,
+        record: Callable[[Question], dict[str, str]] | None = None,
     ) -> None:
         unknown = options.keys() - ConfirmOptions.__optional_keys__
         if unknown:
@@ -87,6 +90,11 @@ class Question:
         self.answer_model = options.get("answer_model")
         self.schema = self.answer_model.model_json_schema() if self.answer_model is not None else None
         self.step_result = step_result
+        #: ``workflow_id``/``parent_task_id`` of a question asked in a workflow:
+        #: on each of its events, and it is indexed under the workflow too
+        self.links = links or {}
+        #: more fields for the question's hash (a deferred question's continuation)
+        self.record = record(self) if record is not None else None
 
     def open(self, pipe: Pipe) -> None:
         open_confirmation(
@@ -99,6 +107,8 @@ class Question:
             assignees=self.assignees,
             deadline=self.deadline,
             schema=self.schema,
+            workflow_id=self.links.get("workflow_id"),
+            record=self.record,
         )
 
     def _to_everyone(
@@ -108,7 +118,7 @@ class Question:
         each other assignee, who does not otherwise see the owner's events."""
         return [
             Outgoing(
-                build(user),
+                {**build(user), **self.links},
                 route_by_task=user == self.owner,
                 callback_id=self.callback_id if keep_request and user == self.owner else None,
             )

@@ -9,11 +9,13 @@ from typing import Any, TypeVar, Unpack
 import redis
 
 from ..connections import sync_client
+from ..deferred import Continuation
 from ..protocol import TaskStepResult, UserConfirmation
 from ..settings import Settings
 from ..storage import EmitResult
-from .core import Announce, Commands, Core, Effect, Pause, Pop, Run, Steps, load_settings
+from .core import Announce, Commands, Core, Effect, Links, Pause, Pop, Run, Steps, load_settings
 from .question import ConfirmOptions, Outgoing
+from .workflows import Cancellation, cancel, defer
 
 __all__ = ["Publisher"]
 
@@ -37,9 +39,10 @@ class Publisher:
         *,
         settings: Settings | None = None,
         announce: Callable[[list[Outgoing]], None] | None = None,
+        links: Links | None = None,
     ) -> None:
         self.settings = load_settings(redis_url, settings)
-        self._core = Core(self.settings)
+        self._core = Core(self.settings, links)
         self._announce = announce or self._store
         self.redis = sync_client(self.settings.redis_url)
         self._blocking = sync_client(self.settings.redis_url, blocking=True)
@@ -51,7 +54,7 @@ class Publisher:
     def emit(self, event: dict[str, Any], *, callback_id: str | None = None) -> EmitResult:
         return self._run(self._core.emit(event, callback_id))
 
-    def emit_many(self, events: Iterable[dict[str, Any]]) -> list[EmitResult]:
+    def emit_many(self, events: Iterable[dict[str, Any] | Outgoing]) -> list[EmitResult]:
         """Store many events in one round trip, in order."""
         return self._run(self._core.emit_many(events))
 
@@ -101,6 +104,41 @@ class Publisher:
             TaskCancelled: the task was cancelled while waiting.
         """
         return self._run(self._core.notify_user(step_result, user_id, task_id, step, options))
+
+    def defer(
+        self,
+        step_result: TaskStepResult,
+        user_id: str,
+        task_id: str,
+        step: int | None = None,
+        *,
+        continuation: Continuation,
+        **options: Unpack[ConfirmOptions],
+    ) -> str:
+        """Store a deferred question and show it to ``user_id``; returns its callback id.
+
+        The storage half of :meth:`ProgressTask.ask <celery_ws.ProgressTask.ask>`:
+        once the person answers (or ``timeout`` passes), a ``celery-ws serve
+        --app`` replica sends ``continuation``.
+
+        Raises:
+            ContinuationUnavailable: no server that can send continuations is running.
+        """
+        return self._run(defer(self._core, step_result, user_id, task_id, step, continuation, options))
+
+    def cancel(self, task_id: str, by: str | None = None, *, owner_only: bool = False) -> Cancellation:
+        """Cancel a task from any process, as a client's ``cancel`` does: a running
+        task stops at its next ``progress()``, a blocking question wakes with
+        TaskCancelled, a deferred question closes and sends no continuation (the
+        whole workflow is cancelled), and the owner's clients get ``task_cancelled``
+        with ``requested_by=by``. Revoking needs the Celery app: the result lists
+        the ids to pass to ``app.control.revoke``.
+
+        Args:
+            by: who cancels, as recorded (``requested_by``, ``cancelled_by()``).
+            owner_only: refuse (``forbidden``) unless ``by`` owns the task.
+        """
+        return self._run(cancel(self._core, task_id, by, owner_only=owner_only))
 
     def _store(self, outgoing: list[Outgoing]) -> None:
         self._run(self._core.announce(outgoing))

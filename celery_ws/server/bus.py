@@ -28,8 +28,8 @@ __all__ = ["EventBus", "StreamEntry"]
 
 logger = logging.getLogger(__name__)
 
-#: (event id, payload JSON without id, owner or b"", task id or b"", type)
-StreamEntry = tuple[bytes, bytes, bytes, bytes, bytes]
+#: (event id, payload JSON without id, owner or b"", task id or b"", type, workflow id or b"")
+StreamEntry = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 
 _BLOCK_MS = 1000
 _COUNT = 1000
@@ -94,6 +94,7 @@ class EventBus:
                         fields.get(b"u", b""),
                         fields.get(b"t", b""),
                         fields.get(b"y", b""),
+                        fields.get(b"w", b""),
                     )
                 )
             try:

@@ -46,8 +46,10 @@ class Fanout:
     def deliver(self, entries: list[StreamEntry]) -> None:
         """Route a batch from the bus; encode each event once for all its targets."""
         now = time.time()
-        for event_id, payload, owner, task_id, type_ in entries:
-            targets = self.registry.targets(owner.decode() or None, task_id.decode() or None)
+        for event_id, payload, owner, task_id, type_, workflow in entries:
+            targets = self.registry.targets(
+                owner.decode() or None, task_id.decode() or None, workflow.decode() or None
+            )
             if targets:
                 sent = self.send_all(targets, event_id, with_id(event_id, payload))
                 self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)

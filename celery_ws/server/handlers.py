@@ -30,11 +30,11 @@ from ..protocol import (
     Unsubscribe,
     dumps,
     error_frame,
-    event,
     parse_action,
 )
 from ..publisher import AsyncPublisher
 from ..tokens import Identity
+from .continuations import Continuer
 from .metrics import Metrics
 from .registry import Registry, Session
 from .store import ServerStore
@@ -63,6 +63,7 @@ _CANCEL_REFUSALS: dict[str, tuple[ErrorCode, str]] = {
     "not_found": ("not_found", "Unknown task_id"),
     "forbidden": ("forbidden", "You may not cancel this task"),
     "finished": ("task_finished", "This task has finished already"),
+    "moved": ("internal_error", "The task's workflow kept moving on; try again"),
 }
 
 
@@ -80,6 +81,7 @@ class ActionHandler:
         metrics: Metrics,
         *,
         token_mode: bool,
+        continuer: Continuer | None = None,
     ) -> None:
         self.metrics = metrics
         self.token_mode = token_mode
@@ -87,6 +89,7 @@ class ActionHandler:
         self.store = store
         self.publisher = publisher
         self.revoke = revoke
+        self.continuer = continuer
 
     async def handle(self, session: Session, raw: str | bytes) -> list[bytes]:
         try:
@@ -208,12 +211,17 @@ class ActionHandler:
             action.feedback,
             action.data,
             check=lambda schema: _check_answer(schema, action),
+            claimer=self.continuer.replica if self.continuer is not None else None,
         )
         if answered.outcome != "ok":
             code, message = _ANSWER_REFUSALS.get(answered.outcome, ("internal_error", answered.outcome))
             raise ProtocolError(code, message, callback_id=action.callback_id)
         if answered.asked_at is not None:
             self.metrics.answer_latency.observe(max(0.0, time.time() - answered.asked_at))
+        if answered.deferred and self.continuer is not None:
+            # claimed with the answer: send it now (a replica without the app
+            # leaves it to one with it, within a second)
+            self.continuer.kick(action.callback_id)
         return [
             _encode(
                 {
@@ -225,21 +233,16 @@ class ActionHandler:
         ]
 
     async def cancel(self, session: Session, action: Cancel) -> list[bytes]:
-        outcome, owner = await self.store.cancel(action.task_id, session.identity)
-        if outcome != "ok":
-            code, message = _CANCEL_REFUSALS.get(outcome, ("internal_error", outcome))
+        """Cancel the task and the workflow it belongs to (a deferred question's
+        continuation is not sent); revoke the task and a continuation that may
+        be queued already."""
+        cancelled = await self.publisher.cancel(action.task_id, session.identity, owner_only=True)
+        if cancelled.outcome != "ok":
+            code, message = _CANCEL_REFUSALS.get(cancelled.outcome, ("internal_error", cancelled.outcome))
             raise ProtocolError(code, message, task_id=action.task_id)
-        await self.publisher.emit(
-            event(
-                "task_cancelled",
-                task_id=action.task_id,
-                user_id=owner,
-                reason="cancelled by user",
-                requested_by=session.identity,
-            )
-        )
         if self.revoke is not None:
-            await self.revoke(action.task_id)
+            for task_id in cancelled.revoke:
+                await self.revoke(task_id)
         return [_encode({"type": ReplyType.CANCEL_RECEIVED, "task_id": action.task_id})]
 
 

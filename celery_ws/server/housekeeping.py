@@ -3,7 +3,10 @@
 A task whose worker stopped beating (killed, or its machine died) is reported
 to its owner as ``task_failed`` with ``error_code`` ``WorkerLost``; and the
 pending-confirmations gauge is refreshed from Redis, so that the synchronous
-``get_status()`` can read it without a round trip.
+``get_status()`` can read it without a round trip. A replica that sends
+continuations renews its registration and sends those that are due: deferred
+questions answered through a replica without the app, expired ones, and
+those whose claim ran out (its replica died before sending).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import redis
 
 from ..protocol import event
 from ..publisher import AsyncPublisher
+from .continuations import Continuer
 from .metrics import Metrics
 from .store import ServerStore
 
@@ -24,14 +28,25 @@ _INTERVAL = 1.0
 
 
 class Housekeeping:
-    def __init__(self, store: ServerStore, publisher: AsyncPublisher, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: ServerStore,
+        publisher: AsyncPublisher,
+        metrics: Metrics,
+        continuer: Continuer | None = None,
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
+        self.continuer = continuer
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Once a second until ``stopping`` is set; a Redis outage skips a round."""
         while not stopping.is_set():
+            if self.continuer is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self.continuer.register()
+                    await self.continuer.sweep()
             with contextlib.suppress(redis.RedisError, OSError):
                 await self.report_lost_tasks()
                 self.metrics.pending_confirmations.set(await self.store.pending_count())
@@ -42,7 +57,7 @@ class Housekeeping:
         """A task whose lease ran out lost its worker. Every replica may report
         it: only the first terminal event counts."""
         for task_id, lease_end in await self.store.expired_leases():
-            owner = await self.publisher.owner_of(task_id)
+            owner, links = await self.store.task_links(task_id)
             lost = event(
                 "task_failed",
                 task_id=task_id,
@@ -50,6 +65,7 @@ class Housekeeping:
                 error_code="WorkerLost",
                 error_message="the worker stopped sending heartbeats: the task is lost",
                 lease_expired_at=lease_end,
+                **links,
             )
             if (await self.publisher.emit(lost)).id is None:
                 await self.store.forget_lease(task_id)

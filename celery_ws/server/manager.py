@@ -9,6 +9,7 @@ several replicas behaves the same as one with a single process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import time
@@ -27,6 +28,7 @@ from ..publisher import AsyncPublisher, ConfirmOptions
 from ..settings import Settings
 from .bus import EventBus
 from .connection import ConnectionLoop
+from .continuations import Continuer, SendTask
 from .fanout import Fanout
 from .handlers import ActionHandler, Revoke
 from .housekeeping import Housekeeping
@@ -56,6 +58,8 @@ class WebSocketManager:
         revoke: how to revoke a Celery task on ``cancel``; ``celery-ws serve
             --app`` passes ``app.control.revoke``. Without it cancellation is
             cooperative only (``progress()``, ``confirm_step()``, task start).
+        send_task: how to send deferred questions' continuations (``--app``
+            passes ``celery_sender(app)``); else other replicas send them.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class WebSocketManager:
         *,
         settings: Settings | None = None,
         revoke: Revoke | None = None,
+        send_task: SendTask | None = None,
         **overrides: Any,
     ) -> None:
         if host is not None:
@@ -83,8 +88,11 @@ class WebSocketManager:
             self.fanout.deliver,
             on_reconnect=self.metrics.redis_reconnects.inc,
         )
+        self.continuer = (
+            Continuer(self.publisher.redis, self.settings, self.publisher, send_task) if send_task else None
+        )
         self.store = ServerStore(self.publisher.redis, self.settings)
-        self.housekeeping = Housekeeping(self.store, self.publisher, self.metrics)
+        self.housekeeping = Housekeeping(self.store, self.publisher, self.metrics, self.continuer)
         self.handler = ActionHandler(
             self.registry,
             self.store,
@@ -92,6 +100,7 @@ class WebSocketManager:
             revoke,
             self.metrics,
             token_mode=self.settings.token_mode,
+            continuer=self.continuer,
         )
         self.connections = ConnectionLoop(
             self.settings,
@@ -141,6 +150,9 @@ class WebSocketManager:
         if self._server is not None:
             return self._server
         self._check_exposure()
+        if self.continuer is not None:  # before listening: ask() may follow at once
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.continuer.register()
         self._stopping.clear()
         self._background = [
             asyncio.create_task(self.bus.run(self._stopping), name="celery-ws-bus"),
@@ -199,6 +211,8 @@ class WebSocketManager:
         if self._background:
             await asyncio.wait(self._background, timeout=_STOP_TIMEOUT)
         self._background = []
+        if self.continuer is not None:
+            await self.continuer.stop()
         await self.publisher.aclose()
         await self._bus_redis.aclose()
 

@@ -124,13 +124,20 @@ class Registry:
             session.tasks -= {task_id}
             _discard(self._by_task, task_id, conn)
 
-    def targets(self, user_id: str | None, task_id: str | None) -> AbstractSet[Peer]:
+    def targets(
+        self, user_id: str | None, task_id: str | None, workflow_id: str | None = None
+    ) -> AbstractSet[Peer]:
         """The connections an event for (user, task) goes to; a broadcast
-        (neither) goes to all."""
+        (neither) goes to all. Subscribing to a task follows its workflow: an
+        event whose ``workflow_id`` is that task goes there too."""
         if user_id is None and task_id is None:
             return self.sessions.keys()
         by_user = self._by_user.get(user_id) if user_id else None
         by_task = self._by_task.get(task_id) if task_id else None
+        if workflow_id is not None and workflow_id != task_id:
+            by_flow = self._by_task.get(workflow_id)
+            if by_flow:
+                by_task = by_task | by_flow if by_task else by_flow
         if not by_task:
             return self._firehose | by_user if by_user else self._firehose
         return self._firehose | by_task | (by_user or set())

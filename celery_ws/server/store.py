@@ -1,5 +1,5 @@
-"""The Redis operations only the server performs: answering, cancelling, and
-finding the confirmations a person has yet to answer."""
+"""The Redis operations only the server performs: answering, and finding the
+confirmations a person has yet to answer (cancelling is the publishers')."""
 
 from __future__ import annotations
 
@@ -12,18 +12,7 @@ import redis.asyncio
 
 from ..protocol import event_order, loads, with_id
 from ..settings import Settings
-from ..storage import (
-    ANSWER,
-    CANCEL,
-    AnswerRefusal,
-    CancelOutcome,
-    answer_call,
-    answer_payload,
-    answer_reply,
-    cancel_call,
-    cancel_reply,
-    text,
-)
+from ..storage import ANSWER, AnswerRefusal, answer_call, answer_payload, answer_reply, text
 
 __all__ = ["AckOutcome", "Answered", "ServerStore"]
 
@@ -39,6 +28,8 @@ class Answered:
     task_id: str | None = None
     owner: str | None = None
     asked_at: float | None = None
+    #: a deferred question: its continuation is due (claimed by this replica when it can send it)
+    deferred: bool = False
 
 
 class ServerStore:
@@ -46,7 +37,6 @@ class ServerStore:
         self.redis = client
         self.settings = settings
         self._answer = client.register_script(ANSWER)
-        self._cancel = client.register_script(CANCEL)
 
     async def answer(
         self,
@@ -57,28 +47,30 @@ class ServerStore:
         data: Any = None,
         *,
         check: Callable[[dict[str, Any]], None],
+        claimer: str | None = None,
     ) -> Answered:
         """Take the first valid answer. A typed question's answer to proceed must
         fit its form: ``check(schema)`` raises when it does not, and then nothing
-        is stored. An untyped question costs one round trip, a typed one two."""
+        is stored. An untyped question costs one round trip, a typed one two.
+        ``claimer``: this replica's id when it sends continuations; it claims a
+        deferred question's continuation with the answer."""
         payload = answer_payload(proceed, feedback, answered_by, data)
-        keys, args = answer_call(self.settings, callback_id, answered_by, payload, checked=not proceed)
+        keys, args = answer_call(
+            self.settings, callback_id, answered_by, payload, checked=not proceed, claimer=claimer
+        )
         outcome, details = answer_reply(await self._answer(keys, args))
         if outcome == "check":
             check(_json(details[0]))
-            keys, args = answer_call(self.settings, callback_id, answered_by, payload)
+            keys, args = answer_call(self.settings, callback_id, answered_by, payload, claimer=claimer)
             outcome, details = answer_reply(await self._answer(keys, args))
         if outcome == "check":
             raise RuntimeError("answer.lua asked to check an answer it was told is checked")
         if outcome != "ok":
             return Answered(outcome)
-        task_id, owner, asked_at = details
-        return Answered("ok", task_id or None, owner, float(asked_at) if asked_at else None)
-
-    async def cancel(self, task_id: str, requested_by: str | None) -> tuple[CancelOutcome, str | None]:
-        """Returns ``('ok', owner)`` or ``(refusal, owner or None)``."""
-        keys, args = cancel_call(self.settings, task_id, requested_by)
-        return cancel_reply(await self._cancel(keys, args))
+        task_id, owner, asked_at, mode = details
+        return Answered(
+            "ok", task_id or None, owner, float(asked_at) if asked_at else None, deferred=mode == "deferred"
+        )
 
     async def history(
         self, user_id: str | None, task_id: str | None, after: str
@@ -103,6 +95,15 @@ class ServerStore:
             for event_id, fields in entries:
                 found[event_id] = with_id(event_id, fields[b"d"])
         return recovered, sorted(found.items(), key=lambda item: event_order(item[0]))
+
+    async def task_links(self, task_id: str) -> tuple[str | None, dict[str, str]]:
+        """A task's owner, and the ``workflow_id``/``parent_task_id`` of its
+        events when it continues another task."""
+        owner, workflow, parent = await self.redis.hmget(
+            self.settings.keys.task(task_id), "owner", "workflow", "parent"
+        )
+        links = {"workflow_id": text(workflow) or "", "parent_task_id": text(parent) or ""}
+        return text(owner), {k: v for k, v in links.items() if v}
 
     async def task_state(self, task_id: str) -> dict[str, Any]:
         """The task's latest progress, step result and final event, for a late viewer."""

@@ -9,7 +9,10 @@ redis-server, a real WebSocket server on a free loopback port, real clients.
   ``CELERY_WS_TEST_REDIS_URL``.
 - ``celery_ws_settings``: settings pointing at it.
 - ``celery_ws_server``: a running server (:class:`~celery_ws.testing.ServerThread`);
-  override ``celery_ws_revoke`` to let it revoke tasks of your app.
+  override ``celery_ws_revoke`` to let it revoke tasks of your app, and
+  ``celery_ws_send_task`` (``celery_sender(your_app)``, from
+  ``celery_ws.server.continuations``) to let it send the continuations of
+  ``ProgressTask.ask()``.
 - ``celery_ws_client``: ``async with celery_ws_client(user_id="u1") as c: ...``
   gives a :class:`~celery_ws.client.Client` logged in as that user: with a
   token when the server runs in token mode, by ``subscribe`` in open mode.
@@ -35,6 +38,7 @@ from celery import _state as _celery_state
 
 from ..client import Client
 from ..protocol import ReplyType
+from ..server.continuations import SendTask
 from ..server.handlers import Revoke
 from ..settings import Settings
 from ..tokens import issue_token
@@ -46,6 +50,7 @@ __all__ = [
     "celery_ws_client",
     "celery_ws_redis_url",
     "celery_ws_revoke",
+    "celery_ws_send_task",
     "celery_ws_server",
     "celery_ws_settings",
     "celery_ws_worker",
@@ -74,8 +79,17 @@ def celery_ws_revoke() -> Revoke | None:
 
 
 @pytest.fixture(scope="session")
-def celery_ws_server(celery_ws_settings: Settings, celery_ws_revoke: Revoke | None) -> Iterator[ServerThread]:
-    server = ServerThread(celery_ws_settings, revoke=celery_ws_revoke).start()
+def celery_ws_send_task() -> SendTask | None:
+    """How the test server sends deferred questions' continuations; None: it
+    sends none (and ``ask()`` refuses unless another server can)."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def celery_ws_server(
+    celery_ws_settings: Settings, celery_ws_revoke: Revoke | None, celery_ws_send_task: SendTask | None
+) -> Iterator[ServerThread]:
+    server = ServerThread(celery_ws_settings, revoke=celery_ws_revoke, send_task=celery_ws_send_task).start()
     yield server
     server.stop()
 

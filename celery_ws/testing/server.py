@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..server.continuations import SendTask
 from ..server.handlers import Revoke
 from ..server.manager import WebSocketManager
 from ..settings import Settings
@@ -24,8 +25,12 @@ class ServerThread:
     """A WebSocketManager on its own event loop in a background thread, so that
     synchronous test code (``result.get()``) never blocks it."""
 
-    def __init__(self, settings: Settings, *, revoke: Revoke | None = None) -> None:
-        self.manager = WebSocketManager(settings=settings.model_copy(update={"port": 0}), revoke=revoke)
+    def __init__(
+        self, settings: Settings, *, revoke: Revoke | None = None, send_task: SendTask | None = None
+    ) -> None:
+        self.manager = WebSocketManager(
+            settings=settings.model_copy(update={"port": 0}), revoke=revoke, send_task=send_task
+        )
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None

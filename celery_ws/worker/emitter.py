@@ -92,6 +92,8 @@ class Emitter:
         self._in_flight = 0
         self._cancelled: set[str] = set()
         self._running: dict[str, str] = {}
+        #: workflow_id/parent_task_id of the continuations running here, for their events
+        self._links: dict[str, dict[str, str]] = {}
         self._lease = LOST_AFTER_BEATS * settings.heartbeat_interval
         self._coalesce = settings.progress_interval > 0
         self._next_beat = time.monotonic() + settings.heartbeat_interval
@@ -126,16 +128,31 @@ class Emitter:
 
         return report_now
 
-    def started(self, event: dict[str, Any]) -> None:
-        """Queue ``task_started`` and keep the task's lease alive until ``finished``."""
+    def started(self, event: dict[str, Any], links: dict[str, str] | None = None) -> None:
+        """Queue ``task_started`` and keep the task's lease alive until ``finished``.
+        ``links``: a continuation's ``workflow_id``/``parent_task_id``, given to
+        every event of the task until then."""
         with self._cond:
             self._running[event["task_id"]] = event["user_id"]
+            if links:
+                self._links[event["task_id"]] = links
         self.emit(event, lease=self._lease)
+
+    def waiting(self, task_id: str) -> None:
+        """The task asked a deferred question and is returning: no more heartbeats
+        (``task_waiting`` gives its lease up, and no beat may come after it)."""
+        with self._cond:
+            self._running.pop(task_id, None)
 
     def finished(self, task_id: str) -> None:
         with self._cond:
             self._running.pop(task_id, None)
+            self._links.pop(task_id, None)
         self._cancelled.discard(task_id)
+
+    def links(self, task_id: str) -> dict[str, str] | None:
+        """``workflow_id``/``parent_task_id`` of a continuation running here."""
+        return self._links.get(task_id)
 
     def emit(
         self,
@@ -154,6 +171,9 @@ class Emitter:
             task_id = event.get("task_id")
             if task_id is not None and task_id in self._progress:
                 self._queue.append(self._progress_entry(task_id))
+            links = self._links.get(task_id) if task_id is not None and self._links else None
+            if links is not None and "workflow_id" not in event:
+                event.update(links)
             self._seq += 1
             self._queue.append((event, callback_id, self._seq, lease, route_by_task))
             self._cond.notify()
@@ -179,8 +199,12 @@ class Emitter:
     def _progress_entry(self, task_id: str) -> _Entry:
         user_id, current, total, message, timestamp = self._progress.pop(task_id)
         self._seq += 1
+        progress = progress_event(task_id, user_id, current, total, message, timestamp)
+        links = self._links.get(task_id) if self._links else None
+        if links is not None:
+            progress.update(links)
         return (
-            progress_event(task_id, user_id, current, total, message, timestamp),
+            progress,
             None,
             self._seq,
             None,
@@ -193,6 +217,7 @@ class Emitter:
         for task_id, owner in self._running.items():
             self._seq += 1
             beat = event("heartbeat", task_id=task_id, user_id=owner, interval=interval)
+            beat.update(self._links.get(task_id) or {})
             self._queue.append((beat, None, self._seq, self._lease, True))
         self._next_beat = time.monotonic() + interval
 

@@ -83,10 +83,17 @@ class CeleryWS:
         for event, route_by_task, callback_id in outgoing:
             emitter.emit(event, callback_id=callback_id, route_by_task=route_by_task)
 
+    def _links(self, task_id: str) -> dict[str, str] | None:
+        """``workflow_id``/``parent_task_id`` of a continuation running in this process."""
+        emitter = self._emitter
+        return emitter.links(task_id) if emitter is not None and emitter.pid == os.getpid() else None
+
     def publisher(self) -> Publisher:
         """A publisher for this process; redis-py resets its pools after a fork."""
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    self._publisher = Publisher(settings=self.settings, announce=self._announce)
+                    self._publisher = Publisher(
+                        settings=self.settings, announce=self._announce, links=self._links
+                    )
         return self._publisher

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
+from ..deferred import is_waiting
 from ..exceptions import TaskCancelled
 from ..protocol import event, json_safe
 from . import runs
-from .ownership import inherit_owner, owner_of
+from .deferred import first_run, is_duplicate
+from .ownership import inherit_owner, links_of, owner_of
 
 if TYPE_CHECKING:
     from .integration import CeleryWS
@@ -81,24 +83,44 @@ def on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None,
             retries=headers["retries"],
             eta=headers.get("eta"),
             reason=reason,
+            **links_of(headers),
         )
     else:
-        _emit(ws, "task_sent", headers["id"], owner, name=sender)
+        _emit(ws, "task_sent", headers["id"], owner, name=sender, **links_of(headers))
     ws.emitter().flush(_FLUSH_BEFORE_PUBLISH)
 
 
 def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     ws, owner = _ws_for(sender), owner_of(sender.request)
     if ws and owner and task_id:
+        if not first_run(ws, sender.request, task_id):
+            return  # a repeated continuation: ProgressTask.before_start skips it, silently
         emitter = ws.emitter()
         runs.begin(sender, task_id, owner, emitter)
-        emitter.started(event("task_started", task_id=task_id, user_id=owner, name=sender.name))
+        links = links_of(sender.request)
+        emitter.started(event("task_started", task_id=task_id, user_id=owner, name=sender.name), links)
 
 
 def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     ws, owner = _ws_for(sender), owner_of(sender.request)
-    if ws and owner:
-        _emit(ws, "task_succeeded", sender.request.id, owner, result=json_safe(result))
+    if not (ws and owner):
+        return
+    task_id = sender.request.id
+    if is_waiting(result):
+        # not the end: the workflow goes on in the continuation once answered
+        ws.emitter().waiting(task_id)
+        fields = {**links_of(sender.request), "workflow_id": result["workflow_id"]}
+        _emit(
+            ws,
+            "task_waiting",
+            task_id,
+            owner,
+            callback_id=result["callback_id"],
+            continuation_id=result["continuation_id"],
+            **fields,
+        )
+    else:
+        _emit(ws, "task_succeeded", task_id, owner, result=json_safe(result))
 
 
 def on_failure(
@@ -119,6 +141,7 @@ def on_failure(
             owner,
             reason="cancelled by user",
             requested_by=ws.publisher().cancelled_by(task_id),
+            **links_of(sender.request),
         )
     else:
         _emit(
@@ -128,6 +151,7 @@ def on_failure(
             owner,
             error_code=type(exception).__name__,
             error_message=_error_message(ws, exception),
+            **links_of(sender.request),
         )
     ws.emitter().flush(_FLUSH_AFTER_TASK)
 
@@ -141,7 +165,7 @@ def on_revoked(
     owner = _owner_or_lookup(ws, request, request.id)
     if owner:
         reason = "expired" if expired else "terminated" if terminated else "revoked"
-        _emit(ws, "task_cancelled", request.id, owner, reason=reason)
+        _emit(ws, "task_cancelled", request.id, owner, reason=reason, **links_of(request))
         ws.emitter().flush(_FLUSH_AFTER_TASK)
 
 
@@ -151,6 +175,8 @@ def on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None
     if task_id is not None:
         runs.end(sender, task_id)
     ws = _ws_for(sender)
+    if is_duplicate(sender.request):
+        return  # never began: the first run of this continuation is the one to finish
     if ws is not None and task_id is not None and owner_of(sender.request):
         emitter = ws.emitter()
         emitter.finished(task_id)

@@ -19,18 +19,24 @@ failed.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, Unpack
 
 from celery import Task
+from celery.canvas import Signature
+from celery.exceptions import Ignore
 from celery.result import AsyncResult
 
+from ..deferred import ANSWER_MODEL_HEADER, answer_argument
 from ..exceptions import TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, step_result_event
 from ..publisher import ConfirmOptions
 from . import runs
 from .confirm import confirm_step
+from .deferred import ask, is_duplicate
 from .integration import CeleryWS
-from .ownership import OWNER_HEADER, owner_of
+from .ownership import OWNER_HEADER, continuation_of, header, owner_of
 
 __all__ = ["ProgressTask"]
 
@@ -38,6 +44,13 @@ __all__ = ["ProgressTask"]
 class ProgressTask(Task):  # type: ignore[misc]
     #: a cancelled task is expected behaviour, not an error worth a traceback
     throws = (TaskCancelled,)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each task's ``run`` takes a continuation's answer in (see :meth:`ask`)."""
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_celery_ws_answers", False):
+            cls.run = _taking_answers(run)
 
     # -- starting a task for a person --------------------------------------------------
 
@@ -86,6 +99,30 @@ class ProgressTask(Task):  # type: ignore[misc]
         """:func:`~celery_ws.confirm_step` for this task."""
         return confirm_step(result, step=step, task=self, **options)
 
+    def ask(
+        self,
+        result: TaskStepResult,
+        *,
+        then: Signature,
+        step: int | None = None,
+        **options: Unpack[ConfirmOptions],
+    ) -> dict[str, str]:
+        """Ask the owner without holding this worker: store the question, and
+        return what this returns (``return self.ask(...)``). When the person
+        answers (or ``timeout`` passes), a ``celery-ws serve --app`` replica sends
+        ``then`` (a ProgressTask's signature) with the
+        :class:`~celery_ws.UserConfirmation` in front of its arguments (a
+        :class:`~celery_ws.ConfirmationTimeout` instead when the question timed
+        out without a ``default``), under the same owner, as a continuation of
+        this task's workflow. The keywords are ``confirm()``'s.
+
+        Raises:
+            ContinuationUnavailable: no ``celery-ws serve --app`` is running.
+            TypeError: ``then`` is not one ProgressTask's signature, or its
+                arguments are not JSON.
+        """
+        return ask(self, result, then=then, step=step, **options)
+
     @property
     def is_cancelled(self) -> bool:
         """Whether the owner cancelled this task (one Redis read)."""
@@ -99,7 +136,10 @@ class ProgressTask(Task):  # type: ignore[misc]
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         """Runs in the executing process before ``run``: a task cancelled while
-        it was queued stops here, even where the broker never saw a revoke."""
+        it was queued stops here, even where the broker never saw a revoke. A
+        continuation's repeated message (same id) is skipped here."""
+        if is_duplicate(self.request):
+            raise Ignore()
         if owner_of(self.request) is not None and self.is_cancelled:
             raise TaskCancelled(task_id)
 
@@ -107,3 +147,21 @@ class ProgressTask(Task):  # type: ignore[misc]
         """Runs in the executing process; its return value is ignored."""
         if isinstance(exc, TaskCancelled) and self.backend is not None:
             self.backend.mark_as_revoked(task_id, reason="cancelled by user", request=self.request)
+
+
+def _taking_answers(run: Any) -> Callable[..., Any]:
+    """``run`` of a ProgressTask: in a continuation's run, the first argument
+    (the answer, as JSON) becomes a UserConfirmation (typed ``data`` included)
+    or a ConfirmationTimeout. ``bind=False`` tasks' ``run`` is a staticmethod."""
+    function = run.__func__ if isinstance(run, staticmethod) else run
+    bound = not isinstance(run, staticmethod)
+
+    @functools.wraps(function)
+    def answered(self: ProgressTask, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if args and continuation_of(request) is not None:
+            args = (answer_argument(args[0], header(request, ANSWER_MODEL_HEADER)), *args[1:])
+        return function(self, *args, **kwargs) if bound else function(*args, **kwargs)
+
+    answered._celery_ws_answers = True  # type: ignore[attr-defined]
+    return answered
