@@ -125,8 +125,11 @@ class Continuation:
     parent_task_id: str
     answer_model: str | None = None
 
-    def record(self, default: UserConfirmation | bool | None, timeout: float) -> dict[str, str]:
-        """The question hash's fields that hold the continuation.
+    def record(
+        self, default: UserConfirmation | bool | None, timeout: float, asker_parent: str | None = None
+    ) -> dict[str, str]:
+        """The question hash's fields that hold the continuation (``asker_parent``:
+        the task the asking task continues, if it is a continuation itself).
 
         Raises:
             TypeError: ``then``'s arguments are not JSON (Celery's JSON
@@ -140,7 +143,7 @@ class Continuation:
             "mode": "deferred",
             "then": _json(self.then),
             "continuation_id": self.task_id,
-            "parent_task_id": self.parent_task_id,
+            "parent_task_id": asker_parent or "",
             "default": stored_default,
             "answer_model": self.answer_model or "",
             "timeout": repr(float(timeout)),

@@ -65,7 +65,7 @@ def defer(
         step,
         options,
         links=links,
-        record=lambda q: continuation.record(q.default, q.timeout),
+        record=lambda q: continuation.record(q.default, q.timeout, q.links.get("parent_task_id")),
     )
     yield from _retrying(question, lambda: _store(core, question, continuation))
     return question.callback_id

@@ -151,6 +151,14 @@ async def test_a_workflow_that_asks_twice_is_followed_from_its_first_task(celery
             await owner.confirm(q1["callback_id"], True, "first")
             q2 = await watcher.wait_for(lambda f: f.get("callback_id") and f.get("step") == "second")
             assert q2["workflow_id"] == first.id and q2["task_id"] != first.id
+            assert q2["parent_task_id"] == first.id
+            async with celery_ws_client(task_id=first.id) as joining:  # a late viewer gets the open question
+                resent = await joining.wait_for(
+                    lambda f: (
+                        f.get("type") == "task_step_result" and f.get("callback_id") == q2["callback_id"]
+                    )
+                )
+                assert resent["id"] == q2["id"]
             await owner.confirm(q2["callback_id"], True, "second")
             end = await watcher.wait_for(
                 lambda f: f.get("type") == "task_succeeded" and f.get("workflow_id") == first.id
@@ -159,6 +167,11 @@ async def test_a_workflow_that_asks_twice_is_followed_from_its_first_task(celery
             reply = await late.subscribe(task_id=first.id, last_event_id="0-0")
             await late.wait_for(lambda f: f.get("id") == end["id"])
             replayed = [f for f in late.frames if "id" in f]
+    continued = [f for f in watcher.frames if f.get("type") == "task_continued"]
+    assert [f["task_id"] for f in continued] == [first.id, q2["task_id"]]
+    assert "parent_task_id" not in continued[0]  # the first task continues nothing
+    assert continued[1]["parent_task_id"] == first.id
+    assert end["parent_task_id"] == q2["task_id"]
     assert end["result"]["tag"] == "twice-2"
     assert end["result"]["feedback"] == "second"
     watched = [f["type"] for f in watcher.frames if "id" in f and f["type"] != "heartbeat"]
