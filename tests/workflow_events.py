@@ -12,7 +12,6 @@ Events go to the owner, so a connection following the owner sees them all.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -22,12 +21,11 @@ from typing import Any
 import redis
 
 from celery_ws import Publisher, Settings
-from celery_ws.client import Client
 from celery_ws.exceptions import TaskCancelled
 from celery_ws.protocol import TaskStepResult, UserConfirmation, event
 from tests.helpers import seconds
 
-__all__ = ["QUESTION", "Workflow", "routes_by_workflow"]
+__all__ = ["QUESTION", "Workflow"]
 
 QUESTION = "Write the 2 rows?"
 
@@ -140,24 +138,3 @@ class Workflow:
         self._publisher.close()
         if self._error is not None:
             raise self._error
-
-
-async def routes_by_workflow(url: str, settings: Settings) -> bool:
-    """Whether the server at ``url`` sends a connection subscribed to task ``W``
-    the events whose ``workflow_id`` is ``W`` (issue 13's routing by workflow)."""
-    tag = uuid.uuid4().hex[:12]
-    first, then = f"probe-{tag}", f"probe-cont-{tag}"
-    async with Client(url, timeout=seconds(10)) as client:
-        await client.subscribe(task_id=first)
-        publisher = Publisher(settings=settings)
-        try:
-            await asyncio.to_thread(
-                publisher.emit, event("task_started", task_id=then, user_id=f"probe-{tag}", workflow_id=first)
-            )
-        finally:
-            publisher.close()
-        try:
-            await client.wait_for_event("task_started", task_id=then, timeout=seconds(2))
-        except TimeoutError:
-            return False
-        return True

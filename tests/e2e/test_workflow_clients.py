@@ -4,9 +4,8 @@ answer) from the first task's id, against a real server and Redis.
 
 The workflow's events are published through the suite's Redis by
 ``tests.workflow_events.Workflow`` exactly as the contract describes them, with
-a real question answered through the server. Tests that need the server to
-route events by ``workflow_id`` to a connection subscribed to the first task
-only are expected to fail (xfail) until the server does.
+a real question answered through the server; the server routes events by
+``workflow_id`` to a connection subscribed to the first task only.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from celery_ws.protocol import event
 from celery_ws.testing import ServerThread
 from tests.e2e.test_watch import Terminal
 from tests.helpers import seconds
-from tests.workflow_events import QUESTION, Workflow, routes_by_workflow
+from tests.workflow_events import QUESTION, Workflow
 
 SECRET = "workflow-tests-secret-0123456789abcdefghij"
 #: how long a test checks that something does NOT happen (behaviour, not patience)
@@ -34,11 +33,6 @@ QUIET = 0.5
 
 #: the continuation's result once the question is answered yes, with "go"
 RESULT = {"written": 2, "proceed": True, "feedback": "go"}
-
-
-async def require_routing_by_workflow(url: str, settings: Settings) -> None:
-    if not await routes_by_workflow(url, settings):
-        pytest.xfail("the server does not route events by workflow_id to a task's subscribers yet (issue 13)")
 
 
 # -- the Python client --------------------------------------------------------------------
@@ -96,7 +90,6 @@ async def test_cancelling_a_waiting_workflow_ends_it(celery_ws_client, celery_ws
 async def test_wait_for_workflow_on_the_first_tasks_subscription(
     celery_ws_client, celery_ws_server, celery_ws_settings, user
 ):
-    await require_routing_by_workflow(celery_ws_server.url, celery_ws_settings)
     workflow = await asyncio.to_thread(Workflow(celery_ws_settings, user).send)
     async with celery_ws_client(task_id=workflow.id) as client:
         await asyncio.to_thread(workflow.start)
@@ -185,7 +178,6 @@ def test_watching_the_first_task_with_a_token_follows_its_continuation(celery_ws
 def test_watching_the_first_task_follows_its_continuation(
     celery_ws_server, celery_ws_settings, user, terminals
 ):
-    asyncio.run(require_routing_by_workflow(celery_ws_server.url, celery_ws_settings))
     workflow = Workflow(celery_ws_settings, user).send()
     term = watch(terminals, workflow.id, "--url", celery_ws_server.url)
     term.expect("Watching task")
