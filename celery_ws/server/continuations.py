@@ -114,7 +114,7 @@ class Continuer:
 
     def kick(self, callback_id: str) -> None:
         """Continue a question this replica just took the answer to, in the background."""
-        task = asyncio.create_task(self.continue_one(callback_id), name=f"celery-ws-continue-{callback_id}")
+        task = asyncio.create_task(self._continue(callback_id), name=f"celery-ws-continue-{callback_id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -129,9 +129,20 @@ class Continuer:
         )
         sent = 0
         for raw in due:
-            if await self.continue_one(raw.decode()):
+            if await self._continue(raw.decode()):
                 sent += 1
         return sent
+
+    async def _continue(self, callback_id: str) -> bool:
+        """:meth:`continue_one`, with any error logged: one broken question must
+        not stop the others, nor housekeeping."""
+        try:
+            return await self.continue_one(callback_id)
+        except redis.RedisError as exc:
+            logger.warning("cannot continue question %s now (%s); retrying", callback_id, exc)
+        except Exception:
+            logger.exception("cannot continue question %s; retrying once its claim runs out", callback_id)
+        return False
 
     async def continue_one(self, callback_id: str) -> bool:
         """Claim, announce, send, record. False when there was nothing to send

@@ -8,7 +8,7 @@ import pytest
 from celery.states import REVOKED
 
 from tests import tasks
-from tests.helpers import eventually, seconds
+from tests.helpers import backend_state, eventually, seconds
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -132,7 +132,7 @@ async def test_cancel_wakes_a_waiting_task_and_marks_it_revoked(celery_ws_client
         late = await client.confirm(request["callback_id"], True)
         assert late["type"] == "error"
         assert late["code"] == "already_answered"
-        state = await eventually(lambda: result.state, REVOKED)
+        state = await eventually(lambda: backend_state(result), REVOKED)
     assert state == REVOKED
     terminal = [
         f["type"]
@@ -148,7 +148,7 @@ async def test_cancel_stops_a_running_task_at_its_next_progress(celery_ws_client
         await client.wait_for_event("task_progress", task_id=result.id)
         await client.cancel(result.id)
         await client.wait_for_event("task_cancelled", task_id=result.id)
-        state = await eventually(lambda: result.state, REVOKED)
+        state = await eventually(lambda: backend_state(result), REVOKED)
     assert state == REVOKED
     assert not [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_succeeded"]
 
@@ -159,7 +159,7 @@ async def test_cancel_of_a_queued_task_stops_it_before_it_runs(celery_ws_client,
         await client.wait_for_event("task_sent", task_id=result.id)
         await client.cancel(result.id)
         await client.wait_for_event("task_cancelled", task_id=result.id)
-        state = await eventually(lambda: result.state, REVOKED, timeout=seconds(10))
+        state = await eventually(lambda: backend_state(result), REVOKED, timeout=seconds(10))
     assert state == REVOKED
     started = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
     assert started == []

@@ -263,3 +263,31 @@ async def test_the_readme_example_runs(celery_ws_client, user):
             "stopped_by": user,
             "timed_out": False,
         }
+
+
+async def test_a_broken_stored_question_does_not_stop_the_others(celery_ws_client, publisher, user):
+    """A deferred question whose stored continuation cannot be read (written by
+    hand here) is logged and left; the others continue, housekeeping goes on."""
+    keys = publisher.settings.keys
+    broken = f"broken-{user}"
+    publisher.redis.hset(
+        keys.confirm(broken),
+        mapping={
+            "state": "answered",
+            "mode": "deferred",
+            "then": "{not json",
+            "continuation_id": f"c-{broken}",
+        },
+    )
+    publisher.redis.zadd(keys.deferred, {broken: 0})
+    try:
+        async with celery_ws_client(user_id=user) as client:
+            first = tasks.ask_later.delay_for(user, "beside the broken one")
+            question = await client.wait_for(lambda f: f.get("task_id") == first.id and f.get("callback_id"))
+            await client.confirm(question["callback_id"], True)
+            assert final_result(first, timeout=seconds(20))["runs"] == 1
+            later = tasks.ask_later.delay_for(user, "swept", timeout=1.0, default=True)
+            assert final_result(later, timeout=seconds(20))["timed_out"] is True  # sent by housekeeping
+    finally:
+        publisher.redis.delete(keys.confirm(broken))
+        publisher.redis.zrem(keys.deferred, broken)
