@@ -8,7 +8,7 @@ at once.
 
 from __future__ import annotations
 
-from typing import Unpack
+from typing import Any, NamedTuple, Unpack
 
 from celery import Task, current_task
 
@@ -18,7 +18,7 @@ from ..publisher import ConfirmOptions
 from .integration import CeleryWS
 from .ownership import owner_of
 
-__all__ = ["confirm_step"]
+__all__ = ["Asking", "asking", "confirm_step"]
 
 _FLUSH_BEFORE_ASK = 5.0
 
@@ -44,10 +44,30 @@ def confirm_step(
         ConfirmationTimeout: nobody answered and no ``default`` was given.
         TaskCancelled: the owner cancelled the task.
     """
-    task = task if task is not None else current_task
+    context = asking(task if task is not None else current_task, "confirm_step()")
+    return context.ws.publisher().notify_user(step_result, context.owner, context.request.id, step, **options)
+
+
+class Asking(NamedTuple):
+    """Who asks a question, and for whom."""
+
+    request: Any
+    owner: str
+    ws: CeleryWS
+
+
+def asking(task: Task | None, what: str) -> Asking:
+    """The running task's request, its owner and its ``CeleryWS``, once the
+    task's earlier events are stored (the person sees them before the question).
+
+    Raises:
+        NotInTaskError: ``what`` was called outside a task, in a task without an
+            owner, or for an app without ``CeleryWS(app)``.
+        TaskCancelled: the owner cancelled the task.
+    """
     request = task.request if task else None
-    if request is None or request.id is None:
-        raise NotInTaskError("confirm_step() must be called inside a running task")
+    if task is None or request is None or request.id is None:
+        raise NotInTaskError(f"{what} must be called inside a running task")
     owner = owner_of(request)
     if owner is None:
         raise NotInTaskError(
@@ -58,7 +78,7 @@ def confirm_step(
     if ws is None:
         raise NotInTaskError(f"CeleryWS(app) was not called for {task.app.main!r}")
     emitter = ws.emitter()
-    emitter.flush(_FLUSH_BEFORE_ASK)  # the person sees earlier events first
+    emitter.flush(_FLUSH_BEFORE_ASK)
     if emitter.is_cancelled(request.id):
         raise TaskCancelled(request.id)
-    return ws.publisher().notify_user(step_result, owner, request.id, step, **options)
+    return Asking(request, owner, ws)

@@ -24,10 +24,10 @@ from celery import Task
 from celery.canvas import Signature
 
 from ..deferred import Continuation, is_waiting, model_path, waiting_marker
-from ..exceptions import NotInTaskError, TaskCancelled
+from ..exceptions import TaskCancelled
 from ..protocol import TaskStepResult
 from ..publisher import ConfirmOptions
-from .ownership import continuation_of, links_of, owner_of
+from .ownership import continuation_of, links_of
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
@@ -38,7 +38,6 @@ __all__ = ["ask", "final_result", "first_run", "is_duplicate"]
 
 logger = logging.getLogger(__name__)
 
-_FLUSH_BEFORE_ASK = 5.0
 #: set on the request of a repeated continuation run, which is skipped
 _DUPLICATE = "celery_ws_duplicate"
 
@@ -61,21 +60,10 @@ def ask(
         ContinuationUnavailable: no ``celery-ws serve --app`` is running.
         TaskCancelled: the owner cancelled the task.
     """
-    from .integration import CeleryWS  # the signal handlers import this module
+    from .confirm import asking  # the signal handlers import this module
 
-    request = task.request
-    if request is None or request.id is None:
-        raise NotInTaskError("ask() must be called inside a running task")
-    owner = owner_of(request)
-    if owner is None:
-        raise NotInTaskError(
-            f"task {request.id} has no owner to ask; start it with delay_for() "
-            "or headers={'celery_ws_user': ...}"
-        )
-    ws = CeleryWS.for_app(task.app)
-    if ws is None:
-        raise NotInTaskError(f"CeleryWS(app) was not called for {task.app.main!r}")
     then = _continuation(task, then)
+    request, owner, ws = asking(task, "ask()")
     model = options.get("answer_model")
     continuation = Continuation(
         then=dict(then),
@@ -84,10 +72,6 @@ def ask(
         parent_task_id=request.id,
         answer_model=model_path(model) if model is not None else None,
     )
-    emitter = ws.emitter()
-    emitter.flush(_FLUSH_BEFORE_ASK)  # the person sees earlier events first
-    if emitter.is_cancelled(request.id):
-        raise TaskCancelled(request.id)
     callback_id = ws.publisher().defer(
         step_result, owner, request.id, step, continuation=continuation, **options
     )
