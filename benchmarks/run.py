@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from . import bench_worker, bench_ws
+from . import bench_deferred, bench_worker, bench_ws
 from .common import KINDS, RESULTS, ROOT, fmt, raise_nofile
 
 
@@ -150,6 +150,45 @@ def table(res: dict[str, Any]) -> str:
         add(
             f"\np50 ratio celery-ws ÷ floor: **{fmt(c['ratio_p50_vs_floor'], '×', 2)}** ({c['n']} confirmations per run).\n"
         )
+    if "deferred" in res:
+        d = res["deferred"]
+        add("### 4b. Deferred questions (`self.ask`) vs blocking (`confirm_step`)\n")
+        add(
+            f"A `celery worker -P threads -c {d['concurrency']}` and `celery-ws serve --app`; "
+            f"{d['open_questions']} questions sent at once and left open for 3 s.\n"
+        )
+        add(
+            "| form | questions open | tasks running (markers / `inspect().active()`) | slots per open question |"
+        )
+        add("|---|---|---|---|")
+        for form in ("blocking", "deferred"):
+            e = d["slots"][form]
+            per = e["slots_per_open_question"]
+            add(
+                f"| {form} | {e['questions_open']} of {e['sent']} | {e['tasks_running_markers']} / "
+                f"{e['tasks_active_inspect']} | {'n/a' if per is None else f'{per:.1f}'} |"
+            )
+        add("")
+        add(f"Latency, ms ({d['samples']} samples each, one run, interleaved):\n")
+        add("| measure | p50 | p99 | max |")
+        add("|---|---|---|---|")
+        for key, name in (
+            (
+                "deferred_answer_to_continuation_started_ms",
+                "deferred: client `confirm` → continuation's `task_started` at the client",
+            ),
+            (
+                "blocking_answer_to_wakeup_ms",
+                "blocking: client `confirm` → `confirm_step()` returns in the task",
+            ),
+            (
+                "broker_apply_to_started_ms",
+                "floor: ordinary task `apply_async` → its `task_started` at the client",
+            ),
+        ):
+            e = d[key]
+            add(f"| {name} | {e['p50']:.2f} | {e['p99']:.2f} | {e['max']:.2f} |")
+        add("")
     if "memory" in res:
         add("### 5. Memory: server RSS growth per idle subscribed connection, KiB\n")
         mem_sizes = sorted({int(n) for v in res["memory"].values() for n in v})
@@ -400,7 +439,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small N, one repeat: a smoke run")
     parser.add_argument("--soak", type=float, default=0, help="run only the soak, for this many seconds")
     parser.add_argument(
-        "--only", default="", help="comma-separated: emit,confirm,fanout,memory,scaleout,soak,profile"
+        "--only",
+        default="",
+        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,soak,profile",
     )
     parser.add_argument("--repeats", type=int, default=None)
     opts = parser.parse_args()
@@ -414,6 +455,7 @@ def main() -> None:
     only = set(filter(None, opts.only.split(","))) or {
         "emit",
         "confirm",
+        "deferred",
         "fanout",
         "memory",
         "scaleout",
@@ -447,6 +489,7 @@ def main() -> None:
 
         section("emit", lambda: bench_worker.run_emit(url, repeats, 20_000 if quick else 100_000, log))
         section("confirm", lambda: bench_worker.run_confirm(url, repeats, 30 if quick else 100, log))
+        section("deferred", lambda: bench_deferred.run_deferred(url, 10, 20 if quick else 40, log))
         # addressed: 5,000 events (medians were stable at 20,000 and 10,000, whose runs took 1-5 s each);
         # broadcasts: 20,000 deliveries (at N=5,000 that is already the floor of 3-4 events)
         deliveries = {"addressed": 3_000 if quick else 5_000, "broadcast": 5_000 if quick else 20_000}
