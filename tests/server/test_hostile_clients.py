@@ -83,19 +83,28 @@ def history(publisher: Publisher, user: str, count: int, payload: str = EVENT_8K
     return f"{ms}-{int(seq) - 1}" if int(seq) else f"{int(ms) - 1}-0"
 
 
+async def stalled_resume(
+    server: ServerThread, settings: Settings, publisher: Publisher, user: str, ttl: float = 60
+) -> RawSocket:
+    """A connection that resumes 8 MB of history (more than the kernel buffers
+    take) and never reads: its replay stalls."""
+    since = history(publisher, user, 1_000)
+    raw = await RawSocket.upgraded(
+        "127.0.0.1",
+        server.manager.port,
+        f"/?token={token(user, settings, ttl=ttl)}&last_event_id={since}",
+        receive_buffer=4096,
+    )
+    raw.stop_reading()
+    return raw
+
+
 # -- 1. a client that stops reading is dropped whatever it is doing -----------------------------
 
 
 async def test_a_client_that_stops_reading_during_a_resume_is_dropped(server, settings, publisher, user):
     before = status(server)
-    since = history(publisher, user, 1_000)  # 8 MB to replay: more than the kernel buffers take
-    raw = await RawSocket.upgraded(
-        "127.0.0.1",
-        server.manager.port,
-        f"/?token={token(user, settings)}&last_event_id={since}",
-        receive_buffer=4096,
-    )
-    raw.stop_reading()
+    raw = await stalled_resume(server, settings, publisher, user)
     try:
         # it never reads: the replay stalls and live events pile up for it
         for n in range(100):
@@ -141,14 +150,7 @@ async def test_a_client_flooding_pings_without_reading_pongs_is_dropped(server, 
 async def test_token_expiry_closes_a_client_that_never_reads(server, settings, publisher, user):
     """The close at expiry queues behind a stalled replay; it is cut after close_timeout."""
     before = status(server)
-    since = history(publisher, user, 1_000)  # a replay the kernel buffers cannot take: it stalls
-    raw = await RawSocket.upgraded(
-        "127.0.0.1",
-        server.manager.port,
-        f"/?token={token(user, settings, ttl=2)}&last_event_id={since}",
-        receive_buffer=4096,
-    )
-    raw.stop_reading()
+    raw = await stalled_resume(server, settings, publisher, user, ttl=2)
     try:
         assert status(server)["active_connections"] == before["active_connections"] + 1
         # expiry (2 s, plus the verifier's leeway of 5 s) + close_timeout (1 s)

@@ -265,24 +265,24 @@ async def test_a_frame_nested_deeper_than_the_limit_is_refused_naming_the_field(
 # -- item 11: unknown and someone else's look alike ---------------------------------------
 
 
+async def alices_tasks(alice: Client, owner: str) -> tuple[Any, list[tuple[str, str]]]:
+    """A task of ``owner``'s waiting on a question, one that finished, and an
+    unknown id: what another user probes. Returns the running task and the
+    ``(name, id)`` pairs."""
+    running = tasks.ask.delay_for(owner)
+    await question(alice, running.id)
+    finished = tasks.report.delay_for(owner, 1)
+    await alice.wait_for_event("task_succeeded", task_id=finished.id)
+    return running, [("running", running.id), ("finished", finished.id), ("unknown", unknown())]
+
+
 async def test_subscribe_cannot_tell_an_unknown_task_from_another_users(server, settings, user):
     alice = await logged_in(server, settings, user + "-a")
     bob = await Raw.logged_in(server, settings, user + "-b")
     try:
-        running = tasks.ask.delay_for(user + "-a")
-        await question(alice, running.id)
-        finished = tasks.report.delay_for(user + "-a", 1)
-        await alice.wait_for_event("task_succeeded", task_id=finished.id)
-        nothing = unknown()
+        running, ids = await alices_tasks(alice, user + "-a")
         reply = alike(
-            {
-                name: (await bob.reply({"action": "subscribe", "task_id": task_id}), task_id)
-                for name, task_id in (
-                    ("running", running.id),
-                    ("finished", finished.id),
-                    ("unknown", nothing),
-                )
-            }
+            {name: (await bob.reply({"action": "subscribe", "task_id": id_}), id_) for name, id_ in ids}
         )
         assert json.loads(reply)["code"] == "forbidden"
         await alice.cancel(running.id)
@@ -295,20 +295,9 @@ async def test_cancel_cannot_tell_an_unknown_task_from_another_users(server, set
     alice = await logged_in(server, settings, user + "-a")
     bob = await Raw.logged_in(server, settings, user + "-b")
     try:
-        running = tasks.ask.delay_for(user + "-a")
-        await question(alice, running.id)
-        finished = tasks.report.delay_for(user + "-a", 1)
-        await alice.wait_for_event("task_succeeded", task_id=finished.id)
-        nothing = unknown()
+        running, ids = await alices_tasks(alice, user + "-a")
         reply = alike(
-            {
-                name: (await bob.reply({"action": "cancel", "task_id": task_id}), task_id)
-                for name, task_id in (
-                    ("running", running.id),
-                    ("finished", finished.id),
-                    ("unknown", nothing),
-                )
-            }
+            {name: (await bob.reply({"action": "cancel", "task_id": id_}), id_) for name, id_ in ids}
         )
         assert json.loads(reply)["code"] == "forbidden"
         # refused, so still running, and its owner still may cancel it
