@@ -39,7 +39,7 @@ class StatusSource(Protocol):
 
 Handler = Callable[[ServerConnection, Request], Awaitable[Response]]
 
-_STATIC = files("celery_ws").joinpath("static")
+_STATIC = files("celery_ws").joinpath("static", "celery_ws")
 
 
 def response(

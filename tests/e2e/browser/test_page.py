@@ -324,7 +324,7 @@ window.recorder = () => {
 def scripted_page(page: Any) -> Any:
     page.set_content("<!doctype html><title>celery-ws.js</title>")
     page.add_script_tag(content=FAKE_WEBSOCKET)
-    page.add_script_tag(content=(REPO / "celery_ws" / "static" / "celery-ws.js").read_text())
+    page.add_script_tag(content=(REPO / "celery_ws" / "static" / "celery_ws" / "celery-ws.js").read_text())
     return page
 
 
