@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     #: the proxy's address when behind one): the origin of the server's own
     #: pages in the Origin check, and the base of every URL handed to a browser
     public_url: str | None = _setting(None, "public_url", "CELERY_WS_PUBLIC_URL")
+    #: seconds a token lives: issue_token()'s, `celery-ws token`'s and the Django token view's default
+    token_ttl: int = _setting(3600, "token_ttl", "CELERY_WS_TOKEN_TTL", ge=1)
+    #: import path (module.attribute) of the callable that turns a web framework's
+    #: user into a celery-ws user id; unset: str(user.pk) (celery_ws.contrib.django)
+    user_id_function: str | None = _setting(None, "user_id_function", "CELERY_WS_USER_ID_FUNCTION")
     max_message_size: int = _setting(
         65_536, "max_message_size", "WEBSOCKET_MAX_MESSAGE_SIZE", "CELERY_WS_MAX_MESSAGE_SIZE", ge=256
     )
