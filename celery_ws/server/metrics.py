@@ -22,6 +22,7 @@ CONNECTION_OUTCOMES = (
     "rejected_server_full",
     "rejected_user_full",
     "rejected_unauthorized",
+    "rejected_origin",
     "closed_rate_limit",
 )
 
