@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
-from jsonschema import Draft202012Validator
 
+from ..forms import answer_problems, describe
 from ..protocol import (
     Ack,
     Auth,
@@ -247,15 +247,14 @@ class ActionHandler:
 
 
 def _check_answer(schema: dict[str, Any], action: Confirm) -> None:
-    """Refuse an answer that does not fit the question's form, naming the fields,
-    so the person can fix it while the task keeps waiting."""
-    problems = list(Draft202012Validator(schema).iter_errors(action.data or {}))
+    """Refuse an answer that does not fit the question's form, naming the fields
+    (a missing one by its own name), so the person can fix it while the task
+    keeps waiting."""
+    problems = answer_problems(schema, action.data)
     if problems:
-        fields = sorted({".".join(str(part) for part in problem.path) or "data" for problem in problems})
-        detail = "; ".join(sorted(problem.message for problem in problems))
         raise ProtocolError(
             "invalid_answer",
-            f"The answer does not fit the form: {detail}",
+            f"The answer does not fit the form: {describe(problems)}",
             callback_id=action.callback_id,
-            fields=fields,
+            fields=sorted({problem.field for problem in problems}),
         )

@@ -35,7 +35,8 @@ async def test_typed_answer_is_validated_and_reaches_the_task_as_a_model(celery_
             "confirmation_received",
         )
         assert missing["code"] == "invalid_answer"
-        assert "rows" in missing["message"]
+        assert missing["fields"] == ["rows"]  # the missing field by its own name, not "data"
+        assert "rows: is required" in missing["message"]
         assert not result.ready()  # still waiting
 
         good = await client.request(
