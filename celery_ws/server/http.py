@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ from websockets.http11 import Request, Response
 
 from ..protocol import dumps
 from ..settings import Settings
+from .metrics import Metrics
 
 __all__ = ["HttpEndpoints", "OriginPolicy", "StatusSource"]
+
+logger = logging.getLogger(__name__)
 
 
 class StatusSource(Protocol):
@@ -35,6 +39,8 @@ class StatusSource(Protocol):
     async def redis_ok(self) -> bool: ...
     @property
     def ready(self) -> bool: ...
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 Handler = Callable[[ServerConnection, Request], Awaitable[Response]]
@@ -183,15 +189,27 @@ class HttpEndpoints:
         if (repeated := repeated_header(request.headers)) is not None:
             return text_response(HTTPStatus.BAD_REQUEST, f"Repeated {repeated} header\n")
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            if not self.origins.allows(request.headers.get("Origin")):
-                return text_response(
-                    HTTPStatus.FORBIDDEN, "Origin not allowed (see CELERY_WS_ALLOWED_ORIGINS)\n"
-                )
+            origin = request.headers.get("Origin")
+            if not self.origins.allows(origin):
+                return self.refuse_origin(origin)
             return None
         handler = self.routes.get(urlsplit(request.path).path)
         if handler is None:
             return text_response(HTTPStatus.NOT_FOUND, "Not found\n")
         return await handler(connection, request)
+
+    def refuse_origin(self, origin: str | None) -> Response:
+        """A browser hides a refused handshake's status from the page (it sees
+        a close with 1006), so the server says why: logged at INFO with the
+        origins that would pass, and counted as ``rejected_origin``."""
+        self.source.metrics.connection_outcomes.labels("rejected_origin").inc()
+        logger.info(
+            "WebSocket handshake refused: Origin %r is not allowed (allowed: %s; loopback pages always "
+            "pass; set CELERY_WS_ALLOWED_ORIGINS)",
+            origin,
+            ", ".join(sorted(self.origins.allowed)) or "none listed",
+        )
+        return text_response(HTTPStatus.FORBIDDEN, "Origin not allowed (see CELERY_WS_ALLOWED_ORIGINS)\n")
 
     async def healthz(self, connection: ServerConnection, request: Request) -> Response:
         """Alive and able to reach Redis; a load balancer's liveness probe."""
