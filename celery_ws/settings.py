@@ -8,6 +8,7 @@ Precedence, highest first: keyword arguments in code, environment variables,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
     callback_timeout: float = _setting(
         300.0, "callback_timeout", "WEBSOCKET_CALLBACK_TIMEOUT", "CELERY_WS_CALLBACK_TIMEOUT", gt=0
     )
+    #: server processes sharing the port (SO_REUSEPORT) under one supervisor;
+    #: "auto" is one per CPU this process may run on
+    workers: int = _setting(1, "workers", "CELERY_WS_WORKERS", ge=1)
 
     # -- Redis --
     redis_url: str = _setting(
@@ -127,6 +131,13 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _cpu_count(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return value
 
     @field_validator("public_url")

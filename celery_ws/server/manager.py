@@ -184,6 +184,8 @@ class WebSocketManager:
             close_timeout=self.settings.close_timeout,
             # Limits
             max_size=self.settings.max_message_size,
+            # Processes: --workers N runs N servers on this port, the kernel spreading connections
+            reuse_port=self.settings.workers > 1,
         )
         self.started_at = time.time()
         logger.info("celery-ws listening on ws://%s:%d", self.host, self.port)
