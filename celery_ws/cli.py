@@ -191,17 +191,20 @@ def _print_status(target: str, figures: dict[str, Any]) -> None:
 
 @ws.command()
 @click.argument("user_id")
-@click.option("--ttl", default=3600, show_default=True, help="Seconds until the token expires.")
+@click.option("--ttl", type=int, help="Seconds until the token expires [CELERY_WS_TOKEN_TTL, default 3600].")
 @click.option("--app", "app_path", metavar="MODULE:APP", help="Celery app whose app.conf holds the settings.")
-def token(user_id: str, ttl: int, app_path: str | None) -> None:
-    """Mint a connection token for USER_ID (signed with CELERY_WS_SECRET)."""
+@click.pass_context
+def token(ctx: click.Context, user_id: str, ttl: int | None, app_path: str | None) -> None:
+    """Mint a connection token for USER_ID (signed with CELERY_WS_SECRET).
+
+    Settings as for serve: --app's (or celery -A's) app.conf, then the environment.
+    """
     from .exceptions import SettingsError
-    from .settings import Settings
     from .tokens import issue_token
 
-    app = _load_app(app_path) if app_path else None
+    app = _load_app(app_path) if app_path else getattr(ctx.obj, "app", None)
     try:
-        click.echo(issue_token(user_id, ttl=ttl, settings=Settings.load(app.conf if app else None)))
+        click.echo(issue_token(user_id, ttl=ttl, app=app))
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -4,28 +4,46 @@ The web application that serves a page mints a token for its signed-in user
 (:func:`issue_token`, or ``celery-ws token USER_ID``) and the page connects
 with it; the server trusts the token's ``sub`` and nothing the client says
 about who it is. JWT rather than a Python-only format, so any backend
-language can mint one.
+language can mint one. What the page gets is :func:`connection_grant`: the
+token, where to connect (``public_url``, the one address every URL handed to
+a browser starts from) and when the token expires.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import jwt
 from pydantic import TypeAdapter, ValidationError
 
 from .exceptions import InvalidToken, SettingsError
 from .protocol import Identifier
-from .settings import Settings, _variable_names
+from .settings import CONF_PREFIX, Settings, _variable_names
 
-__all__ = ["Identity", "InvalidToken", "TokenVerifier", "issue_token", "verification_keys"]
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = [
+    "Identity",
+    "InvalidToken",
+    "TokenVerifier",
+    "connection_grant",
+    "issue_token",
+    "settings_of",
+    "verification_keys",
+    "websocket_url",
+]
 
 _USER_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 _LEEWAY = 5.0  # seconds of clock skew tolerated between the minting app and the server
+_WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+_ANY_ADDRESS = ("", "0.0.0.0", "::")  # noqa: S104  (bind addresses no browser can open)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,34 +52,100 @@ class Identity:
     expires_at: float
 
 
+def settings_of(app: Celery | None = None) -> Settings:
+    """The settings a process that mints tokens shares with ``celery ws serve``.
+
+    ``app``'s ``app.conf`` when given; otherwise Celery's current app's, when
+    it carries any ``ws_*`` setting (a Django project's app configured with
+    ``namespace="CELERY"`` does); the environment wins over either, as it does
+    for the server. Without this a web process would read only the
+    environment, and find no secret where its server found one.
+
+    Raises:
+        SettingsError: naming the variable whose value is invalid.
+    """
+    conf = app.conf if app is not None else _current_conf()
+    return Settings.load(conf)
+
+
+def _current_conf() -> Any:
+    """Celery's current app's configuration if it has celery-ws settings.
+    A process that never imported Celery has no current app, and asking would
+    create Celery's fallback app for nothing."""
+    if "celery" not in sys.modules:
+        return None
+    from celery import current_app
+
+    conf = current_app.conf
+    return conf if any(conf.get(CONF_PREFIX + name) is not None for name in Settings.model_fields) else None
+
+
 def issue_token(
     user_id: str,
     *,
-    ttl: float = 3600,
+    ttl: float | None = None,
     settings: Settings | None = None,
+    app: Celery | None = None,
     private_key: str | None = None,
     **claims: Any,
 ) -> str:
-    """A token for ``user_id`` that expires after ``ttl`` seconds.
+    """A token for ``user_id`` that expires after ``ttl`` seconds (default the
+    ``token_ttl`` setting, 3600).
 
     Signed with ``CELERY_WS_SECRET`` (HS256 by default); for RS256/ES256 pass
     the ``private_key`` whose public half the server is configured with.
-    ``aud``/``iss`` come from the settings unless given in ``claims``.
+    ``aud``/``iss`` come from the settings unless given in ``claims``. The
+    settings are ``settings``, else those of ``app`` (or of Celery's current
+    app, then the environment: :func:`settings_of`).
 
     Raises:
         SettingsError: no key, or one the server would refuse (too short, or
             not a key for the algorithm).
     """
-    settings = settings or Settings.load()
+    return _mint(user_id, ttl, settings or settings_of(app), private_key, claims)[0]
+
+
+def connection_grant(
+    user_id: str, *, ttl: float | None = None, settings: Settings | None = None, app: Celery | None = None
+) -> dict[str, str | int]:
+    """What a web application hands its page to connect as ``user_id``:
+    ``{"token", "url", "expires_at"}`` (the server's :func:`websocket_url`, and
+    the token's expiry in Unix seconds, so a page can fetch the next one in time).
+
+    Raises:
+        SettingsError: as :func:`issue_token`.
+    """
+    settings = settings or settings_of(app)
+    token, expires_at = _mint(user_id, ttl, settings, None, {})
+    return {"token": token, "url": websocket_url(settings), "expires_at": expires_at}
+
+
+def websocket_url(settings: Settings) -> str:
+    """The URL a browser opens its WebSocket to: ``public_url`` with a
+    WebSocket scheme (``https://ws.example.com`` -> ``wss://ws.example.com/``),
+    or, without one, the server's own address (a development set-up: a bind
+    address such as 0.0.0.0 becomes 127.0.0.1)."""
+    if settings.public_url is None:
+        host = "127.0.0.1" if settings.host in _ANY_ADDRESS else settings.host
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{settings.port}/"
+    parts = urlsplit(settings.public_url)
+    return urlunsplit((_WEBSOCKET_SCHEMES[parts.scheme], parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def _mint(
+    user_id: str, ttl: float | None, settings: Settings, private_key: str | None, claims: dict[str, Any]
+) -> tuple[str, int]:
     key = _signing_key(settings, private_key)
     now = int(time.time())
-    payload: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
+    lifetime = settings.token_ttl if ttl is None else ttl
+    payload: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + int(lifetime)}
     if settings.jwt_audience:
         payload["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
         payload["iss"] = settings.jwt_issuer
     payload.update(claims)
-    return jwt.encode(payload, key, algorithm=settings.jwt_algorithm)
+    return jwt.encode(payload, key, algorithm=settings.jwt_algorithm), int(payload["exp"])
 
 
 def _signing_key(settings: Settings, private_key: str | None) -> Any:
