@@ -30,6 +30,7 @@ from ..protocol import (
     Unsubscribe,
     dumps,
     error_frame,
+    loads,
     parse_action,
 )
 from ..publisher import AsyncPublisher
@@ -189,9 +190,10 @@ class ActionHandler:
             confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
             session.replayed = frozenset(event_id for event_id, _ in history)
             replay = [frame for _, frame in history]
-        if task_id is not None:
-            confirmed["state"] = await self.store.task_state(task_id)
+        state = await self.store.task_state(task_id) if task_id is not None else None
         pending = await self.store.pending_requests(user_id, task_id)
+        if state is not None:
+            confirmed["state"] = _only_open_question(state, pending)
         replayed = set(replay)
         return [_encode(confirmed), *replay, *(frame for frame in pending if frame not in replayed)]
 
@@ -258,3 +260,17 @@ def _check_answer(schema: dict[str, Any], action: Confirm) -> None:
             callback_id=action.callback_id,
             fields=sorted({problem.field for problem in problems}),
         )
+
+
+def _only_open_question(state: dict[str, Any], pending: list[bytes]) -> dict[str, Any]:
+    """The stored step result keeps its ``callback_id`` after the question is
+    answered, expired or closed by the task's end (``emit.lua`` stores it as
+    asked): a late viewer gets it with ``callback_id: null`` unless the question
+    is among those still open (``pending``, read after the state), so no page
+    shows a dead question."""
+    step = state.get("step_result")
+    if isinstance(step, dict) and step.get("callback_id") is not None:
+        still_open = {loads(frame).get("callback_id") for frame in pending}
+        if step["callback_id"] not in still_open:
+            state["step_result"] = {**step, "callback_id": None}
+    return state
