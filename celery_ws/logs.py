@@ -17,9 +17,13 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
-__all__ = ["JsonFormatter", "RedactingFormatter", "configure_logging", "redact"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["JsonFormatter", "RedactingFormatter", "configure_logging", "redact", "settings_summary"]
 
 LogFormat = Literal["text", "json"]
 
@@ -94,3 +98,36 @@ def configure_logging(
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.captureWarnings(True)
     return handler
+
+
+def settings_summary(settings: Settings) -> str:
+    """How a server is configured, in one line for its start: the mode, which
+    Redis (host, port, database; never its password) and key prefix, whether
+    it serves the page, which browser origins may connect. Enough to tell at a
+    glance why a worker's events do not arrive (another database or prefix) or
+    why a page is refused."""
+    public = f" and {settings.public_url}" if settings.public_url else ""
+    if settings.token_mode and not settings.allowed_origins:
+        origins = "any page (with a token)"
+    else:
+        origins = f"{', '.join(settings.allowed_origins) or 'none listed'} (besides loopback{public})"
+    return (
+        f"{'token' if settings.token_mode else 'open'} mode, Redis {_redis_location(settings.redis_url)}, "
+        f"key prefix {settings.key_prefix!r}, page {'on' if settings.serve_page else 'off'}, "
+        f"allowed origins: {origins}"
+    )
+
+
+def _redis_location(url: str) -> str:
+    parts = urlsplit(url)
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    if parts.scheme == "unix":
+        where, db = f"socket {parts.path}", query.get("db", "0")
+    else:
+        where, db = f"{parts.hostname}:{parts.port or 6379}", parts.path.strip("/") or query.get("db", "0")
+    secured = [
+        word
+        for word, on in (("TLS", parts.scheme == "rediss"), ("password [redacted]", parts.password))
+        if on
+    ]
+    return f"{where} db {db}" + (f" ({', '.join(secured)})" if secured else "")

@@ -8,6 +8,8 @@ Precedence, highest first: keyword arguments in code, environment variables,
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -23,6 +25,14 @@ __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONF_PREFIX = "ws_"
+ENV_PREFIX = "CELERY_WS_"
+#: ``CELERY_WS_*`` variables that are not settings: read by one command
+#: (``watch``'s token, ``serve``'s log format), or by test suites (a prefix)
+_COMMAND_VARIABLES = frozenset({"CELERY_WS_TOKEN", "CELERY_WS_LOG_FORMAT"})
+_TEST_VARIABLES = "CELERY_WS_TEST_"
+
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def _setting(default: Any, name: str, *env: str, **constraints: Any) -> Any:
@@ -163,6 +173,7 @@ class Settings(BaseSettings):
         Raises:
             SettingsError: naming the variable whose value is invalid.
         """
+        _warn_unknown(conf)
         from_conf = _from_conf(conf) if conf is not None else {}
         try:
             explicit = cls(**overrides)
@@ -209,3 +220,35 @@ def _variable_names(loc: str) -> str:
         if loc == name or loc in choices:
             return " / ".join([*(c for c in choices if c.isupper()), CONF_PREFIX + name])
     return loc
+
+
+def _warn_unknown(conf: Mapping[str, Any] | None) -> None:
+    """Log a warning (once per process) for each ``ws_*`` key of ``conf`` and
+    each ``CELERY_WS_*`` environment variable that names no setting: a
+    misspelled one is otherwise ignored without a word. It names the closest
+    valid setting."""
+    keys = [CONF_PREFIX + name for name in Settings.model_fields]
+    variables = [
+        alias
+        for field in Settings.model_fields.values()
+        for alias in getattr(field.validation_alias, "choices", ())
+        if isinstance(alias, str) and alias.startswith(ENV_PREFIX)
+    ]
+    found = [
+        (str(key), CONF_PREFIX, "in app.conf", keys) for key in conf or () if str(key).startswith(CONF_PREFIX)
+    ]
+    found += [
+        (name, ENV_PREFIX, "in the environment", variables)
+        for name in os.environ
+        if name.startswith(ENV_PREFIX)
+    ]
+    for name, prefix, where, valid in found:
+        if name in valid or name in _COMMAND_VARIABLES or name.startswith(_TEST_VARIABLES) or name in _warned:
+            continue
+        _warned.add(name)
+        # compared without the prefix all share, which would make any two names look alike
+        close = difflib.get_close_matches(
+            name.removeprefix(prefix), [v.removeprefix(prefix) for v in valid], n=1, cutoff=0.6
+        )
+        hint = f"did you mean {prefix}{close[0]}?" if close else "see the Configuration table in the README"
+        logger.warning("unknown celery-ws setting %s %s is ignored: %s", name, where, hint)

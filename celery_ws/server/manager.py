@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 
 from ..connections import async_client
 from ..exceptions import SettingsError
+from ..logs import settings_summary
 from ..protocol import SUBPROTOCOL, TaskStepResult, UserConfirmation, event
 from ..publisher import AsyncPublisher, ConfirmOptions
 from ..settings import Settings
@@ -188,7 +189,9 @@ class WebSocketManager:
             reuse_port=self.settings.workers > 1,
         )
         self.started_at = time.time()
-        logger.info("celery-ws listening on ws://%s:%d", self.host, self.port)
+        logger.info(
+            "celery-ws listening on ws://%s:%d: %s", self.host, self.port, settings_summary(self.settings)
+        )
         return self._server
 
     async def stop_server(self) -> None:
