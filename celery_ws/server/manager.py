@@ -52,8 +52,9 @@ class WebSocketManager:
     """A celery-ws server: Redis in, WebSockets out.
 
     Args:
-        host, port: where to listen; default from settings (``WEBSOCKET_HOST``,
-            ``WEBSOCKET_PORT``). Port 0 picks a free port, see :attr:`port`.
+        host: where to listen; default from settings (``WEBSOCKET_HOST``).
+        port: where to listen; default from settings (``WEBSOCKET_PORT``).
+            Port 0 picks a free port, see :attr:`port`.
         settings: a full settings object; else built from the environment and
             ``**overrides``.
         revoke: how to revoke a Celery task on ``cancel``; ``celery-ws serve
