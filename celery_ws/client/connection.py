@@ -67,7 +67,8 @@ class Client(Waiting):
             or a function returning one, called for every (re)connection, so a
             long-lived client keeps working after a short-lived token expires.
         reconnect: re-open a dropped connection and renew subscriptions.
-        backoff_initial, backoff_max: the first and the longest pause between attempts.
+        backoff_initial: the first pause between attempts.
+        backoff_max: the longest pause between attempts.
         max_attempts: give up after this many failed attempts in a row (None: never).
         auto_ack: answer events carrying ``requires_ack`` and ``message_id``.
         keep_frames: how many of the newest frames :attr:`frames` keeps (and how
