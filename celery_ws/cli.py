@@ -82,6 +82,13 @@ def ws() -> None:
     envvar="CELERY_WS_LOG_FORMAT",
     help="json: one object per line (time, level, logger, message) [CELERY_WS_LOG_FORMAT].",
 )
+@click.option(
+    "--workers",
+    metavar="N|auto",
+    help="Server processes sharing the port, under a supervisor; auto: one per CPU "
+    "[CELERY_WS_WORKERS, default 1].",
+)
+@click.option("--supervisor-fd", type=int, hidden=True)  # set by the supervisor for its processes
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -92,20 +99,31 @@ def serve(
     insecure: bool | None,
     log_level: str,
     log_format: LogFormat,
+    workers: str | None,
+    supervisor_fd: int | None,
 ) -> None:
-    """Run the WebSocket server."""
+    """Run the WebSocket server (with --workers N: N of them on one port)."""
     from .exceptions import SettingsError
     from .server.manager import WebSocketManager
     from .settings import Settings
 
     _configure_logging(log_level, log_format)
     app = _load_app(app_path) if app_path else getattr(ctx.obj, "app", None)
-    given = {"host": host, "port": port, "redis_url": redis_url, "insecure": insecure}
+    given = {"host": host, "port": port, "redis_url": redis_url, "insecure": insecure, "workers": workers}
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = Settings.load(app.conf if app is not None else None, **overrides)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    if settings.workers > 1 and supervisor_fd is None:
+        from .server.supervisor import Supervisor
+
+        if settings.port == 0:
+            raise click.ClickException(
+                "--workers needs a fixed port: with port 0 each process would pick its own"
+            )
+        # the children run this very command line (same settings, same app), as supervised processes
+        sys.exit(Supervisor([sys.executable, *sys.orig_argv[1:]], settings).run())
 
     async def run() -> None:
         from .server.continuations import celery_sender
@@ -128,7 +146,15 @@ def serve(
                 "no --app: cancel works through progress() and confirm_step() only, "
                 "and this replica sends no continuations of deferred questions (ask())"
             )
+        supervised = None
+        if supervisor_fd is not None:
+            from .server.supervisor import SupervisorLink
+
+            link = SupervisorLink(supervisor_fd)
+            supervised = asyncio.create_task(link.run(manager.metrics, on_gone=server.close))
         await server.wait_closed()
+        if supervised is not None:
+            supervised.cancel()
         await manager.stop_server()
 
     asyncio.run(run())
