@@ -1,0 +1,3 @@
+"""A URL configuration without celery-ws' token view."""
+
+urlpatterns: list[object] = []
