@@ -10,6 +10,8 @@ from django.core import checks
 
 from celery_ws.exceptions import SettingsError
 
+__all__ = ["CeleryWSConfig", "check_settings"]
+
 
 class CeleryWSConfig(AppConfig):  # type: ignore[misc]  # Django ships no type information
     name = "celery_ws.contrib.django"

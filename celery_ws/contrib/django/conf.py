@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from django.conf import settings as django_settings
+from django import conf as django_conf
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 from pydantic import TypeAdapter, ValidationError
@@ -39,11 +39,11 @@ def ws_settings() -> Settings:
         SettingsError: naming the setting whose value is invalid.
     """
     conf: dict[str, Any] = {
-        CONF_PREFIX + name.removeprefix(PREFIX).lower(): getattr(django_settings, name)
-        for name in dir(django_settings)
+        CONF_PREFIX + name.removeprefix(PREFIX).lower(): getattr(django_conf.settings, name)
+        for name in dir(django_conf.settings)
         if name.startswith(PREFIX)
     }
-    conf["broker_url"] = getattr(django_settings, "CELERY_BROKER_URL", None)
+    conf["broker_url"] = getattr(django_conf.settings, "CELERY_BROKER_URL", None)
     return Settings.load(conf)
 
 

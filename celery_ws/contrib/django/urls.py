@@ -7,5 +7,7 @@ from django.urls import path
 
 from . import views
 
+__all__ = ["app_name", "urlpatterns"]
+
 app_name = "celery_ws"
 urlpatterns = [path("token/", views.token, name="token")]

@@ -1,0 +1,3 @@
+"""The ``celery_ws`` template tag library."""
+
+__all__: list[str] = []

@@ -26,6 +26,8 @@ from celery_ws.tokens import websocket_url
 
 from ..conf import ws_settings
 
+__all__ = ["celery_ws_script", "register"]
+
 register = template.Library()
 
 CONFIG_ELEMENT_ID = "celery-ws-config"
