@@ -1,44 +1,236 @@
-"""Redis clients configured for how celery-ws uses them.
+# redis-py leaves its Sentinel and cluster constructors and parse_url unannotated
+# mypy: disable-error-code="no-untyped-call"
+"""Redis clients configured for how celery-ws uses them, for the three
+topologies a URL can name (``redis_urls.py``): one Redis, a Redis Cluster, or
+the master Sentinel names.
 
 redis-py 8 gives every client a 5 s socket timeout, which turns a blocking read
 (``BLPOP`` while a task waits for its person, ``XREAD BLOCK`` in the server) into
 a spurious TimeoutError; ``blocking=True`` clients have no socket timeout and
 rely on TCP keepalive instead. Clients keep raw bytes: events pass through
 the server without being decoded.
+
+Sentinel: after ``SENTINEL FAILOVER`` the old master keeps accepting writes
+for about ten seconds, until the sentinels turn it into a replica (and close
+its clients); what is written there meanwhile is lost when it resyncs from the
+new master. redis-py's Sentinel client asks the sentinels for the master only
+when it opens a connection, so every open connection (the server's event
+reader, a pooled one, a task's ``BLPOP``) would stay on the old master until
+then. celery-ws' Sentinel connections ask again at most once a second, before
+they send a command; when the master has moved, the connection closes without
+sending and raises ConnectionError, which the client's retry (or the server's
+reader loop) answers by connecting to the new master. Sentinel and cluster
+clients retry for longer than a standalone one: a failover takes seconds.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import Any, TypeAlias, cast
+
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
-__all__ = ["async_client", "sync_client"]
+from .redis_urls import RedisTarget, parse_redis_url
+
+__all__ = ["ASYNC_POOL_SIZE", "AsyncRedis", "SyncRedis", "async_client", "sync_client"]
+
+logger = logging.getLogger(__name__)
+
+#: what ``sync_client``/``async_client`` give, by the URL's scheme. They are
+#: annotated as returning the standalone class until every caller handles a
+#: cluster client (which has the same commands, different pipelines and scripts)
+SyncRedis: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+AsyncRedis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+
+#: a server's Redis connections (per node for a cluster); requests beyond wait
+#: for a free one instead of failing (a burst of subscribes would otherwise hit
+#: "Too many connections"); redis-py's cluster client cannot wait, it keeps its default
+ASYNC_POOL_SIZE = 64
+_POOL_WAIT = 10.0
+#: how often an open Sentinel connection checks that its server is still the master
+MASTER_CHECK_INTERVAL = 1.0
+_SENTINEL_TIMEOUT = 2.0
 
 
-def _options(blocking: bool) -> dict[str, object]:
+def _options(blocking: bool, target: RedisTarget) -> dict[str, Any]:
+    failover = target.kind != "standalone"
+    backoff = ExponentialWithJitterBackoff(base=0.05 if failover else 0.01, cap=1.0 if failover else 0.5)
     return {
         "socket_timeout": None if blocking else 5.0,
         "socket_connect_timeout": 5.0,
         "socket_keepalive": True,
         "health_check_interval": 30,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
+        # about 10 s of trying covers a failover; a standalone Redis is back or not
+        "retry": Retry(backoff, 12 if failover else 3),
     }
 
 
 def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
-    return redis.Redis.from_url(url, **_options(blocking))
+    """A client for ``url``: ``redis.Redis`` (one server, or the master Sentinel
+    names) or ``redis.cluster.RedisCluster``.
 
-
-#: a server's Redis connections; requests beyond wait for a free one instead of
-#: failing (a burst of subscribes would otherwise hit "Too many connections")
-ASYNC_POOL_SIZE = 64
-_POOL_WAIT = 10.0
+    Raises:
+        SettingsError: ``url`` is malformed (the message names the part).
+    """
+    target = parse_redis_url(url)
+    options = _options(blocking, target)
+    if target.kind == "standalone":
+        return redis.Redis.from_url(url, **options)
+    server = _server_options(target)
+    if target.kind == "cluster":
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.hosts]
+        return cast("redis.Redis", redis.cluster.RedisCluster(startup_nodes=nodes, **server, **options))
+    sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_options(target))
+    assert target.service is not None  # noqa: S101 (parse_redis_url guarantees it)
+    client: redis.Redis = sentinel.master_for(
+        target.service, connection_pool_class=_SyncSentinelPool, **server, **options
+    )
+    return client
 
 
 def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **_options(blocking)
+    """The asyncio twin of :func:`sync_client`."""
+    target = parse_redis_url(url)
+    options = _options(blocking, target)
+    if target.kind == "standalone":
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **options
+        )
+        return redis.asyncio.Redis(connection_pool=pool)
+    server = _server_options(target)
+    if target.kind == "cluster":
+        nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.hosts]
+        cluster = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **server, **options)
+        return cast("redis.asyncio.Redis", cluster)
+    sentinel = redis.asyncio.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_options(target))
+    assert target.service is not None  # noqa: S101
+    client: redis.asyncio.Redis = sentinel.master_for(
+        target.service,
+        connection_pool_class=_AsyncSentinelPool,
+        max_connections=ASYNC_POOL_SIZE,
+        timeout=_POOL_WAIT,
+        **server,
+        **options,
     )
-    return redis.asyncio.Redis(connection_pool=pool)
+    return client
+
+
+def _server_options(target: RedisTarget) -> dict[str, Any]:
+    """Credentials, database, TLS and query options of the URL, for every
+    server connection (the address comes from the cluster or the sentinels)."""
+    options: dict[str, Any] = parse_url(target.server_url)
+    for name in ("host", "port", "path", "connection_class"):
+        options.pop(name, None)
+    if target.kind == "cluster":
+        options.pop("db", None)
+    if target.tls:
+        options["ssl"] = True
+    return options
+
+
+def _sentinel_options(target: RedisTarget) -> dict[str, Any]:
+    """How to reach the sentinels themselves: short timeouts (asking them must
+    never hang a command), the URL's TLS, their own password if given."""
+    return {
+        "socket_timeout": _SENTINEL_TIMEOUT,
+        "socket_connect_timeout": _SENTINEL_TIMEOUT,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1),
+        **({"ssl": True} if target.tls else {}),
+        **({"password": target.sentinel_password} if target.sentinel_password else {}),
+    }
+
+
+class _MasterWatch:
+    """When a pool's connections last asked the sentinels for the master."""
+
+    def __init__(self) -> None:
+        self.checked_at = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked_at < MASTER_CHECK_INTERVAL:
+            return False
+        self.checked_at = now
+        return True
+
+
+def _moved(address: Any, host: str, port: int) -> bool:
+    return address is not None and (str(address[0]), int(address[1])) != (host, int(port))
+
+
+class _SyncMasterConnection(redis.sentinel.SentinelManagedConnection):
+    """A Sentinel connection that leaves a master that is no longer one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._watch: _MasterWatch = kwargs.pop("master_watch")
+        super().__init__(**kwargs)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._sock is not None and self.connection_pool.is_master and self._watch.due():
+            try:
+                address = self.connection_pool.get_master_address()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logger.debug("sentinels unreachable (%s); staying on %s:%s", exc, self.host, self.port)
+            else:
+                if _moved(address, self.host, self.port):
+                    self.disconnect()
+                    raise redis.ConnectionError(f"the master moved to {address[0]}:{address[1]}")
+        super().send_packed_command(command, check_health)
+
+
+class _SyncMasterSSLConnection(_SyncMasterConnection, redis.connection.SSLConnection):
+    pass
+
+
+class _SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        tls = kwargs.pop("ssl", False)
+        kwargs["connection_class"] = _SyncMasterSSLConnection if tls else _SyncMasterConnection
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self.connection_kwargs["master_watch"] = _MasterWatch()
+
+
+class _AsyncMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """The asyncio twin of ``_SyncMasterConnection``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._watch: _MasterWatch = kwargs.pop("master_watch")
+        super().__init__(**kwargs)
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.is_connected and self.connection_pool.is_master and self._watch.due():
+            try:
+                address = await self.connection_pool.get_master_address()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logger.debug("sentinels unreachable (%s); staying on %s:%s", exc, self.host, self.port)
+            else:
+                if _moved(address, self.host, self.port):
+                    await self.disconnect()
+                    raise redis.ConnectionError(f"the master moved to {address[0]}:{address[1]}")
+        await super().send_packed_command(command, check_health)
+
+
+class _AsyncMasterSSLConnection(_AsyncMasterConnection, redis.asyncio.connection.SSLConnection):
+    pass
+
+
+class _AsyncSentinelPool(
+    redis.asyncio.sentinel.SentinelConnectionPool,
+    redis.asyncio.BlockingConnectionPool,
+):
+    """A Sentinel pool that waits for a free connection, as the standalone one does."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        tls = kwargs.pop("ssl", False)
+        kwargs["connection_class"] = _AsyncMasterSSLConnection if tls else _AsyncMasterConnection
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self.connection_kwargs["master_watch"] = _MasterWatch()

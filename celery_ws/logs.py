@@ -18,7 +18,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+
+from .redis_urls import parse_redis_url
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -119,15 +120,4 @@ def settings_summary(settings: Settings) -> str:
 
 
 def _redis_location(url: str) -> str:
-    parts = urlsplit(url)
-    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
-    if parts.scheme == "unix":
-        where, db = f"socket {parts.path}", query.get("db", "0")
-    else:
-        where, db = f"{parts.hostname}:{parts.port or 6379}", parts.path.strip("/") or query.get("db", "0")
-    secured = [
-        word
-        for word, on in (("TLS", parts.scheme == "rediss"), ("password [redacted]", parts.password))
-        if on
-    ]
-    return f"{where} db {db}" + (f" ({', '.join(secured)})" if secured else "")
+    return parse_redis_url(url).describe()

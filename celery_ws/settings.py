@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import SettingsError
 from .keys import Keys
+from .redis_urls import parse_redis_url, redact_url
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
@@ -62,9 +63,7 @@ class Settings(BaseSettings):
     workers: int = _setting(1, "workers", "CELERY_WS_WORKERS", ge=1)
 
     # -- Redis --
-    redis_url: str = _setting(
-        DEFAULT_REDIS_URL, "redis_url", "CELERY_WS_REDIS_URL", pattern=r"^(redis|rediss|unix)://"
-    )
+    redis_url: str = _setting(DEFAULT_REDIS_URL, "redis_url", "CELERY_WS_REDIS_URL")
     key_prefix: str = _setting(
         "cws", "key_prefix", "CELERY_WS_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.\-]{1,32}$"
     )
@@ -150,6 +149,12 @@ class Settings(BaseSettings):
             return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parse_redis_url(value)  # a SettingsError names the wrong part (scheme, a host, the service...)
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _browser_url(cls, value: str | None) -> str | None:
@@ -209,7 +214,8 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
         loc = str(error["loc"][0]) if error["loc"] else ""
-        problems.append(f"{_variable_names(loc)}: {error['msg']} (got {error.get('input')!r})")
+        shown = redact_url(value) if isinstance(value := error.get("input"), str) else value
+        problems.append(f"{_variable_names(loc)}: {error['msg']} (got {shown!r})")
     return "invalid celery-ws setting: " + "; ".join(problems)
 
 

