@@ -1,0 +1,103 @@
+"""examples/django_app as a person uses it, in a real headless Chromium:
+``python -m examples.django_app`` (the documented command: celery-ws serve
+through ``celery -A``, a prefork worker, Django's runserver) on the suite's
+Redis; sign in, start an import, watch its progress, answer its typed
+question (first with a value the answer model refuses), see it finish."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celery_ws.testing.redis_server import free_port
+from tests.e2e.browser import conftest as browser_fixtures
+from tests.helpers import seconds
+from tests.processes import REPO, _clean_env
+
+pytestmark = pytest.mark.timeout(180)
+
+browser = browser_fixtures.browser
+page = browser_fixtures.page
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser fixture skips with the reason
+    expect = None
+
+
+@pytest.fixture
+def example(celery_ws_redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """The running example's address, once it says it is ready."""
+    port, ws_port = free_port(), free_port()
+    log = tmp_path / "example.log"
+    env = _clean_env(
+        CELERY_WS_REDIS_URL=celery_ws_redis_url,
+        CELERY_BROKER_URL=celery_ws_redis_url,
+        CELERY_WS_KEY_PREFIX=f"dj{os.urandom(3).hex()}",  # its user "1" meets no other test's
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "examples.django_app", "--port", str(port), "--ws-port", str(ws_port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + seconds(60)
+        while "Ready." not in log.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the example did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)  # it stops its server, worker and Django
+        try:
+            process.wait(seconds(30))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        print(log.read_text())
+
+
+def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, page: Any) -> None:
+    page.goto(example + "/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", "demo")
+    page.click("button[type=submit]")
+    expect(page.locator("#user")).to_have_text("demo")
+    expect(page.locator("#state")).to_have_text("open")  # connected with a token from ws/token/
+
+    page.click("#start")
+    page.wait_for_function(
+        "() => { const v = document.getElementById('bar').value; return v > 0 && v < 100; }"
+    )
+    expect(page.locator("#message")).to_contain_text("Reading orders.csv")
+
+    question = page.locator("#question")
+    expect(question).to_be_visible()
+    expect(page.locator("#question-text")).to_have_text("Write the rows of orders.csv?")
+    page.fill("[name=batch_size]", "5000")  # WriteOptions.batch_size: at most 1000
+    page.click("#proceed")
+    expect(page.locator('[data-field="batch_size"]')).not_to_be_empty()
+    expect(question).to_be_visible()  # still open: the task keeps waiting
+
+    page.fill("[name=batch_size]", "9")
+    page.fill("[name=feedback]", "ship it")
+    page.click("#proceed")
+    expect(question).to_be_hidden()
+    expect(page.locator("#outcome")).to_have_text(
+        re.compile(r'^Done: \{"written":36,"batch_size":9,"answered_by":"\d+"\}$'), timeout=seconds(30) * 1000
+    )
+    browser_fixtures.screenshot(page, "django-example-done")
