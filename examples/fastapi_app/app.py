@@ -16,19 +16,23 @@ only, and only that user may answer or cancel. Starting the task with
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urljoin
 
 from fastapi import Cookie, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from celery_ws import Settings, issue_token
+from celery_ws import Settings
+from celery_ws.tokens import connection_grant, websocket_url
 
-#: where browsers reach the celery-ws server (its /celery-ws.js is served on the same port over HTTP)
-WS_URL = os.environ.get("CELERY_WS_PUBLIC_URL", "ws://127.0.0.1:8765")
-TOKEN_TTL = 300.0  # seconds: only needs to outlive the page's connect/reconnect attempts
+#: the settings the celery-ws server has too: CELERY_WS_SECRET signs the tokens,
+#: CELERY_WS_PUBLIC_URL is where browsers reach the server
+SETTINGS = Settings.load()
+#: the server's /celery-ws.js, at the root of the host browsers reach it on
+SCRIPT_URL = urljoin(websocket_url(SETTINGS).replace("ws", "http", 1), "/celery-ws.js")
+TOKEN_TTL = 300  # seconds: only needs to outlive the page's connect/reconnect attempts
 USER_COOKIE = "demo_user"
 PAGE = (Path(__file__).parent / "page.html").read_text()
 
@@ -76,19 +80,11 @@ def start_import(request: ImportRequest, user: Annotated[str, Depends(current_us
 
 
 @app.get("/ws-token")
-def ws_token(user: Annotated[str, Depends(current_user)]) -> dict[str, str | float]:
-    """A token the page connects with; fetched again before each reconnect would be ideal
-    once it may have expired."""
-    return {
-        "token": issue_token(user, ttl=TOKEN_TTL, settings=Settings.load()),
-        "url": WS_URL,
-        "ttl": TOKEN_TTL,
-    }
+def ws_token(user: Annotated[str, Depends(current_user)]) -> dict[str, str | int]:
+    """``{"token", "url", "expires_at"}``: a token the page connects with, and where."""
+    return connection_grant(user, ttl=TOKEN_TTL, settings=SETTINGS)
 
 
 @app.get("/", response_class=HTMLResponse)
 def page(user: Annotated[str, Depends(current_user)]) -> str:
-    script = (
-        WS_URL.replace("wss://", "https://", 1).replace("ws://", "http://", 1).rstrip("/") + "/celery-ws.js"
-    )
-    return PAGE.replace("{{USER}}", json.dumps(user)).replace("{{SCRIPT_URL}}", script)
+    return PAGE.replace("{{USER}}", json.dumps(user)).replace("{{SCRIPT_URL}}", SCRIPT_URL)

@@ -40,7 +40,8 @@ http.get("/login", params={"user": USER}, follow_redirects=False)
 out["token"] = http.get("/ws-token").json()
 out["started"] = http.post("/tasks", json={"rows": 3, "delay": 0}).json()
 page = http.get("/")
-out["page"] = {"status": page.status_code, "script": "celery-ws.js" in page.text, "user": USER in page.text}
+out["page"] = {"status": page.status_code, "user": USER in page.text,
+               "script": '<script src="https://ws.example.com/celery-ws.js">' in page.text}
 print(json.dumps(out))
 """
 
@@ -52,6 +53,7 @@ async def test_token_is_accepted_and_the_import_is_enqueued(celery_ws_redis_url,
         CELERY_WS_REDIS_URL=celery_ws_redis_url,
         CELERY_BROKER_URL=celery_ws_redis_url,
         CELERY_WS_SECRET=SECRET,
+        CELERY_WS_PUBLIC_URL="https://ws.example.com/live/",
         PYTHONPATH=str(ROOT),
     )
     async with celery_ws_client(user_id=user) as watcher:
@@ -74,6 +76,8 @@ async def test_token_is_accepted_and_the_import_is_enqueued(celery_ws_redis_url,
         out["token"]["token"]
     )
     assert identity.user_id == user
+    assert out["token"]["url"] == "wss://ws.example.com/live/"  # CELERY_WS_PUBLIC_URL, as a browser opens it
+    assert out["token"]["expires_at"] == identity.expires_at
     assert sent["name"] == "examples.tasks.import_rows"
     assert sent["user_id"] == user
     assert cancelled["type"] == "cancel_received"
