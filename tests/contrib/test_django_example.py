@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 
+from celery_ws import Settings
 from celery_ws.testing.redis_server import free_port
+from celery_ws.tokens import TokenVerifier
 from tests.e2e.browser import conftest as browser_fixtures
 from tests.helpers import seconds
-from tests.processes import REPO, _clean_env
+from tests.processes import REPO, _clean_env, run
+
+EXAMPLE_SECRET = "django-example-secret-change-me-0123456789"  # examples/django_app/settings.py
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -101,3 +105,12 @@ def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, pag
         re.compile(r'^Done: \{"written":36,"batch_size":9,"answered_by":"\d+"\}$'), timeout=seconds(30) * 1000
     )
     browser_fixtures.screenshot(page, "django-example-done")
+
+
+def test_celery_ws_token_reads_the_django_projects_settings() -> None:
+    """``celery -A proj ws token``: the secret is in settings.py, not the environment."""
+    done = run([sys.executable, "-m", "celery", "-A", "examples.django_app", "ws", "token", "1"])
+    assert done.returncode == 0, done.stderr
+    identity = TokenVerifier(Settings.load(secret=EXAMPLE_SECRET)).verify(done.stdout.strip())
+    assert identity.user_id == "1"
+    assert identity.expires_at <= time.time() + 300  # CELERY_WS_TOKEN_TTL in settings.py
