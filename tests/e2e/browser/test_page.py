@@ -446,3 +446,95 @@ def test_client_token_function_renews_an_expired_token(scripted_page):
     assert out["count"] == 2
     assert out["states"][-1] == "closed"
     assert out["errors"] == ["unauthorized"]
+
+
+def test_client_subscribe_state_and_typed_confirm(scripted_page):
+    out = scripted_page.evaluate("""async () => {
+      const {log, options} = recorder();
+      const c = new CeleryWS.Client("ws://h/", {...options, userId: "u1"});
+      c.connect();
+      const s = sockets[0];
+      s.open();
+      s.message({type: "subscription_confirmed", user_id: "u1", task_id: null});
+      s.message({id: "5-0", type: "task_progress", task_id: "seen", progress: 1});
+      // once connected: a task's subscription starts afresh (its state), unless told where to resume
+      const returned = c.subscribe({taskId: "done"});
+      c.subscribe({taskId: "asking"});
+      c.subscribe({taskId: "resumed", lastEventId: "4-0"});
+      c.subscribe({taskId: "done"});  // already followed: nothing sent
+      // a finished task: its progress, its last question as a plain step, its end
+      s.message({type: "subscription_confirmed", task_id: "done", state: {
+        progress: {id: "1-0", type: "task_progress", task_id: "done", progress: 40},
+        step_result: {id: "2-0", type: "task_step_result", task_id: "done", callback_id: "old", step: "q"},
+        final: {id: "3-0", type: "task_succeeded", task_id: "done", result: 7}}});
+      // a task asking now: the question from the state, then re-sent as an open question: once
+      const question = {id: "6-0", type: "task_step_result", task_id: "asking", callback_id: "cb6",
+                        answer_schema: {type: "object"}};
+      s.message({type: "subscription_confirmed", task_id: "asking",
+                 state: {progress: null, step_result: question, final: null}});
+      s.message(question);
+      // a resume that recovered the history: the replay carries the events, the state is skipped
+      s.message({type: "subscription_confirmed", task_id: "resumed", recovered: true, state: {
+        progress: {id: "4-5", type: "task_progress", task_id: "resumed", progress: 90}, step_result: null,
+        final: null}});
+      c.confirm("cb6", true, "", {rows: 3, mode: "fast"});
+      c.confirm("cb7", false);
+      return {log, sent: s.sent, same: returned === c, last: c.lastEventId};
+    }""")
+    assert out["same"] is True
+    assert out["sent"] == [
+        {"action": "subscribe", "user_id": "u1"},
+        {"action": "subscribe", "task_id": "done"},
+        {"action": "subscribe", "task_id": "asking"},
+        {"action": "subscribe", "task_id": "resumed", "last_event_id": "4-0"},
+        {"action": "confirm", "callback_id": "cb6", "proceed": True, "data": {"rows": 3, "mode": "fast"}},
+        {"action": "confirm", "callback_id": "cb7", "proceed": False},
+    ]
+    log = out["log"]
+    assert [(e["task_id"], e["progress"]) for e in log["progress"]] == [("seen", 1), ("done", 40)]
+    assert [(e["step"], e["callback_id"]) for e in log["steps"]] == [("q", None)]
+    assert [e["callback_id"] for e in log["questions"]] == ["cb6"]
+    assert [(e["task_id"], e["result"]) for e in log["done"]] == [("done", 7)]
+    assert out["last"] == "6-0"
+
+
+def test_client_reports_refusals_once_and_keeps_trying(scripted_page):
+    out = scripted_page.evaluate("""async () => {
+      const {log, options} = recorder();
+      const c = new CeleryWS.Client("ws://h/", {...options, userId: "u1"});
+      c.connect();
+      const next = async n => { for (let i = 0; i < 100 && sockets.length < n; i++) await sleep(10);
+                                return sockets[n - 1]; };
+      let s = await next(1);
+      s.open(); s.drop(1013, "Too many connections");
+      s = await next(2);
+      s.open(); s.drop(1013, "Too many connections");   // the same trouble again: not reported again
+      s = await next(3);
+      s.open(); s.drop(1008, "Rate limit exceeded");
+      s = await next(4);
+      s.open();
+      s.message({type: "subscription_confirmed", user_id: "u1", task_id: null});   // accepted
+      s.drop(1013, "Too many connections");   // after an accepted connection: reported afresh
+      s = await next(5);
+      s.onerror({message: "Unexpected server response: 403"});   // what Node's ws says
+      s.drop(1006, "");
+      await next(6);
+      c.close();
+      return {errors: log.errors, count: sockets.length, states: log.states,
+              exp: CeleryWS.tokenExpiry("x." + btoa(JSON.stringify({exp: 1700000000})).replace(/=+$/, "") + ".y"),
+              notJwt: CeleryWS.tokenExpiry("opaque")};
+    }""")
+    errors = out["errors"]
+    assert [(e["code"], e.get("closeCode")) for e in errors] == [
+        ("try_again_later", 1013),
+        ("policy_violation", 1008),
+        ("try_again_later", 1013),
+        ("handshake_refused", None),
+    ]
+    assert errors[0]["message"] == "Too many connections"
+    assert errors[3]["status"] == 403
+    assert "(HTTP 403)" in errors[3]["message"]
+    assert out["count"] == 6
+    assert "closed" not in out["states"][:-1]
+    assert out["exp"] == 1700000000 * 1000
+    assert out["notJwt"] is None
