@@ -20,7 +20,9 @@ from typing import Any, NamedTuple
 
 from jsonschema import Draft202012Validator, ValidationError
 
-__all__ = ["ANSWER_ROOT", "AnswerProblem", "answer_problems", "describe"]
+from .exceptions import ProtocolError
+
+__all__ = ["ANSWER_ROOT", "AnswerProblem", "answer_problems", "check_answer", "describe"]
 
 #: the name of the answer as a whole, for a problem no single field has
 ANSWER_ROOT = "data"
@@ -46,6 +48,24 @@ def answer_problems(schema: dict[str, Any], data: Any) -> list[AnswerProblem]:
 def describe(problems: list[AnswerProblem]) -> str:
     """``field: why; field: why``, for an error message."""
     return "; ".join(f"{problem.field}: {problem.message}" for problem in problems)
+
+
+def check_answer(schema: dict[str, Any], data: Any, *, callback_id: str) -> None:
+    """Refuse an answer that does not fit the question's form as the server
+    does, so the person can fix it while the task keeps waiting.
+
+    Raises:
+        ProtocolError: ``invalid_answer``, its ``fields`` naming each field that
+            does not fit, and the message why.
+    """
+    problems = answer_problems(schema, data)
+    if problems:
+        raise ProtocolError(
+            "invalid_answer",
+            f"The answer does not fit the form: {describe(problems)}",
+            callback_id=callback_id,
+            fields=sorted({problem.field for problem in problems}),
+        )
 
 
 def _named(error: ValidationError) -> Iterator[AnswerProblem]:

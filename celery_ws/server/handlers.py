@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from ..forms import answer_problems, describe
+from ..forms import check_answer
 from ..protocol import (
     Ack,
     Auth,
@@ -212,7 +212,7 @@ class ActionHandler:
             action.proceed,
             action.feedback,
             action.data,
-            check=lambda schema: _check_answer(schema, action),
+            check=lambda schema: check_answer(schema, action.data, callback_id=action.callback_id),
             claimer=self.continuer.replica if self.continuer is not None else None,
         )
         if answered.outcome != "ok":
@@ -246,20 +246,6 @@ class ActionHandler:
             for task_id in cancelled.revoke:
                 await self.revoke(task_id)
         return [_encode({"type": ReplyType.CANCEL_RECEIVED, "task_id": action.task_id})]
-
-
-def _check_answer(schema: dict[str, Any], action: Confirm) -> None:
-    """Refuse an answer that does not fit the question's form, naming the fields
-    (a missing one by its own name), so the person can fix it while the task
-    keeps waiting."""
-    problems = answer_problems(schema, action.data)
-    if problems:
-        raise ProtocolError(
-            "invalid_answer",
-            f"The answer does not fit the form: {describe(problems)}",
-            callback_id=action.callback_id,
-            fields=sorted({problem.field for problem in problems}),
-        )
 
 
 def _only_open_question(state: dict[str, Any], pending: list[bytes]) -> dict[str, Any]:

@@ -72,9 +72,9 @@ def wait_status(url: str, expected: int, timeout: float = seconds(10)) -> int:
 
 
 @pytest.fixture(scope="module")
-def own_server(celery_ws_settings: Settings) -> Iterator[ServerThread]:
+def own_server(celery_ws_redis_url: str) -> Iterator[ServerThread]:
     """A server no other test talks to, so connection counts are exact."""
-    server = ServerThread(celery_ws_settings).start()
+    server = ServerThread(Settings.load(redis_url=celery_ws_redis_url)).start()
     yield server
     server.stop()
 
