@@ -29,7 +29,7 @@ from celery_ws.client import Client
 from celery_ws.testing.redis_server import free_port
 from tests import tasks
 from tests.e2e.test_scale_out import event_ids, task_history
-from tests.helpers import seconds
+from tests.helpers import eventually, seconds
 from tests.processes import ServeProcess, http_get, run
 
 EVENT_TIMEOUT = seconds(20)
@@ -96,7 +96,7 @@ def listening(supervisor: ServeProcess, pids: list[int]) -> set[int]:
     return _holders(_sockets(supervisor.port), pids)
 
 
-def alive(pids: list[int]) -> list[int]:
+def alive_processes(pids: list[int]) -> list[int]:
     return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
 
 
@@ -221,7 +221,7 @@ async def test_sigterm_to_the_supervisor_closes_every_client_with_1001(
             await client.closed.wait()
     assert {client.connection.close_code for client in clients} == {1001}
     assert await asyncio.to_thread(process.wait, seconds(20)) == 0
-    assert not alive(pids)  # stopped, and reaped by the supervisor
+    assert not alive_processes(pids)  # stopped, and reaped by the supervisor
 
 
 async def test_a_killed_process_is_replaced_and_the_port_keeps_serving(
@@ -235,6 +235,9 @@ async def test_a_killed_process_is_replaced_and_the_port_keeps_serving(
         async with asyncio.timeout(seconds(10)):
             await client.closed.wait()
     alive = [client for client in clients if client not in held[killed]]
+    # gone, its listening socket with it (a connection that reached that socket's
+    # queue before is reset, as with one process: clients reconnect)
+    assert await eventually(lambda: bool(alive_processes([killed])), False) is False
 
     # the survivor keeps the port while the supervisor starts a replacement
     async with Client(supervisor.url, timeout=EVENT_TIMEOUT) as meanwhile:
