@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from celery_ws.client import Client
+from celery_ws.settings import Settings
 from celery_ws.testing.redis_server import free_port
 from tests import tasks
 from tests.e2e.test_scale_out import event_ids, task_history
@@ -311,3 +312,8 @@ def test_workers_needs_a_fixed_port() -> None:
     done = run([sys.executable, "-m", "celery_ws", "serve", "--port", "0", "--workers", "2"])
     assert done.returncode == 1
     assert "--workers needs a fixed port" in done.stderr
+
+
+def test_auto_is_one_process_per_cpu_this_process_may_use() -> None:
+    assert Settings.load(workers="auto").workers == len(os.sched_getaffinity(0))
+    assert Settings.load().workers == 1
