@@ -288,3 +288,29 @@ async def test_queues_guide_sends_blocking_questions_to_the_threads_worker(tutor
     assert done["result"]["deleted"] == 0
     assert f"tasks.clean_rows[{task_id}] received" in tutorial.log("questions")
     assert task_id not in tutorial.log("worker")
+
+
+# -- the reference pages name everything the code has -----------------------------------
+
+
+def test_api_reference_documents_every_public_name():
+    import celery_ws
+
+    page = (DOCS / "reference" / "api.md").read_text()
+    documented = set(re.findall(r"^::: celery_ws\.(\w+)$", page, re.M))
+    assert set(celery_ws.__all__) - {"__version__"} <= documented
+
+
+def test_protocol_and_errors_pages_name_every_action_event_and_error_code():
+    from typing import get_args
+
+    from celery_ws.protocol import ACTIONS, ErrorCode, EventType, ReplyType
+
+    protocol = (DOCS / "reference" / "protocol.md").read_text()
+    errors = (DOCS / "reference" / "errors.md").read_text()
+    assert [a for a in ACTIONS if f"| `{a}` |" not in protocol] == []
+    assert [e.value for e in EventType if f"`{e.value}`" not in protocol] == []
+    assert [
+        r.value for r in ReplyType if f'"{r.value}"' not in protocol and f"`{r.value}`" not in protocol
+    ] == []
+    assert [code for code in get_args(ErrorCode) if f"| `{code}` |" not in errors] == []
