@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field
 from celery_ws import ProgressTask, TaskStepResult, UserConfirmation, confirm_step
 
 
+# The answer to the task's question: its JSON schema travels with the question
+# (the page builds a form from it, descriptions included) and the task gets an
+# instance back as answer.data.
 class WriteOptions(BaseModel):
-    """What the person decides before the rows are written: the page shows a
-    form for it, and the task gets it back as ``answer.data``."""
+    """How to write the imported rows."""
 
     skip_invalid: bool = Field(True, description="Leave out the rows with errors")
     batch_size: int = Field(100, ge=1, le=1000, description="Rows written per batch")

@@ -92,13 +92,15 @@ def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, pag
     question = page.locator("#question")
     expect(question).to_be_visible()
     expect(page.locator("#question-text")).to_have_text("Write the rows of orders.csv?")
+    expect(question.locator("[name=skip_invalid]")).to_be_checked()  # the model's default
     page.fill("[name=batch_size]", "5000")  # WriteOptions.batch_size: at most 1000
     page.click("#proceed")
-    expect(page.locator('[data-field="batch_size"]')).not_to_be_empty()
+    expect(question.locator('[data-field="batch_size"]')).to_have_class(re.compile(r"\bcws-invalid\b"))
     expect(question).to_be_visible()  # still open: the task keeps waiting
+    browser_fixtures.screenshot(page, "django-example-refused-answer")
 
     page.fill("[name=batch_size]", "9")
-    page.fill("[name=feedback]", "ship it")
+    page.fill("#feedback", "ship it")
     page.click("#proceed")
     expect(question).to_be_hidden()
     expect(page.locator("#outcome")).to_have_text(
