@@ -1,7 +1,7 @@
 """Docstrings in celery_ws cross-reference with Sphinx roles
 (``:class:`~celery_ws.Publisher```), which Markdown leaves as text: turn each
 into a link to the object when the API reference documents it, into plain
-code otherwise. Runs before mkdocs-autorefs resolves links (its ``on_env``)."""
+code otherwise; and reST's ``::`` before a literal block becomes ``:``. Runs before mkdocs-autorefs resolves links (its ``on_env``)."""
 
 from __future__ import annotations
 
@@ -25,4 +25,5 @@ def _autoref(match: re.Match[str]) -> str:
 
 
 def on_page_content(html_text: str, **kwargs: Any) -> str:
-    return ROLE.sub(_autoref, html_text)
+    # a paragraph that introduces a literal block ends with reST's "::"
+    return ROLE.sub(_autoref, html_text).replace("::</p>", ":</p>")
