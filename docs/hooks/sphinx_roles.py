@@ -1,7 +1,8 @@
 """Docstrings in celery_ws cross-reference with Sphinx roles
 (``:class:`~celery_ws.Publisher```), which Markdown leaves as text: turn each
 into a link to the object when the API reference documents it, into plain
-code otherwise; and reST's ``::`` before a literal block becomes ``:``. Runs before mkdocs-autorefs resolves links (its ``on_env``)."""
+code otherwise; and reST's ``::`` before a literal block becomes ``:``. Runs
+before mkdocs-autorefs resolves links (its ``on_env``)."""
 
 from __future__ import annotations
 
