@@ -23,6 +23,12 @@ keeps arriving while a question waits, and a question answered in another tab
 leaving a stale one. The client reconnects by itself, so a server restart
 only shows as a line on the screen.
 
+A typed question (``answer_model=``, its JSON Schema as ``answer_schema``)
+is answered field by field after ``y`` (``form.py``): each line is checked as
+it is typed (type, choices, bounds, required) and asked again until it fits;
+what only the server can check comes back as ``invalid_answer`` naming the
+fields, which are asked again. ``--yes`` sends a typed question's defaults.
+
 What it draws and how it reads the keyboard is ``terminal.py``; everything
 from the stream is shown literally there, never as Rich markup.
 """
@@ -32,12 +38,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from ..protocol import TERMINAL_EVENT_TYPES, EventType, ReplyType
 from .connection import Client
+from .form import FormField, assemble, form_fields
 from .frames import Frame
 from .terminal import LineReader, View, literal
 from .workflow import TASK_CONTINUED, TASK_WAITING, Workflows
@@ -72,7 +80,7 @@ class Watcher:
         self.asking: tuple[str, asyncio.Task[None]] | None = None  # callback_id, prompt
         self.answered: set[str] = set()  # answered from here: their confirmation_answered is ours
         self.workflows = Workflows()
-        self.prompting = False  # the prompt is on the screen, waiting for a line
+        self.prompting: Text | None = None  # the prompt on the screen, waiting for a line
 
     async def run(self) -> int:
         status = asyncio.create_task(self._connection_status())
@@ -112,14 +120,18 @@ class Watcher:
         elif kind in (EventType.TASK_SENT, EventType.TASK_STARTED, EventType.TASK_RETRYING):
             extra = frame.get("reason") if kind == EventType.TASK_RETRYING else frame.get("name") or ""
             self.view.line(literal(f"{str(frame.get('task_id'))[:8]} {kind} {extra}", "dim"))
+        elif (
+            kind == ReplyType.ERROR and self.asking is not None and frame.get("callback_id") == self.asking[0]
+        ):
+            return None  # the reply to the answer being sent: _ask shows it
         elif kind == ReplyType.ERROR:
             self.view.line(
                 Text("server error ", "red"), literal(f"{frame.get('code')}: {frame.get('message')}")
             )
         elif kind == TASK_WAITING:
-            self.view.waiting(frame, after_prompt=self.prompting)
-            if self.prompting:  # the notice broke the prompt's line: ask again below it
-                self.view.console.print(Text(_PROMPT), end="")
+            self.view.waiting(frame, after_prompt=self.prompting is not None)
+            if self.prompting is not None:  # the notice broke the prompt's line: ask again below it
+                self.view.console.print(self.prompting, end="")
         elif kind == TASK_CONTINUED:
             self.view.continued(frame)
         elif kind in TERMINAL_EVENT_TYPES and ended is None:  # a task whose workflow waits on an answer
@@ -169,10 +181,12 @@ class Watcher:
 
     async def _ask(self, frame: Frame) -> None:
         self.view.question(frame)
+        callback_id = str(frame["callback_id"])
+        form = form_fields(frame["answer_schema"]) if isinstance(frame.get("answer_schema"), dict) else []
         feedback: str | None
-        if self.yes:
+        values: dict[str, Any] | None = {}
+        if self.yes:  # a typed question gets its defaults
             proceed, feedback = True, "approved with --yes"
-            self.answered.add(str(frame["callback_id"]))
             self.view.line("Proceed? [y/n] y (--yes)")
         else:
             answer = await self._prompt()
@@ -180,31 +194,63 @@ class Watcher:
                 self.view.line(Text("no more input: leaving the question unanswered", "yellow"))
                 return
             proceed, feedback = answer
-        self.answered.add(str(frame["callback_id"]))
-        reply = await self.client.confirm(str(frame["callback_id"]), proceed, feedback)
-        if reply.get("type") == ReplyType.CONFIRMATION_RECEIVED:
-            sent = f"sent: proceed={proceed}" + (f", feedback {feedback!r}" if feedback else "")
-            self.view.line(literal(sent))
-        else:
+            if proceed and form:
+                values = await self._fill(form, {})
+        while values is not None:
+            self.answered.add(callback_id)
+            data = assemble(values) if proceed and form else None
+            reply = await self.client.confirm(callback_id, proceed, feedback, data=data)
+            if reply.get("type") == ReplyType.CONFIRMATION_RECEIVED:
+                sent = f"sent: proceed={proceed}" + (f", feedback {feedback!r}" if feedback else "")
+                self.view.line(literal(sent + (f", data {data!r}" if data is not None else "")))
+                return
+            self.answered.discard(callback_id)
             self.view.line(
                 Text("answer refused", "red"), literal(f": {reply.get('code')}: {reply.get('message')}")
             )
+            if reply.get("code") != "invalid_answer" or self.yes:
+                return
+            values = await self._fill(_named(form, reply.get("fields")), values)
+        self.view.line(Text("no more input: leaving the question unanswered", "yellow"))
 
     async def _prompt(self) -> tuple[bool, str | None] | None:
         """``y``/``n``, optionally followed by feedback on the same line; None at end of input."""
         self.stdin.drain()
         while True:
-            self.view.console.print(Text(_PROMPT), end="")
-            self.prompting = True
-            try:
-                line = await self.stdin.readline()
-            finally:
-                self.prompting = False
+            line = await self._readline(Text(_PROMPT))
             if line is None:
                 return None
             word, _, feedback = line.strip().partition(" ")
             if word.lower() in _YES | _NO:
                 return word.lower() in _YES, feedback.strip() or None
+
+    async def _fill(self, form: list[FormField], values: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask each field of a typed question in turn, again until its line
+        parses (type, choices, bounds); None at end of input."""
+        for field in form:
+            while True:
+                line = await self._readline(literal(f"  {field.hint()}: "))
+                if line is None:
+                    return None
+                try:
+                    value = field.parse(line)
+                except ValueError as exc:
+                    self.view.line(literal(f"  {field.name} {exc}", "red"))
+                    continue
+                if value is None:
+                    values.pop(field.name, None)
+                else:
+                    values[field.name] = value[0]
+                break
+        return values
+
+    async def _readline(self, prompt: Text) -> str | None:
+        self.view.console.print(prompt, end="")
+        self.prompting = prompt
+        try:
+            return await self.stdin.readline()
+        finally:
+            self.prompting = None
 
     async def _connection_status(self) -> None:
         """A line when the connection drops and when it is back."""
@@ -218,6 +264,14 @@ class Watcher:
                 self.view.line(Text("reconnected", "green"))
             was_up = up
             await asyncio.sleep(_STATUS_POLL)
+
+
+def _named(form: list[FormField], names: Any) -> list[FormField]:
+    """The fields an ``invalid_answer`` names (a nested object's name covers
+    its fields); the whole form when it names none of them."""
+    named = [str(name) for name in names or ()]
+    chosen = [f for f in form if any(f.name == n or f.name.startswith(f"{n}.") for n in named)]
+    return chosen or form
 
 
 async def watch(

@@ -1,6 +1,7 @@
 """``celery-ws watch`` in a pseudo-terminal, against a real server, worker and
 Redis: it draws progress, shows step results, prompts, sends the typed answer
-and exits with the task's outcome."""
+(a typed question's form field by field, checked as it is typed, and asked
+again where the server refuses it) and exits with the task's outcome."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import pytest
+from celery import shared_task
+from pydantic import BaseModel, Field
 
+from celery_ws import ProgressTask, TaskStepResult
 from celery_ws.testing.redis_server import free_port
 from tests import tasks
 from tests.helpers import seconds
@@ -53,12 +58,13 @@ class Terminal:
             except OSError:  # EIO: the child closed the terminal
                 time.sleep(seconds)
 
-    def expect(self, text: str, timeout: float = STEP_TIMEOUT) -> None:
+    def expect(self, text: str, timeout: float = STEP_TIMEOUT, times: int = 1) -> None:
+        """Wait until ``text`` was shown (``times`` times in all)."""
         deadline = time.monotonic() + timeout
-        while text not in self.screen:
+        while self.screen.count(text) < times:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self._pump(0.1)
-                if text in self.screen:
+                if self.screen.count(text) >= times:
                     return
                 raise AssertionError(
                     f"{text!r} not shown (exit {self.process.poll()}); screen:\n{self.screen}"
@@ -229,3 +235,79 @@ def test_error_texts_are_shown_literally(celery_ws_server, user, terminal):
     lines = " ".join(term.screen.split())  # the lines as read, whatever the terminal wrapped
     assert f"task_retrying RuntimeError: {SHOWN}" in lines, lines
     assert f"failed: ValueError: {SHOWN}" in lines, lines
+
+
+class Address(BaseModel):
+    city: str = Field(description="where the rows go")
+    zip_code: str = Field(pattern=r"^\d{5}$")  # not checked as typed: the server refuses it
+
+
+class Shipping(BaseModel):
+    rows: int = Field(ge=1, le=100, description="how many rows to write")
+    ratio: float = Field(0.5, gt=0, lt=1)
+    mode: Literal["append", "replace"] = "append"
+    dry_run: bool = False
+    note: str | None = None
+    ship_to: Address
+
+
+@shared_task(base=ProgressTask, bind=True)
+def ask_shipping(self: ProgressTask) -> dict[str, Any] | None:
+    answer = self.confirm(
+        TaskStepResult(step="ship", message="Ship how?", status="waiting"),
+        timeout=seconds(60),
+        answer_model=Shipping,
+    )
+    return answer.data.model_dump() if answer.proceed else None
+
+
+def test_a_typed_question_is_asked_field_by_field(celery_ws_server, user, terminal):
+    term = watch(terminal, "--user", user, "--url", celery_ws_server.url)
+    term.expect("Watching user")
+    result = ask_shipping.delay_for(user)
+    term.expect("Proceed?")
+    term.type("y\n")
+    for prompt, lines, told in [
+        (
+            "rows (integer, at least 1, at most 100, required): how many rows to write",
+            ["many", "500", "12"],
+            ["rows must be a whole number", "rows must be at most 100"],
+        ),
+        ("ratio (number, more than 0, less than 1) [0.5]", [""], []),  # the default
+        (
+            "mode (one of: append, replace) [append]",
+            ["merge", "replace"],
+            ["mode must be one of: append, replace"],
+        ),
+        ("dry_run (boolean, y/n) [n]", ["y"], []),
+        ("note (string)", [""], []),  # optional: left out
+        (
+            "ship_to.city (string, required): where the rows go",
+            ["", "Lyon"],
+            ["ship_to.city a value is required"],
+        ),
+        ("ship_to.zip_code (string, required)", ["abc"], []),
+    ]:
+        term.expect(prompt)
+        for line in lines:
+            term.type(line + "\n")
+        for message in told:
+            term.expect(message)
+    # the pattern is the server's to check: refused, naming the field, and asked again
+    term.expect("ship_to.zip_code (string, required)", times=2)
+    lines = " ".join(term.screen.split())  # the lines as read, whatever the terminal wrapped
+    assert (
+        "answer refused: invalid_answer: The answer does not fit the form: ship_to.zip_code: 'abc'" in lines
+    )
+    assert "server error" not in lines  # the refusal is told once, by the prompt
+    term.type("69001\n")
+    assert term.wait() == 0, term.screen
+    assert "sent: proceed=True" in term.screen
+    assert result.get(timeout=seconds(10)) == {
+        "rows": 12,
+        "ratio": 0.5,
+        "mode": "replace",
+        "dry_run": True,
+        "note": None,
+        "ship_to": {"city": "Lyon", "zip_code": "69001"},
+    }
