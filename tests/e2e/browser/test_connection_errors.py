@@ -111,7 +111,7 @@ def test_the_built_in_page_says_the_origin_was_refused(named_browser, server):
     try:
         page = context.new_page()
         page.goto(f"http://{SITE}:{server.port}/?user=u1")
-        expect(page.locator("#notice")).to_contain_text("The server refused this page")
+        expect(page.locator("#notice")).to_contain_text("The server refused the WebSocket handshake")
         expect(page.locator("#state")).to_have_text("reconnecting")
         screenshot(page, "origin-refused")
     finally:
