@@ -185,8 +185,19 @@ export interface ErrorEvent {
 /** A token, or a function returning one (or a promise of one): called per connection and before exp. */
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** What the client needs of a WebSocket: the browser's, or the ws package's in Node. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+}
+
 /** The WebSocket class to use: the global one by default; in Node 20, the ws package's. */
-export type WebSocketClass = new (url: string, protocols?: string | string[]) => WebSocket;
+export type WebSocketClass = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 export interface ClientOptions {
   /** Open mode: follow this user's tasks. */

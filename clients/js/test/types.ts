@@ -4,6 +4,7 @@ import CeleryWS, {
   Client, compareEventIds, renderAnswerForm, tokenExpiry, workflowOf,
   type AnswerForm, type ConnectionState, type DoneEvent, type ErrorEvent, type ProgressEvent,
 } from "celery-ws";
+import WebSocket from "ws";
 
 declare const container: HTMLElement;
 
@@ -35,4 +36,6 @@ const order: -1 | 0 | 1 = compareEventIds("1-0", "2-0");
 const workflow: string | null = workflowOf({ workflow_id: "w", task_id: "t" });
 const expiry: number | null = tokenExpiry("a.b.c");
 const same: typeof Client = CeleryWS.Client;
+const inNode = new Client("ws://127.0.0.1:8765/", { userId: "u", WebSocket });  // the ws package's class
+inNode.close();
 void [sent, waiting, order, workflow, expiry, same];
