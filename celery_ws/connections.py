@@ -19,7 +19,9 @@ reader, a pooled one, a task's ``BLPOP``) would stay on the old master until
 then. celery-ws' Sentinel connections ask again at most once a second, before
 they send a command; when the master has moved, the connection closes without
 sending and raises ConnectionError, which the client's retry (or the server's
-reader loop) answers by connecting to the new master. Sentinel and cluster
+reader loop) answers by connecting to the new master. A connection blocked
+in ``BLPOP`` sends nothing, so a Sentinel client's ``BLPOP`` waits in slices of
+a second, each one checked. Sentinel and cluster
 clients retry for longer than a standalone one: a failover takes seconds.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any, TypeAlias, cast
 
 import redis
@@ -92,7 +95,11 @@ def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
     sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_options(target))
     assert target.service is not None  # noqa: S101 (parse_redis_url guarantees it)
     client: redis.Redis = sentinel.master_for(
-        target.service, connection_pool_class=_SyncSentinelPool, **server, **options
+        target.service,
+        redis_class=_SyncSentinelRedis,
+        connection_pool_class=_SyncSentinelPool,
+        **server,
+        **options,
     )
     return client
 
@@ -115,6 +122,7 @@ def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
     assert target.service is not None  # noqa: S101
     client: redis.asyncio.Redis = sentinel.master_for(
         target.service,
+        redis_class=_AsyncSentinelRedis,
         connection_pool_class=_AsyncSentinelPool,
         max_connections=ASYNC_POOL_SIZE,
         timeout=_POOL_WAIT,
@@ -234,3 +242,33 @@ class _AsyncSentinelPool(
         kwargs["connection_class"] = _AsyncMasterSSLConnection if tls else _AsyncMasterConnection
         super().__init__(service_name, sentinel_manager, **kwargs)
         self.connection_kwargs["master_watch"] = _MasterWatch()
+
+
+def _slices(timeout: float | None) -> Iterator[float]:
+    """Lengths of the BLPOPs that make one of ``timeout`` seconds (0 or None:
+    forever), none longer than ``MASTER_CHECK_INTERVAL``."""
+    deadline = time.monotonic() + timeout if timeout else None
+    while deadline is None or (left := deadline - time.monotonic()) > 0:
+        yield MASTER_CHECK_INTERVAL if deadline is None else max(min(left, MASTER_CHECK_INTERVAL), 0.01)
+
+
+class _SyncSentinelRedis(redis.Redis):
+    """A Sentinel client whose ``BLPOP`` follows the master while it waits."""
+
+    def blpop(self, keys: Any, timeout: float | None = 0) -> Any:
+        for part in _slices(timeout):
+            reply = super().blpop(keys, part)
+            if reply is not None:
+                return reply
+        return None
+
+
+class _AsyncSentinelRedis(redis.asyncio.Redis):
+    """The asyncio twin of ``_SyncSentinelRedis``."""
+
+    async def blpop(self, keys: Any, timeout: float | None = 0) -> Any:
+        for part in _slices(timeout):
+            reply = await super().blpop(keys, part)
+            if reply is not None:
+                return reply
+        return None

@@ -1,0 +1,132 @@
+"""celery-ws on Redis Sentinel (``redis+sentinel://``): a real ``celery worker``,
+a ``celery-ws serve`` and a client carry on through a ``SENTINEL FAILOVER``
+forced mid-task, none of them restarted.
+
+The Celery broker and result backend stay on the suite's standalone Redis:
+only celery-ws' own Redis goes through Sentinel.
+
+What a forced failover may lose is Redis' own window (README, "Sentinel"):
+the old master accepts writes until each process notices the new one (at
+most about a second after the sentinels name it); those are gone from the
+new master's history. Everything the new master has must reach the client,
+once and in order, and the steps lost must all fall in that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_ws import Publisher
+from celery_ws.client import Client
+from celery_ws.connections import MASTER_CHECK_INTERVAL
+from celery_ws.protocol import event_order
+from celery_ws.testing.redis_topologies import SentinelGroup
+from tests import tasks
+from tests.helpers import seconds
+from tests.processes import ServeProcess, WorkerProcess
+
+STEPS = 24
+STEP_DELAY = 0.2
+#: steps a task may write to the old master before it notices the new one:
+#: the sentinels agreeing, then a check of each process, with slack
+LOST_STEPS_BOUND = int((2 + 2 * MASTER_CHECK_INTERVAL) / STEP_DELAY)
+
+
+@pytest.fixture
+def on_sentinel(
+    app: Celery, celery_ws_redis_url: str, sentinel_group: SentinelGroup, tmp_path: Path
+) -> Iterator[tuple[WorkerProcess, ServeProcess, str]]:
+    """A prefork worker and a server, both on ``sentinel_group``."""
+    queue = f"sentinel-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(
+        app,
+        sentinel_group.url,
+        tmp_path,
+        queue,
+        broker_url=celery_ws_redis_url,
+        env={"CELERY_RESULT_BACKEND": celery_ws_redis_url},
+    )
+    server = ServeProcess(sentinel_group.url, tmp_path)
+    worker.start()
+    try:
+        server.start()
+        yield worker, server, queue
+    finally:
+        server.stop()
+        worker.stop()
+
+
+def _received(client: Client, task_id: str) -> list[str]:
+    return [
+        f["id"]
+        for f in client.frames
+        if f.get("task_id") == task_id and "id" in f and f.get("type") != "heartbeat"
+    ]
+
+
+def _stored(publisher: Publisher, task_id: str) -> list[str]:
+    entries = publisher.redis.xrange(publisher.settings.keys.task_events(task_id))
+    return [entry_id.decode() for entry_id, _ in entries]
+
+
+def _steps(frames: list[dict[str, Any]], task_id: str) -> list[int]:
+    return [
+        f["result"]["i"]
+        for f in frames
+        if f.get("type") == "task_step_result" and f.get("task_id") == task_id
+    ]
+
+
+async def test_a_failover_mid_task_loses_nothing_the_new_master_has(
+    on_sentinel: tuple[WorkerProcess, ServeProcess, str], sentinel_group: SentinelGroup, user: str
+) -> None:
+    worker, server, queue = on_sentinel
+    publisher = Publisher(sentinel_group.url)
+    try:
+        async with Client(
+            server.url, reconnect=True, backoff_initial=0.1, backoff_max=0.5, timeout=seconds(10)
+        ) as client:
+            await client.subscribe(user_id=user)
+            waiting = tasks.ask.apply_async_for(user, (), {"timeout": seconds(60)}, queue=queue)
+            request = await client.wait_for(
+                lambda f: f.get("task_id") == waiting.id and f.get("callback_id"), timeout=seconds(20)
+            )
+            running = tasks.step_by_step.apply_async_for(user, (STEPS, STEP_DELAY), queue=queue)
+            await client.wait_for_event(
+                "task_step_result", task_id=running.id, step="step-2", timeout=seconds(20)
+            )
+            old = sentinel_group.master
+            new = await asyncio.to_thread(sentinel_group.failover)
+            done = await client.wait_for_event("task_succeeded", task_id=running.id, timeout=seconds(30))
+            # the question asked before the failover, answered after it
+            await client.confirm(request["callback_id"], True, "after the failover")
+            answered = await client.wait_for_event("task_succeeded", task_id=waiting.id, timeout=seconds(30))
+            # cancel reaches a task that runs on the new master
+            spinning = tasks.spin.apply_async_for(user, (0.05,), queue=queue)
+            await client.wait_for_event("task_progress", task_id=spinning.id, timeout=seconds(20))
+            await client.cancel(spinning.id)
+            await client.wait_for_event("task_cancelled", task_id=spinning.id, timeout=seconds(20))
+        assert (old.port, new.port) == (sentinel_group.replica.port, sentinel_group.master.port)
+        assert done["result"] == STEPS
+        assert answered["result"]["feedback"] == "after the failover"
+        assert (server.starts, worker.starts) == (1, 1), "nothing was restarted"
+        for task_id in (running.id, waiting.id, spinning.id):
+            got, stored = _received(client, task_id), _stored(publisher, task_id)
+            assert len(got) == len(set(got)), "duplicates"
+            assert got == sorted(got, key=event_order), "out of order"
+            assert set(stored) <= set(got), f"stored, never received: {sorted(set(stored) - set(got))}"
+        # steps neither received nor stored went to the old master in the failover's window
+        got_steps = _steps(client.frames, running.id)
+        lost = sorted(set(range(STEPS)) - set(got_steps))
+        assert len(lost) <= LOST_STEPS_BOUND, f"lost {lost}"
+        assert lost == list(range(lost[0], lost[0] + len(lost))) if lost else True, f"lost {lost}"
+        assert got_steps[-1] == STEPS - 1
+    finally:
+        publisher.close()
