@@ -90,7 +90,8 @@ def answer(
             against its form as the server checks it.
         by: who answers (a user among the question's assignees); its owner
             by default.
-        settings, app: where the question lives; Celery's current app by default.
+        settings: where the question lives; else ``app``'s.
+        app: where the question lives; Celery's current app by default.
 
     Returns:
         The answer as the task receives it (``data`` as sent, not yet a model).
