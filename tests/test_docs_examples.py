@@ -314,3 +314,24 @@ def test_protocol_and_errors_pages_name_every_action_event_and_error_code():
         r.value for r in ReplyType if f'"{r.value}"' not in protocol and f"`{r.value}`" not in protocol
     ] == []
     assert [code for code in get_args(ErrorCode) if f"| `{code}` |" not in errors] == []
+
+
+# -- the testing guide: the tutorial's tasks tested with the plugin ---------------------
+
+
+def test_testing_guide_tests_pass_with_the_plugin(tmp_path: Path):
+    """``python -m pytest test_tasks.py`` beside tasks.py, as the guide runs it:
+    the plugin starts its own redis-server and worker and answers the questions."""
+    for name in ("tasks.py", "test_tasks.py"):
+        shutil.copy(EXAMPLES / "tutorial" / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_", "CELERY_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_tasks.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds(90),
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "3 passed" in done.stdout
