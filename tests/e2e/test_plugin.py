@@ -18,6 +18,9 @@ from tests.helpers import seconds
 
 pytest_plugins = ["pytester"]
 
+#: each test runs a whole inner suite (its own interpreter, worker and server)
+pytestmark = pytest.mark.timeout(150)
+
 #: the user's app: a task that asks before writing, and one with a typed question
 USERS_APP = """
 import uuid
