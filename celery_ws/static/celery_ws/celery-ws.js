@@ -164,6 +164,7 @@
     this._ended = new BoundedSet(SEEN_LIMIT);      // workflows whose onDone fired
     this._refresher = null;     // timer renewing a token function's token before it expires
     this._reported = {};        // connection errors reported since the last accepted connection
+    this._failedHandshakes = 0; // in a row, since a socket last opened
   }
 
   /** Whether a workflow (its first task's id) waits for an answer. */
@@ -272,6 +273,7 @@
     socket.onopen = function () {
       if (self._socket !== socket) return;
       socket._opened = true;
+      self._failedHandshakes = 0;
       self._lastFrameAt = Date.now();
       self._setState("open");
       if (!self.token) self._subscribeAll();
@@ -334,11 +336,13 @@
 
   // A handshake that failed before the socket opened: the server is down, or it
   // refused the upgrade over HTTP (403 from its Origin check, 503 when full).
-  // Browsers tell the page neither, so ask the server for anything over plain
-  // HTTP: an answer means it is up and refused this client.
+  // Browsers tell the page neither, so after two failures in a row (one could
+  // be a server coming back up) ask the server for anything over plain HTTP:
+  // an answer means it is up and refused this client.
   Client.prototype._handshakeFailed = function (socket) {
     var self = this;
     var status = socket._status || null;
+    this._failedHandshakes++;
     var refused = {
       type: "error", code: "handshake_refused", status: status,
       message: "The server refused the WebSocket handshake" + (status ? " (HTTP " + status + ")" : "") +
@@ -348,7 +352,7 @@
       this._report(refused);
       return;
     }
-    if (this._reported.handshake_refused || typeof fetch !== "function") return;
+    if (this._failedHandshakes < 2 || this._reported.handshake_refused || typeof fetch !== "function") return;
     fetch(httpUrl(this.url), { mode: "no-cors", cache: "no-store", credentials: "omit" }).then(function () {
       if (self._wanted && !(self._socket && self._socket._opened)) self._report(refused);
     }, noop);
