@@ -26,7 +26,7 @@ LINK = re.compile(r"(?P<image>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 #: README's anchors, and the pages (from docs/) that cover them
 ANCHORS = {
     "#configuration": "reference/configuration.md",
-    "#deploy": "how-to/nginx.md",
+    "#deploy": "reference/deploy.md",
     "#operations": "reference/metrics.md",
     "#in-a-django-project": "how-to/django.md",
     "#deferred-questions-ask": "how-to/tasks.md#deferred-questions-ask",
