@@ -240,7 +240,7 @@ def token(ctx: click.Context, user_id: str, ttl: int | None, app_path: str | Non
 @click.option("--user", "user_id", help="Watch this user's tasks (all of them) instead of one task.")
 @click.option("--url", default="ws://127.0.0.1:8765", show_default=True, help="The celery-ws server.")
 @click.option("--token", envvar="CELERY_WS_TOKEN", help="Connection token for token mode [CELERY_WS_TOKEN].")
-@click.option("--yes", is_flag=True, help="Answer every question with yes.")
+@click.option("--yes", is_flag=True, help="Answer every question with yes (a typed one with its defaults).")
 @click.option("--follow", is_flag=True, help="With --user: keep watching after a task ends, until Ctrl-C.")
 def watch(
     task_id: str | None, user_id: str | None, url: str, token: str | None, yes: bool, follow: bool
