@@ -156,7 +156,11 @@ def test_the_wheel_carries_the_package_data_and_the_license(plain: PlainInstall)
     lua = {f"celery_ws/lua/{path.name}" for path in (plain.source / "celery_ws" / "lua").glob("*.lua")}
     assert lua
     assert lua <= names
-    assert {"celery_ws/static/celery_ws/index.html", "celery_ws/static/celery_ws/celery-ws.js", "celery_ws/py.typed"} <= names
+    assert {
+        "celery_ws/static/celery_ws/index.html",
+        "celery_ws/static/celery_ws/celery-ws.js",
+        "celery_ws/py.typed",
+    } <= names
     assert package_files(plain.source) <= names
     assert f"celery_ws-{__version__}.dist-info/licenses/LICENSE" in names
     assert "License-Expression: MIT" in metadata
