@@ -30,7 +30,7 @@ def open_task_page(page: Any, server: ServeProcess, task_id: str) -> Any:
 
 def test_a_late_page_shows_where_the_task_is_and_never_an_answered_question(page, server, user):
     open_page(page, server, user)
-    result = tasks.progress_then_ask.delay_for(user, steps=20, delay=0.2)
+    result = tasks.progress_then_ask.delay_for(user, steps=30, delay=0.2)  # 6 s of writing after the answer
     question = card(page, result.id).locator(".question")
     question.locator("button.proceed").click()
     expect(card(page, result.id).locator(".steps")).to_contain_text(f"Proceeded by {user}")
@@ -44,15 +44,15 @@ def test_a_late_page_shows_where_the_task_is_and_never_an_answered_question(page
     )
     expect(row.locator(".message")).to_contain_text("Writing row")
     expect(row.locator(".question")).to_have_count(0)
-    expect(row.locator(".steps")).to_contain_text("Write 20 rows?")  # the step, not a question
+    expect(row.locator(".steps")).to_contain_text("Write 30 rows?")  # the step, not a question
     expect(row).to_have_attribute("data-status", "succeeded", timeout=seconds(20) * 1000)
-    assert result.get(timeout=seconds(10))["written"] == 20
+    assert result.get(timeout=seconds(10))["written"] == 30
 
     # opened after the end: the final result at once
     after = page.context.new_page()
     row = open_task_page(after, server, result.id)
     expect(row).to_have_attribute("data-status", "succeeded")
-    expect(row.locator(".outcome")).to_contain_text('"written":20')
+    expect(row.locator(".outcome")).to_contain_text('"written":30')
     expect(row.locator(".question")).to_have_count(0)
     assert progress_value(after, result.id) == 100
     screenshot(after, "late-viewer-finished")
