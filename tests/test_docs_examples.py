@@ -115,6 +115,12 @@ def script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def reader_env(**extra: str) -> dict[str, str]:
+    """This environment without celery-ws' and Celery's settings: a reader's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_", "CELERY_"))}
+    return {**env, **extra}
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -132,8 +138,7 @@ def tutorial(tmp_path_factory: pytest.TempPathFactory, celery_ws_redis_url: str)
     path = tmp_path_factory.mktemp("tutorial")
     for name in ("tasks.py", "start.py"):
         shutil.copy(EXAMPLES / "tutorial" / name, path / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_", "CELERY_"))}
-    env.update(REDIS_URL=f"{celery_ws_redis_url.rsplit('/', 1)[0]}/{TUTORIAL_DB}", PYTHONUNBUFFERED="1")
+    env = reader_env(REDIS_URL=f"{celery_ws_redis_url.rsplit('/', 1)[0]}/{TUTORIAL_DB}", PYTHONUNBUFFERED="1")
     project = Project(path, env, free_port())
     server = project.spawn(
         "serve", script("celery-ws"), "serve", "--app", "tasks:app", "--port", str(project.port)
@@ -324,7 +329,7 @@ def test_testing_guide_tests_pass_with_the_plugin(tmp_path: Path):
     the plugin starts its own redis-server and worker and answers the questions."""
     for name in ("tasks.py", "test_tasks.py"):
         shutil.copy(EXAMPLES / "tutorial" / name, tmp_path / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_WS_", "WEBSOCKET_", "CELERY_"))}
+    env = reader_env()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_tasks.py"],
         cwd=tmp_path,
