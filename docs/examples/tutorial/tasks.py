@@ -1,6 +1,7 @@
 """The tutorial's tasks: run them with ``celery -A tasks worker`` and
 ``celery-ws serve --app tasks:app`` from the directory holding this file."""
 
+# --8<-- [start:app]
 import os
 import time
 
@@ -8,7 +9,6 @@ from celery import Celery
 
 from celery_ws import CeleryWS, ProgressTask, TaskStepResult, confirm_step
 
-# --8<-- [start:app]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 app = Celery("tasks", broker=REDIS_URL, backend=REDIS_URL)
