@@ -340,3 +340,16 @@ def test_testing_guide_tests_pass_with_the_plugin(tmp_path: Path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "3 passed" in done.stdout
+
+
+def test_the_tutorials_steps_add_up_to_its_tasks_py():
+    """A reader who copies each step's part of tasks.py gets the whole file."""
+    import ast
+
+    source = (EXAMPLES / "tutorial" / "tasks.py").read_text()
+    sections = dict(re.findall(r"# --8<-- \[start:(\w+)\]\n(.*?)# --8<-- \[end:\1\]", source, re.S))
+    steps = re.findall(r'--8<-- "tutorial/tasks\.py:(\w+)"', (DOCS / "tutorial.md").read_text())
+    whole = ast.parse(source)
+    whole.body = whole.body[1:]  # the module's docstring, which no step shows
+    shown = "\n".join(sections[step].rstrip() for step in steps)
+    assert ast.dump(ast.parse(shown)) == ast.dump(whole)
