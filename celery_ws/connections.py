@@ -38,7 +38,8 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import EqualJitterBackoff, ExponentialWithJitterBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 SyncRedis: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
 AsyncRedis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
 
+RetryClass: TypeAlias = "type[Retry] | type[AsyncRetry]"
+
 #: a server's Redis connections (per node for a cluster); requests beyond wait
 #: for a free one instead of failing (a burst of subscribes would otherwise hit
 #: "Too many connections"); redis-py's cluster client cannot wait, it keeps its default
@@ -64,16 +67,21 @@ MASTER_CHECK_INTERVAL = 1.0
 _SENTINEL_TIMEOUT = 2.0
 
 
-def _options(blocking: bool, target: RedisTarget) -> dict[str, Any]:
-    failover = target.kind != "standalone"
-    backoff = ExponentialWithJitterBackoff(base=0.05 if failover else 0.01, cap=1.0 if failover else 0.5)
+def _options(blocking: bool, target: RedisTarget, retry_class: RetryClass) -> dict[str, Any]:
+    """Options of every server connection. ``retry_class`` is redis-py's sync
+    or asyncio ``Retry``: an asyncio client given the sync one never retries."""
+    if target.kind == "standalone":  # back within a second, or down for longer
+        retry = retry_class(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3)
+    else:
+        # a failover takes seconds: 1.3 to 2.6 s of retries per command; while no
+        # master answers, each retry's connect retries as long again (~10 s in all)
+        retry = retry_class(EqualJitterBackoff(base=0.05, cap=1.0), 6)
     return {
         "socket_timeout": None if blocking else 5.0,
         "socket_connect_timeout": 5.0,
         "socket_keepalive": True,
         "health_check_interval": 30,
-        # about 10 s of trying covers a failover; a standalone Redis is back or not
-        "retry": Retry(backoff, 12 if failover else 3),
+        "retry": retry,
     }
 
 
@@ -85,14 +93,14 @@ def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
         SettingsError: ``url`` is malformed (the message names the part).
     """
     target = parse_redis_url(url)
-    options = _options(blocking, target)
+    options = _options(blocking, target, Retry)
     if target.kind == "standalone":
         return redis.Redis.from_url(url, **options)
     server = _server_options(target)
     if target.kind == "cluster":
         nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.hosts]
         return cast("redis.Redis", redis.cluster.RedisCluster(startup_nodes=nodes, **server, **options))
-    sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_options(target))
+    sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_options(target, Retry))
     assert target.service is not None  # noqa: S101 (parse_redis_url guarantees it)
     client: redis.Redis = sentinel.master_for(
         target.service,
@@ -107,7 +115,7 @@ def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
 def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_client`."""
     target = parse_redis_url(url)
-    options = _options(blocking, target)
+    options = _options(blocking, target, AsyncRetry)
     if target.kind == "standalone":
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **options
@@ -118,7 +126,9 @@ def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.hosts]
         cluster = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **server, **options)
         return cast("redis.asyncio.Redis", cluster)
-    sentinel = redis.asyncio.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_options(target))
+    sentinel = redis.asyncio.sentinel.Sentinel(
+        target.hosts, sentinel_kwargs=_sentinel_options(target, AsyncRetry)
+    )
     assert target.service is not None  # noqa: S101
     client: redis.asyncio.Redis = sentinel.master_for(
         target.service,
@@ -145,13 +155,13 @@ def _server_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
-def _sentinel_options(target: RedisTarget) -> dict[str, Any]:
+def _sentinel_options(target: RedisTarget, retry_class: RetryClass) -> dict[str, Any]:
     """How to reach the sentinels themselves: short timeouts (asking them must
     never hang a command), the URL's TLS, their own password if given."""
     return {
         "socket_timeout": _SENTINEL_TIMEOUT,
         "socket_connect_timeout": _SENTINEL_TIMEOUT,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1),
+        "retry": retry_class(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1),
         **({"ssl": True} if target.tls else {}),
         **({"password": target.sentinel_password} if target.sentinel_password else {}),
     }
@@ -176,22 +186,26 @@ def _moved(address: Any, host: str, port: int) -> bool:
 
 
 class _SyncMasterConnection(redis.sentinel.SentinelManagedConnection):
-    """A Sentinel connection that leaves a master that is no longer one."""
+    """A Sentinel connection that leaves a master that is no longer one: before
+    sending, it compares its server with the master its pool last learned of
+    (asking the sentinels when the pool has not for a second), so a connection
+    that was busy when the pool learned of a new master leaves too."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._watch: _MasterWatch = kwargs.pop("master_watch")
         super().__init__(**kwargs)
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if self._sock is not None and self.connection_pool.is_master and self._watch.due():
-            try:
-                address = self.connection_pool.get_master_address()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                logger.debug("sentinels unreachable (%s); staying on %s:%s", exc, self.host, self.port)
-            else:
-                if _moved(address, self.host, self.port):
-                    self.disconnect()
-                    raise redis.ConnectionError(f"the master moved to {address[0]}:{address[1]}")
+        if self._sock is not None and self.connection_pool.is_master:
+            address = self.connection_pool.master_address
+            if self._watch.due():
+                try:
+                    address = self.connection_pool.get_master_address()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    logger.debug("sentinels unreachable (%s); staying on %s:%s", exc, self.host, self.port)
+            if _moved(address, self.host, self.port):
+                self.disconnect()
+                raise redis.ConnectionError(f"the master moved to {address[0]}:{address[1]}")
         super().send_packed_command(command, check_health)
 
 
@@ -215,15 +229,16 @@ class _AsyncMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
         super().__init__(**kwargs)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if self.is_connected and self.connection_pool.is_master and self._watch.due():
-            try:
-                address = await self.connection_pool.get_master_address()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                logger.debug("sentinels unreachable (%s); staying on %s:%s", exc, self.host, self.port)
-            else:
-                if _moved(address, self.host, self.port):
-                    await self.disconnect()
-                    raise redis.ConnectionError(f"the master moved to {address[0]}:{address[1]}")
+        if self.is_connected and self.connection_pool.is_master:
+            address = self.connection_pool.master_address
+            if self._watch.due():
+                try:
+                    address = await self.connection_pool.get_master_address()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    logger.debug("sentinels unreachable (%s); staying on %s:%s", exc, self.host, self.port)
+            if _moved(address, self.host, self.port):
+                await self.disconnect()
+                raise redis.ConnectionError(f"the master moved to {address[0]}:{address[1]}")
         await super().send_packed_command(command, check_health)
 
 

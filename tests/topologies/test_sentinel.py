@@ -15,17 +15,20 @@ once and in order, and the steps lost must all fall in that window.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from celery_ws import Publisher
 from celery_ws.client import Client
-from celery_ws.connections import MASTER_CHECK_INTERVAL
+from celery_ws.connections import MASTER_CHECK_INTERVAL, async_client, sync_client
 from celery_ws.protocol import event_order
 from celery_ws.testing.redis_topologies import SentinelGroup
 from tests import tasks
@@ -61,6 +64,7 @@ def on_sentinel(
     finally:
         server.stop()
         worker.stop()
+        print(f"server log:\n{server.logs()}\nworker log:\n{worker.logs()}")  # shown when a test fails
 
 
 def _received(client: Client, task_id: str) -> list[str]:
@@ -130,3 +134,53 @@ async def test_a_failover_mid_task_loses_nothing_the_new_master_has(
         assert got_steps[-1] == STEPS - 1
     finally:
         publisher.close()
+
+
+async def test_clients_write_through_a_killed_master(sentinel_group: SentinelGroup) -> None:
+    """The master dies (SIGKILL); until the sentinels promote the replica (about
+    2 s here) every command keeps retrying instead of failing: none raises, and
+    the last value each client wrote is on the new master."""
+    sync, asynchronous = sync_client(sentinel_group.url), async_client(sentinel_group.url)
+    stop, failures, written = threading.Event(), [], {"sync": -1, "async": -1}
+
+    def write_sync() -> None:
+        for i in range(10_000):
+            if stop.is_set():
+                return
+            try:
+                sync.set("sentinel-test:sync", i)
+                written["sync"] = i
+            except redis.RedisError as exc:
+                failures.append(exc)
+            time.sleep(0.02)
+
+    async def write_async() -> None:
+        for i in range(10_000):
+            if stop.is_set():
+                return
+            try:
+                await asynchronous.set("sentinel-test:async", i)
+                written["async"] = i
+            except redis.RedisError as exc:
+                failures.append(exc)
+            await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=write_sync)
+    thread.start()
+    writer = asyncio.create_task(write_async())
+    try:
+        await asyncio.sleep(0.3)
+        old = sentinel_group.master
+        new = await asyncio.to_thread(sentinel_group.kill_master)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(writer, seconds(20))
+        await asyncio.to_thread(thread.join, seconds(20))
+        sync.close()
+        await asynchronous.aclose()
+    old.start()  # back as a replica once the sentinels reconfigure it
+    assert failures == []
+    assert new.port != old.port
+    assert new.command("GET", "sentinel-test:sync") == str(written["sync"])
+    assert new.command("GET", "sentinel-test:async") == str(written["async"])
