@@ -518,9 +518,8 @@ SOAK_STALL_EVERY = 30.0  # s between two batches of stalled connections
 SOAK_STALL_EVENT_BYTES = 8192  # each stalled user is sent one event of this size ...
 SOAK_STALL_INTERVAL = 0.05  # ... every this many s (160 KiB/s each)
 SOAK_END_WAIT = 60.0  # s the end waits for active connections to come back to what the clients hold
-# the big events' publisher trims the global stream and the stalled users' histories
-# shorter than the defaults (100,000 and 1,000), which would keep up to 800 MB in Redis
-SOAK_STREAM_MAX = 5_000
+# the big events' publisher trims the stalled users' histories (and, in open mode, the
+# firehose) shorter than the default 1,000, which would keep up to 800 MB in Redis
 SOAK_HISTORY_MAX = 100
 _STATUS_COUNTS = ("slow_clients_dropped", "send_failures")
 
@@ -661,11 +660,7 @@ def run_soak(
         from celery_ws.protocol import message_event
         from celery_ws.settings import Settings
 
-        big = Publisher(
-            settings=Settings.load(
-                redis_url=redis_url, stream_max_events=SOAK_STREAM_MAX, history_max_events=SOAK_HISTORY_MAX
-            )
-        )
+        big = Publisher(settings=Settings.load(redis_url=redis_url, history_max_events=SOAK_HISTORY_MAX))
         pads = [base64.b64encode(os.urandom(SOAK_STALL_EVENT_BYTES * 3 // 4)).decode() for _ in range(8)]
         try:
             t0, k = time.monotonic(), 0

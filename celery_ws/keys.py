@@ -3,7 +3,8 @@
 Layout (``cws`` is the configurable prefix; the braces are part of the key,
 ``<...>`` stands for an id)::
 
-    cws:events                       stream  every event, read by every server replica
+    cws:broadcasts                   stream  events for everyone (no user, no task)
+    cws:firehose                     stream  open mode only: every event (ids come from here)
     cws:user:{<user>}:events         stream  one user's events, for resume
     cws:task:{<task>}:events         stream  one task's events, for resume and late viewers
     cws:task:{<task>}                hash    owner, final (terminal event type), cancel flag; in a
@@ -28,6 +29,13 @@ Layout (``cws`` is the configurable prefix; the braces are part of the key,
     cws:run:{<task>}                 string  a continuation's first run claimed it (SET NX): a
                                              repeated message with the same id is skipped
 
+Channels: each stream above is also the name of a sharded pub/sub channel
+(``SPUBLISH``) on which every event stored in it is published, with its id, as
+it is stored; a server replica subscribes to the channels of the users and tasks
+its connections follow (and to ``cws:broadcasts``), so it reads only the events
+it delivers. ``cws:firehose``, written in open mode only, is plain pub/sub: it
+serves connections that follow everything.
+
 Every id sits in braces so that no id can name a key other than its own. The
 prefix (which holds no ``:``) and the kind end at fixed colons, and what
 follows the id (``}``, ``}:events``, ``}:pending``, ``}:reply``, ``}:acks``)
@@ -41,7 +49,7 @@ Ids from clients are validated as ``protocol.Identifier``, which excludes
 ``{`` and ``}``: keep it that way, so the braces are also Redis Cluster hash
 tags around the whole id, and all keys of one task (one user, one
 confirmation, one message) share a hash slot. Redis Cluster support will build
-on that; the shared keys (``cws:events``, ``cws:running``, ``cws:pending``,
+on that; the shared keys (``cws:broadcasts``, ``cws:running``, ``cws:pending``,
 ``cws:deferred``, ``cws:continuers``) and the scripts that touch several ids are what it still has to solve.
 
 The Lua scripts in ``celery_ws/lua`` derive the per-user, per-task and
@@ -65,8 +73,12 @@ class Keys:
         return f"{self.prefix}:{kind}:{{{id_}}}{suffix}"
 
     @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
+    def broadcasts(self) -> str:
+        return f"{self.prefix}:broadcasts"
+
+    @property
+    def firehose(self) -> str:
+        return f"{self.prefix}:firehose"
 
     def user_events(self, user_id: str) -> str:
         return self._of("user", user_id, ":events")

@@ -67,7 +67,6 @@ class Settings(BaseSettings):
     key_prefix: str = _setting(
         "cws", "key_prefix", "CELERY_WS_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.\-]{1,32}$"
     )
-    stream_max_events: int = _setting(100_000, "stream_max_events", "CELERY_WS_STREAM_MAX_EVENTS", ge=100)
     history_max_events: int = _setting(1_000, "history_max_events", "CELERY_WS_HISTORY_MAX_EVENTS", ge=1)
     history_ttl: int = _setting(86_400, "history_ttl", "CELERY_WS_HISTORY_TTL", ge=60)
 
@@ -161,6 +160,13 @@ class Settings(BaseSettings):
         if value is not None and not _is_browser_url(value):
             raise ValueError("must be an absolute http(s):// or ws(s):// URL, such as https://ws.example.com")
         return value
+
+    @property
+    def sharded_pubsub(self) -> bool:
+        """Events travel on sharded pub/sub (``SPUBLISH``) on a Redis Cluster,
+        where a plain ``PUBLISH`` would go to every node; elsewhere plain pub/sub
+        does the same work and needs no Redis 7."""
+        return self.redis_url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
 
     @property
     def token_mode(self) -> bool:

@@ -106,17 +106,20 @@ def emit_call(
     ``lease`` (seconds) marks the task as running until then: its heartbeats
     renew the lease, and a server reports the task lost when it runs out.
     An event with a ``workflow_id`` other than its task also goes to that
-    workflow's first task: its history, its state, its watchers.
+    workflow's first task: its history, its state, its watchers. In open mode
+    every event also goes to the firehose (connections that follow everything,
+    and one id space for all); in token mode nothing is written for it.
     """
     keys = settings.keys
     user_id = event.get("user_id")
+    broadcast = not user_id and not event.get("task_id")
     task_id = event.get("task_id") if route_by_task else None
     workflow = event.get("workflow_id") if route_by_task else None
     flow = workflow if workflow and workflow != task_id else None
     type_ = event["type"]
     return (
         [
-            keys.events,
+            keys.broadcasts if broadcast else "",
             keys.user_events(user_id) if user_id else "",
             keys.task_events(task_id) if task_id else "",
             keys.task(task_id) if task_id else "",
@@ -125,6 +128,7 @@ def emit_call(
             keys.running if task_id else "",
             keys.task_events(flow) if flow else "",
             keys.task(flow) if flow else "",
+            "" if settings.token_mode else keys.firehose,
         ],
         [
             dumps(event),
@@ -132,7 +136,7 @@ def emit_call(
             type_,
             "1" if type_ in TERMINAL_EVENT_TYPES else "0",
             "" if seq is None else seq,
-            settings.stream_max_events,
+            "",
             settings.history_max_events,
             settings.history_ttl,
             task_id or "",
@@ -140,6 +144,7 @@ def emit_call(
             time.time(),
             keys.prefix,
             workflow or "",
+            "SPUBLISH" if settings.sharded_pubsub else "PUBLISH",
         ],
     )
 

@@ -17,7 +17,6 @@ from collections.abc import Hashable, Iterable
 
 from websockets.asyncio.server import ServerConnection
 
-from ..protocol import with_id
 from .bus import StreamEntry
 from .metrics import Metrics
 from .registry import Registry
@@ -46,17 +45,16 @@ class Fanout:
     def deliver(self, entries: list[StreamEntry]) -> None:
         """Route a batch from the bus; encode each event once for all its targets."""
         now = time.time()
-        for event_id, payload, owner, task_id, type_, workflow in entries:
-            targets = self.registry.targets(
-                owner.decode() or None, task_id.decode() or None, workflow.decode() or None
-            )
+        for event_id, frame, owner, task_id, type_, workflow in entries:
+            targets = self.registry.targets(owner or None, task_id or None, workflow or None)
             if targets:
-                sent = self.send_all(targets, event_id, with_id(event_id, payload))
-                self.metrics.messages_out.labels(type_.decode() or "message").inc(sent)
-            stored_at = int(event_id.split(b"-", 1)[0]) / 1000
-            self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
+                sent = self.send_all(targets, event_id, frame)
+                self.metrics.messages_out.labels(type_ or "message").inc(sent)
+            if event_id:
+                stored_at = int(event_id.split("-", 1)[0]) / 1000
+                self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
 
-    def send_all(self, connections: Iterable[Peer], event_id: bytes, data: bytes) -> int:
+    def send_all(self, connections: Iterable[Peer], event_id: str, data: bytes) -> int:
         """A client that stopped reading is dropped rather than allowed to grow
         the server's memory or slow delivery to everyone else; events held for
         it during a replay count as unsent bytes.

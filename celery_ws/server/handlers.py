@@ -35,6 +35,7 @@ from ..protocol import (
 )
 from ..publisher import AsyncPublisher
 from ..tokens import Identity
+from .bus import EventBus
 from .continuations import Continuer
 from .metrics import Metrics
 from .registry import Registry, Session
@@ -52,6 +53,9 @@ Revoke = Callable[[str], Awaitable[None]]
 # whether it exists or not, and whatever its state, so ids cannot be probed.
 # ``unknown_callback``, ``not_found`` and ``unknown_message`` only reach
 # anonymous open-mode connections.
+#: how long a subscription waits for its channels to be live (Redis away: they will be)
+_BUS_READY = 5.0
+
 _ANSWER_REFUSALS: dict[str, tuple[ErrorCode, str]] = {
     "unknown_callback": ("unknown_callback", "Unknown callback_id"),
     "answered": ("already_answered", "This confirmation was answered already"),
@@ -83,8 +87,10 @@ class ActionHandler:
         *,
         token_mode: bool,
         continuer: Continuer | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.metrics = metrics
+        self.bus = bus
         self.token_mode = token_mode
         self.registry = registry
         self.store = store
@@ -180,6 +186,8 @@ class ActionHandler:
         """
         self.registry.hold(session)
         self.registry.subscribe(session, user_id=user_id, task_id=task_id)
+        if self.bus is not None:  # live before confirmed: nothing falls between
+            await self.bus.ready(self.registry.channels(user_id, task_id), _BUS_READY)
         confirmed: dict[str, Any] = {
             "type": ReplyType.SUBSCRIPTION_CONFIRMED,
             "user_id": user_id,
@@ -188,7 +196,7 @@ class ActionHandler:
         replay: list[bytes] = []
         if last_event_id is not None:
             confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
-            session.replayed = frozenset(event_id for event_id, _ in history)
+            session.replayed = frozenset(event_id.decode() for event_id, _ in history)
             replay = [frame for _, frame in history]
         state = await self.store.task_state(task_id) if task_id is not None else None
         pending = await self.store.pending_requests(user_id, task_id)

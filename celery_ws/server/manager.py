@@ -79,17 +79,25 @@ class WebSocketManager:
         if port is not None:
             overrides["port"] = port
         self.settings = settings.model_copy(update=overrides) if settings else Settings.load(**overrides)
-        self.registry = Registry()
+        keys = self.settings.keys
         self.metrics = Metrics(lambda: len(self.registry))
         self.publisher = AsyncPublisher(settings=self.settings)
-        self.fanout = Fanout(self.registry, self.metrics, self.settings.write_buffer_limit)
+        # the bus's own clients: its pub/sub connection, and its stream reads,
+        # which never wait behind (or on the connections of) client requests
         self._bus_redis = async_client(self.settings.redis_url, blocking=True)
+        self._bus_reads = async_client(self.settings.redis_url)
         self.bus = EventBus(
             self._bus_redis,
-            self.settings.keys.events,
-            self.fanout.deliver,
+            self._bus_reads,
+            lambda entries: self.fanout.deliver(entries),
             on_reconnect=self.metrics.redis_reconnects.inc,
+            broadcasts=keys.broadcasts,
+            on_received=self.metrics.bus_events.inc,
+            catch_up=self.settings.history_max_events,
+            sharded=self.settings.sharded_pubsub,
         )
+        self.registry = Registry(self.bus, keys)
+        self.fanout = Fanout(self.registry, self.metrics, self.settings.write_buffer_limit)
         self.continuer = (
             Continuer(self.publisher.redis, self.settings, self.publisher, send_task) if send_task else None
         )
@@ -103,6 +111,7 @@ class WebSocketManager:
             self.metrics,
             token_mode=self.settings.token_mode,
             continuer=self.continuer,
+            bus=self.bus,
         )
         self.connections = ConnectionLoop(
             self.settings,
@@ -221,6 +230,7 @@ class WebSocketManager:
             await self.continuer.stop()
         await self.publisher.aclose()
         await self._bus_redis.aclose()
+        await self._bus_reads.aclose()
 
     async def __aenter__(self) -> WebSocketManager:
         await self.start_server()
@@ -282,6 +292,7 @@ class WebSocketManager:
             "active_connections": len(self.registry),
             "pending_callbacks": figures.get("pending_confirmations", 0),
             "redis_connected": self.bus.connected,
+            "channels": self.bus.channels,
             "uptime": time.time() - self.started_at if self.started_at and self.running else 0.0,
             "mode": "token" if self.settings.token_mode else "open",
             **self.registry.counts(),

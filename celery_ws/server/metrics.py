@@ -88,6 +88,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.bus_events = Counter(
+            "celery_ws_bus_events",
+            "Events received from Redis (live, or read back after a subscription)",
+            registry=r,
+        )
         self.redis_reconnects = Counter(
             "celery_ws_redis_reconnects", "Times the event reader reconnected to Redis", registry=r
         )

@@ -1,7 +1,10 @@
 """Which local connection wants which events.
 
 In memory and per process on purpose: each replica routes only its own
-sockets, and everything another replica could need lives in Redis.
+sockets, and everything another replica could need lives in Redis. What the
+connections follow is also what this replica reads from Redis: each
+subscription here follows (and, when it ends, unfollows) its channel on the
+event bus, through :class:`Interest`.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Never
+from typing import Never, Protocol
 
+from ..keys import Keys
 from .wsconn import Peer
 
-__all__ = ["Held", "Registry", "Session"]
+__all__ = ["Held", "Interest", "Registry", "Session"]
 
 _NONE: frozenset[Never] = frozenset()
 
@@ -35,7 +39,7 @@ class Session:
     users: frozenset[str] = _NONE
     tasks: frozenset[str] = _NONE
     #: ids of the events just replayed, so live events held meanwhile are not sent twice
-    replayed: frozenset[bytes] = _NONE
+    replayed: frozenset[str] = _NONE
 
 
 @dataclass(slots=True)
@@ -44,12 +48,30 @@ class Held:
     count against ``write_buffer_limit`` like unsent socket bytes: a client
     that stops reading mid-replay must not grow the server without bound."""
 
-    events: list[tuple[bytes, bytes]] = field(default_factory=list)
+    events: list[tuple[str, bytes]] = field(default_factory=list)
     size: int = 0
 
 
+class Interest(Protocol):
+    """The event bus, as the registry tells it what to read."""
+
+    def follow(self, channel: str) -> None: ...
+
+    def unfollow(self, channel: str) -> None: ...
+
+
+class _Nobody:
+    def follow(self, channel: str) -> None:
+        pass
+
+    def unfollow(self, channel: str) -> None:
+        pass
+
+
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, interest: Interest | None = None, keys: Keys | None = None) -> None:
+        self._interest = interest or _Nobody()
+        self._keys = keys or Keys()
         self.sessions: dict[Peer, Session] = {}
         self._firehose: set[Peer] = set()
         self._by_user: defaultdict[str, set[Peer]] = defaultdict(set)
@@ -68,6 +90,7 @@ class Registry:
         self.sessions[session.connection] = session
         if session.firehose:
             self._firehose.add(session.connection)
+            self._interest.follow(self._keys.firehose)
         if authenticated and session.identity is not None:
             self._by_identity[session.identity].add(session.connection)
 
@@ -87,12 +110,15 @@ class Registry:
     def remove(self, session: Session) -> None:
         conn = session.connection
         self.holding.pop(conn, None)
-        self.sessions.pop(conn, None)
-        self._firehose.discard(conn)
+        if self.sessions.pop(conn, None) is None:
+            return
+        self._stop_firehose(conn)
         for user in session.users:
             _discard(self._by_user, user, conn)
+            self._interest.unfollow(self._keys.user_events(user))
         for task in session.tasks:
             _discard(self._by_task, task, conn)
+            self._interest.unfollow(self._keys.task_events(task))
         if session.identity is not None:
             _discard(self._by_identity, session.identity, conn)
 
@@ -107,22 +133,38 @@ class Registry:
         if conn not in self.sessions:  # closed while the subscription was checked
             return
         session.firehose = False
-        self._firehose.discard(conn)
-        if user_id is not None:
+        self._stop_firehose(conn)
+        if user_id is not None and user_id not in session.users:
             session.users |= {user_id}
             self._by_user[user_id].add(conn)
-        if task_id is not None:
+            self._interest.follow(self._keys.user_events(user_id))
+        if task_id is not None and task_id not in session.tasks:
             session.tasks |= {task_id}
             self._by_task[task_id].add(conn)
+            self._interest.follow(self._keys.task_events(task_id))
+
+    def channels(self, user_id: str | None, task_id: str | None) -> list[str]:
+        """The bus channels a subscription to (user, task) follows."""
+        return [
+            *([self._keys.user_events(user_id)] if user_id is not None else []),
+            *([self._keys.task_events(task_id)] if task_id is not None else []),
+        ]
+
+    def _stop_firehose(self, conn: Peer) -> None:
+        if conn in self._firehose:
+            self._firehose.discard(conn)
+            self._interest.unfollow(self._keys.firehose)
 
     def unsubscribe(self, session: Session, *, user_id: str | None, task_id: str | None) -> None:
         conn = session.connection
         if user_id is not None and user_id in session.users:
             session.users -= {user_id}
             _discard(self._by_user, user_id, conn)
+            self._interest.unfollow(self._keys.user_events(user_id))
         if task_id is not None and task_id in session.tasks:
             session.tasks -= {task_id}
             _discard(self._by_task, task_id, conn)
+            self._interest.unfollow(self._keys.task_events(task_id))
 
     def targets(
         self, user_id: str | None, task_id: str | None, workflow_id: str | None = None
