@@ -213,7 +213,10 @@ class EventBus:
                     self._connection = None
                     await connection.close()
         finally:
-            pruner.cancel()
+            pending = [pruner, *self._pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _prune_every(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
