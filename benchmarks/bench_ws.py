@@ -14,12 +14,13 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import redis
 
-from .common import PY, SECRET, Child, CpuMeter, percentile, rss, summary
+from .common import PY, ROOT, SECRET, Child, CpuMeter, percentile, rss, summary
 from .servers import RELAY_CHANNEL, SEED_CHANNEL
 
 PAD = "x" * 64
@@ -104,10 +105,12 @@ class Stack:
         initial: int | None = None,
         server_env: dict[str, str] | None = None,
         client_args: list[str] | None = None,
+        server_root: Path = ROOT,
     ) -> None:
         """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory).
         ``server_env``: more environment for the servers (``CELERY_WS_*`` settings);
-        ``client_args``: more arguments for the client processes (``--ttl``, ``--resume``)."""
+        ``client_args``: more arguments for the client processes (``--ttl``, ``--resume``);
+        ``server_root``: the source tree the servers run (a baseline checkout)."""
         from celery_ws.testing.redis_server import free_port
 
         self.kind, self.redis_url, self.n, self.token = kind, redis_url, n, token
@@ -126,7 +129,7 @@ class Stack:
                 args.append("--token")
             if profile and r == 0:
                 args += ["--profile", profile]
-            child = Child(args, {**env, **(server_env or {})})
+            child = Child(args, {**env, **(server_env or {})}, root=server_root)
             child.read(60)
             child.port = port  # type: ignore[attr-defined]
             self.servers.append(child)

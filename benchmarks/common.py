@@ -92,17 +92,19 @@ class Child:
 
     args: list[str]
     env: dict[str, str] | None = None
+    #: the source tree it runs (a baseline checkout, to compare with)
+    root: Path = ROOT
     proc: subprocess.Popen[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        env = {**os.environ, **(self.env or {}), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **(self.env or {}), "PYTHONPATH": str(self.root)}
         self.proc = subprocess.Popen(
             self.args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
             text=True,
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             bufsize=1,
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from . import bench_deferred, bench_worker, bench_ws
+from . import bench_deferred, bench_interest, bench_worker, bench_ws
 from .common import KINDS, RESULTS, ROOT, fmt, raise_nofile
 
 
@@ -246,6 +246,24 @@ def table(res: dict[str, Any]) -> str:
                     f"{e[mode]['server_cpu']['median']:.0f}% | {e[mode]['client_cpu']['median']:.0f}% |"
                 )
         add("")
+    if "interest" in res:
+        i = res["interest"]
+        add("### 7. Delivery by interest: cost per delivered event as replicas are added\n")
+        add(
+            f"{i['events']:,} events addressed to {i['users']} token-mode users, all connected to the first "
+            f"replica; the others hold no connection. `baseline` is commit {i['baseline_commit']} (every replica "
+            "read every event from one shared stream), run from a git worktree in the same run. CPU seconds of "
+            "Redis (`INFO cpu`) and of all replicas over the run, per delivered event, µs, median (min–max).\n"
+        )
+        add("| code | replicas | Redis CPU / event | replicas' CPU / event | delivered |")
+        add("|---|---|---|---|---|")
+        for code in ("celery-ws", "baseline"):
+            for replicas, e in i[code].items():
+                add(
+                    f"| {code} | {replicas} | {fmt(e['redis_cpu_us_per_event'], '', 1)} | "
+                    f"{fmt(e['servers_cpu_us_per_event'], '', 1)} | {e['delivered']['median']:.3f} |"
+                )
+        add("")
     return "\n".join(lines)
 
 
@@ -441,7 +459,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,soak,profile",
+        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,interest,soak,profile",
     )
     parser.add_argument("--repeats", type=int, default=None)
     opts = parser.parse_args()
@@ -459,6 +477,7 @@ def main() -> None:
         "fanout",
         "memory",
         "scaleout",
+        "interest",
         "soak",
         "profile",
     }
@@ -514,6 +533,7 @@ def main() -> None:
             ),
         )
         section("scaleout", lambda: bench_ws.run_scaleout(url, sizes[1:], repeats, deliveries, log))
+        section("interest", lambda: bench_interest.run_interest(url, repeats, 2_000 if quick else 5_000, log))
         # make bench: a 20-s soak (RSS every 2.5 s); make soak: 10 minutes (RSS every 5 s)
         section(
             "soak",
