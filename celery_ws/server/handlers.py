@@ -179,10 +179,10 @@ class ActionHandler:
         the confirmation, missed events (replay) and open questions.
 
         Meanwhile the connection's live events are held by the registry
-        (released by the caller once these frames are sent): they come after
-        the confirmation (and, on connect, after ``authenticated``), nothing
-        falls into the gap between history and live delivery, and nothing
-        replayed is sent twice.
+        (released by the caller once these frames are sent), the open questions
+        with them: they come after the confirmation (and, on connect, after
+        ``authenticated``), nothing falls into the gap between history and live
+        delivery, and nothing is sent twice or out of order.
         """
         self.registry.hold(session)
         self.registry.subscribe(session, user_id=user_id, task_id=task_id)
@@ -202,8 +202,10 @@ class ActionHandler:
         pending = await self.store.pending_requests(user_id, task_id)
         if state is not None:
             confirmed["state"] = _only_open_question(state, pending)
-        replayed = set(replay)
-        return [_encode(confirmed), *replay, *(frame for frame in pending if frame not in replayed)]
+        # open questions go out with the live events held meanwhile, in id order:
+        # one asked while this subscription was being made is among both
+        self.registry.hold_first(session, [(loads(frame)["id"], frame) for frame in pending])
+        return [_encode(confirmed), *replay]
 
     async def _authorize_subscription(self, session: Session, action: Subscribe) -> None:
         """A token's user may follow themself and the tasks they own, nothing else.

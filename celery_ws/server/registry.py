@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Never, Protocol
 
 from ..keys import Keys
+from ..protocol import event_order
 from .wsconn import Peer
 
 __all__ = ["Held", "Interest", "Registry", "Session"]
@@ -99,13 +100,35 @@ class Registry:
         if session.connection in self.sessions:
             self.holding.setdefault(session.connection, Held())
 
+    def hold_first(self, session: Session, events: list[tuple[str, bytes]]) -> None:
+        """Stored events to send with the held ones (open questions re-sent)."""
+        held = self.holding.get(session.connection)
+        if held is not None and events:
+            held.events[:0] = events
+            held.size += sum(len(data) for _, data in events)
+
     def release(self, session: Session) -> list[str]:
-        """The live events held during a replay, minus those the replay sent."""
+        """The events held during a subscription, in id order (an event without
+        an id keeps its place after the one before it), each once, minus those
+        the replay sent."""
         held = self.holding.pop(session.connection, None)
         replayed, session.replayed = session.replayed, _NONE
         if held is None:
             return []
-        return [data.decode() for event_id, data in held.events if event_id not in replayed]
+        order, keyed = (0, 0), []
+        for n, (event_id, data) in enumerate(held.events):
+            if event_id:
+                order = event_order(event_id)
+            keyed.append((order, n, event_id, data))
+        sent = set(replayed)
+        released = []
+        for _, _, event_id, data in sorted(keyed):
+            if event_id:
+                if event_id in sent:
+                    continue
+                sent.add(event_id)
+            released.append(data.decode())
+        return released
 
     def remove(self, session: Session) -> None:
         conn = session.connection

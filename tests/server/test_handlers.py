@@ -183,6 +183,7 @@ async def test_a_typed_answer_that_does_not_fit_is_refused_and_the_question_stay
         # what a connection is sent once authenticated: the welcome, its subscription, open questions
         identity = Identity(user, time.time() + 60)
         frames = [loads(f) for f in await token_server.handler.authenticated(session, identity, None)]
+        frames += [loads(f) for f in token_server.registry.release(session)]
         assert [f["type"] for f in frames] == ["authenticated", "subscription_confirmed", "task_step_result"]
         callback_id = frames[2]["callback_id"]
         assert frames[2]["answer_schema"]["required"] == ["rows"]
