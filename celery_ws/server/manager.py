@@ -228,6 +228,7 @@ class WebSocketManager:
         self._background = []
         if self.continuer is not None:
             await self.continuer.stop()
+        await self.store.close()
         await self.publisher.aclose()
         await self._bus_redis.aclose()
         await self._bus_reads.aclose()

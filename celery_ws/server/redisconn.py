@@ -1,9 +1,10 @@
 """Every use of redis-py's raw connection API, behind one door.
 
-The event bus (``bus.py``) reads the stream over one connection of its own,
-below redis-py's client: it writes the next ``XREAD`` before routing the
-batch it has, and its replies skip the pool and the response callbacks (why
-that pays is in ``bus.py``). redis-py does not document that layer, so all of
+The event bus (``bus.py``) reads its pub/sub messages over one connection of
+its own, below redis-py's client, and answers go to Redis through a
+:class:`CommandLane`: both skip the pool (its health probe of the socket before
+each command costs an extra turn of the event loop) and the response
+callbacks. redis-py does not document that layer, so all of
 it lives here, and :func:`missing_internals` (run by
 ``tests/server/test_library_internals.py`` against a real Redis) names what a
 release has moved. What is used:
@@ -20,13 +21,14 @@ release has moved. What is used:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.typing import EncodableT
 
-__all__ = ["RawConnection", "missing_internals"]
+__all__ = ["CommandLane", "RawConnection", "missing_internals"]
 
 
 class RawConnection:
@@ -50,6 +52,48 @@ class RawConnection:
 
     async def close(self) -> None:
         await self._connection.disconnect()
+
+
+class CommandLane:
+    """Commands on one connection of its own, one round trip at a time: for the
+    request a person waits on (an answer: ``confirm_step()`` wakes when it is
+    stored), the shortest way to Redis. A connection that fails is replaced,
+    and the command sent once more on the new one (a connection found dead
+    after Redis restarted)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+        self._connection: RawConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def call(self, *args: EncodableT) -> Any:
+        async with self._lock:
+            try:
+                return await self._round_trip(args)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                await self._drop()
+                return await self._round_trip(args)
+
+    async def _round_trip(self, args: tuple[EncodableT, ...]) -> Any:
+        if self._connection is None:
+            connection = RawConnection(self._client)
+            await connection.connect()
+            self._connection = connection
+        try:
+            await self._connection.send(*args)
+            return await self._connection.reply()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            await self._drop()
+            raise
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()
 
 
 _POOL = ("make_connection",)

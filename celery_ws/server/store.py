@@ -3,16 +3,19 @@ confirmations a person has yet to answer (cancelling is the publishers')."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
 from ..protocol import event_order, loads, with_id
 from ..settings import Settings
 from ..storage import ANSWER, AnswerRefusal, answer_call, answer_payload, answer_reply, text
+from .redisconn import CommandLane
 
 __all__ = ["AckOutcome", "Answered", "ServerStore"]
 
@@ -32,11 +35,26 @@ class Answered:
     deferred: bool = False
 
 
+_ANSWER_SHA = hashlib.sha1(ANSWER.encode(), usedforsecurity=False).hexdigest()
+
+
 class ServerStore:
     def __init__(self, client: redis.asyncio.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._answer = client.register_script(ANSWER)
+        self._lane = CommandLane(client)
+
+    async def close(self) -> None:
+        await self._lane.close()
+
+    async def _answer(self, keys: list[str], args: list[Any]) -> Any:
+        """``answer.lua`` through the lane: a blocked ``confirm_step()`` wakes
+        once it has run, so this round trip is on the person's critical path."""
+        try:
+            return await self._lane.call("EVALSHA", _ANSWER_SHA, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its scripts: nothing ran
+            await self._lane.call("SCRIPT", "LOAD", ANSWER)
+            return await self._lane.call("EVALSHA", _ANSWER_SHA, len(keys), *keys, *args)
 
     async def answer(
         self,
