@@ -17,14 +17,14 @@ from typing import Any
 import redis
 
 from .bench_ws import Stack, _drain, next_gen
-from .common import PY, ROOT, Child, CpuMeter, summary
+from .common import PY, ROOT, SECRET, Child, CpuMeter, summary
 
 #: main just before delivery by interest: every replica XREADs the stream cws:events
 BASELINE = "68bf5ad"
 USERS = 100
 REPLICAS = (1, 2, 4)
 
-# the publisher runs from the tree under test, as that tree's workers would
+# the publisher runs from the tree under test, as that tree's workers would, in token mode
 _PUBLISHER = """
 import json, sys, time
 from celery_ws import Publisher
@@ -74,7 +74,9 @@ def _one(root: Path, redis_url: str, replicas: int, events: int, repeats: int) -
     """``replicas`` servers of ``root``; USERS token-mode connections, all on the
     first; ``events`` events addressed to them, ``repeats`` times."""
     stack = Stack("celery-ws", redis_url, USERS, token=True, replicas=replicas, procs=1, server_root=root)
-    publisher = Child([PY, "-c", _PUBLISHER, redis_url, str(USERS), str(events)], root=root)
+    publisher = Child(
+        [PY, "-c", _PUBLISHER, redis_url, str(USERS), str(events)], {"CELERY_WS_SECRET": SECRET}, root=root
+    )
     r = redis.Redis.from_url(redis_url)
     redis_us, servers_us, delivered = [], [], []
     try:

@@ -42,7 +42,8 @@ class Pub:
             from celery_ws import Publisher
             from celery_ws.settings import Settings
 
-            self.settings = Settings.load(redis_url=redis_url)
+            # token mode, as in production: nothing is written for open mode's firehose
+            self.settings = Settings.load(redis_url=redis_url, secret=SECRET)
             self.publisher = Publisher(settings=self.settings)
         elif kind == "socketio":
             import socketio
@@ -387,7 +388,7 @@ def run_fanout(
     for n in sizes:
         for kind in kinds:
             log(f"fan-out: {kind} N={n}: connecting")
-            stack = Stack(kind, redis_url, n)
+            stack = Stack(kind, redis_url, n, token=kind.startswith("celery-ws"))
             pub = Pub(kind, redis_url)
             try:
                 log(f"  {stack.connected} connected in {stack.connect_secs:.1f} s, {stack.failed} failed")
@@ -448,7 +449,9 @@ def run_scaleout(
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for n in sizes:
-        stack = Stack("celery-ws", redis_url, n, replicas=2, procs=max(2, min(4, math.ceil(n / 1250))))
+        stack = Stack(
+            "celery-ws", redis_url, n, token=True, replicas=2, procs=max(2, min(4, math.ceil(n / 1250)))
+        )
         pub = Pub("celery-ws", redis_url)
         try:
             entry = results.setdefault(str(n), {"connected": stack.connected})

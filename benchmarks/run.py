@@ -549,7 +549,7 @@ def main() -> None:
             t0 = time.monotonic()
             log("== profile (celery-ws server under pyinstrument, N=1000 fan-out)")
             profile = RESULTS / "profile_server.txt"
-            stack = bench_ws.Stack("celery-ws", url, lat_n, profile=str(profile))
+            stack = bench_ws.Stack("celery-ws", url, lat_n, token=True, profile=str(profile))
             pub = bench_ws.Pub("celery-ws", url)
             try:  # capped: one run of each mode, 5,000 deliveries each
                 for mode in ("addressed", "broadcast"):

@@ -18,7 +18,8 @@ delivers nothing twice. A new channel starts from its stream's newest id, read
 just before subscribing.
 
 One event may reach a replica on two channels (its user's and its task's, when
-connections here follow both); it is routed once, by its id and routing. The
+connections here follow both), or again when a stream is read back; it is
+routed once, by its id and routing, among the last 8,192 events routed. The
 bus speaks to its Redis connection directly (``redisconn.py``): one pub/sub
 connection, spoken to in RESP2, no reply callbacks on the way in.
 """
@@ -48,6 +49,8 @@ _BACKOFF_CAP = 2.0
 _RECENT = 8192
 #: a stream read, as this client (no decode_responses) gives it
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
+#: how far back a stream is read after a reconnect: a failover's window
+_REWIND_MS = 10_000
 #: channels per SUBSCRIBE after a reconnect
 _SUBSCRIBE_BATCH = 1000
 #: seconds a channel nobody follows stays subscribed (a reconnecting tab comes back)
@@ -112,6 +115,8 @@ class EventBus:
         #: channels nobody followed at the last prune
         self._idle: set[bytes] = set()
         self._recent: dict[tuple[str, str, str], None] = {}
+        #: channels subscribed again after a reconnect, not read back yet
+        self._rewound: set[bytes] = set()
         self._last_unstored = b""
         self._connection: RawConnection | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -192,6 +197,8 @@ class EventBus:
                     await connection.reply()
                     self._connection, self._subscribed = connection, set(self._followers)
                     wanted = list(self._followers)
+                    if self._cursors:  # a reconnect: these read back a little further
+                        self._rewound = set(wanted)
                     for key in wanted:
                         self._confirming.setdefault(key, asyncio.get_running_loop().create_future())
                     for start in range(0, len(wanted), _SUBSCRIBE_BATCH):
@@ -201,7 +208,7 @@ class EventBus:
                     self.connected = True
                     backoff = _BACKOFF_START
                     await self._read(connection, stopping)
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                except (redis.RedisError, OSError) as exc:  # UNBLOCKED too: a master turned replica
                     if self.connected:
                         logger.warning("lost Redis (%s); reconnecting", exc)
                     self.connected = False
@@ -219,14 +226,22 @@ class EventBus:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _prune_every(self, stopping: asyncio.Event) -> None:
+        """Prune, and ping: a subscriber sends nothing otherwise, and a ping is
+        what takes it to a new master within a second of a failover (its
+        Sentinel connection checks the master before each command)."""
         while not stopping.is_set():
             await asyncio.sleep(_LINGER)
             await self.prune()
+            if self._connection is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self._connection.send("PING")
 
     async def _read(self, connection: RawConnection, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            kind, channel, data = await connection.reply()
+            reply = await connection.reply()
+            kind, channel = reply[0], reply[1]
             if kind in (b"smessage", b"message"):
+                data = reply[2]
                 entry = self._received(channel, data)
                 if entry is not None:
                     self._route([entry])
@@ -259,11 +274,17 @@ class EventBus:
         if cursor is None:  # Redis was away when the channel was new: start now
             self._cursors[channel] = await self._newest(channel)
         else:
-            entries = cast(
-                "_Entries", await self._redis.xrange(channel, min=b"(" + cursor, count=self._catch_up)
-            )
+            start = b"(" + cursor
+            if channel in self._rewound:
+                # after a failover, processes that moved to the new master at
+                # different moments may have stored events there with ids below
+                # the last one read on the old master: read those too (what was
+                # delivered already is dropped by id)
+                self._rewound.discard(channel)
+                start = b"%d-0" % max(0, event_order(cursor)[0] - _REWIND_MS)
+            entries = cast("_Entries", await self._redis.xrange(channel, min=start, count=self._catch_up))
             if entries:
-                self._cursors[channel] = entries[-1][0]
+                self._cursors[channel] = max(cursor, entries[-1][0], key=event_order)
                 self._on_received(len(entries))
                 # a broadcast goes out without its id, as it does live (emit.lua)
                 frame = _frame if channel == self._broadcasts else with_id
