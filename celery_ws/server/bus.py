@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, cast
 
@@ -106,15 +107,15 @@ class EventBus:
         self._broadcasts = broadcasts.encode()
         #: channel -> how many subscriptions of local connections follow it
         self._followers: dict[bytes, int] = {}
-        #: stream channel -> id of the last event delivered from it
-        self._cursors: dict[bytes, bytes] = {}
+        #: stream channel -> order (``event_order``) of the last event delivered from it
+        self._cursors: dict[bytes, tuple[int, int]] = {}
         #: channels subscribed on the current connection (confirmed or not)
         self._subscribed: set[bytes] = set()
         #: channels whose subscription is not confirmed yet, and who waits for it
         self._confirming: dict[bytes, asyncio.Future[None]] = {}
         #: channels nobody followed at the last prune
         self._idle: set[bytes] = set()
-        self._recent: dict[tuple[str, str, str], None] = {}
+        self._recent: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         #: channels subscribed again after a reconnect, not read back yet
         self._rewound: set[bytes] = set()
         self._last_unstored = b""
@@ -237,30 +238,38 @@ class EventBus:
                     await self._connection.send("PING")
 
     async def _read(self, connection: RawConnection, stopping: asyncio.Event) -> None:
+        """Each turn takes every message already received (a burst is routed as
+        one batch); a subscription's read-back happens in its place in the
+        sequence, so a channel's events stay in order."""
         while not stopping.is_set():
-            reply = await connection.reply()
-            kind, channel = reply[0], reply[1]
-            if kind in (b"smessage", b"message"):
-                data = reply[2]
-                entry = self._received(channel, data)
-                if entry is not None:
-                    self._route([entry])
-            elif kind in (b"ssubscribe", b"subscribe"):
-                await self._confirmed(channel)
-            elif kind == b"sunsubscribe" and channel in self._subscribed:
-                # Redis dropped it (a cluster slot moved): take it up again
-                await connection.send("SSUBSCRIBE", channel)
+            batch: list[StreamEntry] = []
+            replies = (await connection.reply(), *connection.buffered())
+            self._on_received(sum(1 for reply in replies if reply[0] in (b"smessage", b"message")))
+            for reply in replies:
+                kind, channel = reply[0], reply[1]
+                if kind in (b"smessage", b"message"):
+                    entry = self._received(channel, reply[2])
+                    if entry is not None:
+                        batch.append(entry)
+                elif kind in (b"ssubscribe", b"subscribe"):
+                    self._route(batch)
+                    batch = []
+                    await self._confirmed(channel)
+                elif kind == b"sunsubscribe" and channel in self._subscribed:
+                    # Redis dropped it (a cluster slot moved): take it up again
+                    await connection.send("SSUBSCRIBE", channel)
+            self._route(batch)
 
     def _received(self, channel: bytes, data: bytes) -> StreamEntry | None:
-        self._on_received(1)
         header, _, frame = data.partition(b"\n")
         event_id, owner, task, workflow, type_ = orjson.loads(header)
         if event_id:
             cursor = self._cursors.get(channel)
             if cursor is not None:
-                if event_order(event_id) <= event_order(cursor):
+                order = event_order(event_id)
+                if order <= cursor:
                     return None  # read already, with the stream after a (re)subscription
-                self._cursors[channel] = event_id.encode()
+                self._cursors[channel] = order
         elif data == self._last_unstored:
             return None  # a heartbeat published on two channels this replica follows
         else:
@@ -274,17 +283,17 @@ class EventBus:
         if cursor is None:  # Redis was away when the channel was new: start now
             self._cursors[channel] = await self._newest(channel)
         else:
-            start = b"(" + cursor
+            start = b"(%d-%d" % cursor
             if channel in self._rewound:
                 # after a failover, processes that moved to the new master at
                 # different moments may have stored events there with ids below
                 # the last one read on the old master: read those too (what was
                 # delivered already is dropped by id)
                 self._rewound.discard(channel)
-                start = b"%d-0" % max(0, event_order(cursor)[0] - _REWIND_MS)
+                start = b"%d-0" % max(0, cursor[0] - _REWIND_MS)
             entries = cast("_Entries", await self._redis.xrange(channel, min=start, count=self._catch_up))
             if entries:
-                self._cursors[channel] = max(cursor, entries[-1][0], key=event_order)
+                self._cursors[channel] = max(cursor, event_order(entries[-1][0]))
                 self._on_received(len(entries))
                 # a broadcast goes out without its id, as it does live (emit.lua)
                 frame = _frame if channel == self._broadcasts else with_id
@@ -293,10 +302,10 @@ class EventBus:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _newest(self, stream: bytes) -> bytes:
-        """The id of the stream's newest event ("0-0": none yet)."""
+    async def _newest(self, stream: bytes) -> tuple[int, int]:
+        """The order of the stream's newest event ((0, 0): none yet)."""
         newest = cast("_Entries", await self._redis.xrevrange(stream, count=1))
-        return newest[0][0] if newest else b"0-0"
+        return event_order(newest[0][0]) if newest else (0, 0)
 
     def _route(self, entries: list[StreamEntry]) -> None:
         """Hand over each event once, however many channels brought it."""
@@ -309,7 +318,7 @@ class EventBus:
                     continue
                 recent[seen] = None
                 if len(recent) > _RECENT:
-                    del recent[next(iter(recent))]
+                    recent.popitem(last=False)
             fresh.append(entry)
         if fresh:
             try:

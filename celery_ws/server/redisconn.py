@@ -16,7 +16,10 @@ release has moved. What is used:
 * ``AbstractConnection.send_command(*args)``: write a command without waiting
   for its reply;
 * ``AbstractConnection.read_response()``: the next reply, parsed (by hiredis
-  when installed) without the client's response callbacks.
+  when installed) without the client's response callbacks;
+* ``AbstractConnection._parser._reader``: hiredis' reader, whose ``gets()``
+  returns the next reply it already holds, or ``NOT_ENOUGH_DATA`` (from
+  ``redis._parsers.hiredis``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection
 from redis.typing import EncodableT
 
@@ -50,8 +54,31 @@ class RawConnection:
         """The next reply, as the connection's protocol (RESP2 or RESP3) gives it."""
         return await self._connection.read_response()
 
+    def buffered(self) -> list[Any]:
+        """The replies already read from the socket and parsed, without waiting:
+        a subscriber takes a burst of messages in one turn of the event loop
+        instead of one ``read_response()`` each. Empty without hiredis.
+
+        Raises:
+            redis.RedisError: an error reply among them.
+        """
+        reader = getattr(getattr(self._connection, "_parser", None), "_reader", None)
+        replies: list[Any] = []
+        while reader is not None and len(replies) < _BUFFERED_MAX:
+            reply = reader.gets()
+            if reply is False or reply is NOT_ENOUGH_DATA:
+                break
+            if isinstance(reply, Exception):
+                raise reply
+            replies.append(reply)
+        return replies
+
     async def close(self) -> None:
         await self._connection.disconnect()
+
+
+#: replies taken without waiting in one turn of the event loop, at most
+_BUFFERED_MAX = 10_000
 
 
 class CommandLane:
@@ -97,7 +124,7 @@ class CommandLane:
 
 
 _POOL = ("make_connection",)
-_CONNECTION = ("connect", "disconnect", "send_command", "read_response")
+_CONNECTION = ("connect", "disconnect", "send_command", "read_response", "_parser")
 
 
 def missing_internals(client: redis.asyncio.Redis) -> list[str]:
