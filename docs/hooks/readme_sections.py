@@ -37,6 +37,8 @@ ANCHORS = {
     "#cancellation": "how-to/tasks.md#cancellation",
     "#confirmations": "how-to/tasks.md#confirmations",
     "#from-anywhere-else": "how-to/publish.md",
+    "#testing-your-own-code": "how-to/testing.md",
+    "#clients": "reference/browser-client.md",
 }
 
 log = logging.getLogger("mkdocs.hooks.readme_sections")
