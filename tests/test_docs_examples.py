@@ -209,6 +209,7 @@ print(json.dumps(out))
 
 async def test_flask_guide_mints_tokens_and_starts_tasks_for_its_user(tutorial: Project):
     import flask  # noqa: F401  (the guide's app imports it; the test extra installs it)
+
     from celery_ws import Settings
     from celery_ws.tokens import TokenVerifier
 
