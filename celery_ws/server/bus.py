@@ -146,6 +146,20 @@ class EventBus:
         if followers:
             self._followers[key] = followers - 1
 
+    async def prepare(self, channels: Iterable[str]) -> None:
+        """Read where each channel not followed yet starts, before the
+        subscription that follows it is registered: the read-back after
+        subscribing then covers every event from before that registration, so
+        nothing stored meanwhile misses the new follower (at worst it gets an
+        event or two from just before it subscribed)."""
+        for channel in channels:
+            key = channel.encode()
+            if key in self._cursors or key in self._subscribed or key in self._confirming:
+                continue
+            self._followers.setdefault(key, 0)  # pruned if nobody follows it after all
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._cursors[key] = await self._newest(key)
+
     async def ready(self, channels: Iterable[str], timeout: float) -> None:
         """Wait until ``channels`` are subscribed and caught up, at most
         ``timeout`` seconds (when Redis is away, they are once it is back)."""
@@ -162,7 +176,8 @@ class EventBus:
         """A new channel starts after its stream's newest event, read before
         subscribing: whatever is stored after that reaches this replica."""
         with contextlib.suppress(redis.RedisError, OSError):
-            self._cursors[key] = await self._newest(key)
+            if key not in self._cursors:  # read by prepare() already
+                self._cursors[key] = await self._newest(key)
             if self._connection is not None and key not in self._subscribed:
                 self._subscribed.add(key)
                 await self._connection.send(self._command("SUBSCRIBE"), key)

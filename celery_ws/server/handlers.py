@@ -184,10 +184,13 @@ class ActionHandler:
         ``authenticated``), nothing falls into the gap between history and live
         delivery, and nothing is sent twice or out of order.
         """
+        channels = self.registry.channels(user_id, task_id)
+        if self.bus is not None:  # where new channels start, read before registering
+            await self.bus.prepare(channels)
         self.registry.hold(session)
         self.registry.subscribe(session, user_id=user_id, task_id=task_id)
         if self.bus is not None:  # live before confirmed: nothing falls between
-            await self.bus.ready(self.registry.channels(user_id, task_id), _BUS_READY)
+            await self.bus.ready(channels, _BUS_READY)
         confirmed: dict[str, Any] = {
             "type": ReplyType.SUBSCRIPTION_CONFIRMED,
             "user_id": user_id,
