@@ -73,9 +73,10 @@ def _options(blocking: bool, target: RedisTarget, retry_class: RetryClass) -> di
     if target.kind == "standalone":  # back within a second, or down for longer
         retry = retry_class(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3)
     else:
-        # a failover takes seconds: 1.3 to 2.6 s of retries per command; while no
-        # master answers, each retry's connect retries as long again (~10 s in all)
-        retry = retry_class(EqualJitterBackoff(base=0.05, cap=1.0), 6)
+        # a failover takes seconds, more on a loaded host: 4.6 to 9.2 s of retries
+        # per command; while no master answers, each retry's connect retries as
+        # long again (about 20 s in all)
+        retry = retry_class(EqualJitterBackoff(base=0.05, cap=2.0), 9)
     return {
         "socket_timeout": None if blocking else 5.0,
         "socket_connect_timeout": 5.0,
