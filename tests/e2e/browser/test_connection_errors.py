@@ -6,9 +6,7 @@ it expires, without a disconnect and without losing or repeating an event."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +16,7 @@ from tests import tasks
 from tests.helpers import seconds
 from tests.processes import http_get
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, ServeProcess, screenshot
+from .conftest import CHROMIUM, CHROMIUM_ARGS, ServeProcess, html_site, screenshot
 from .test_page import SECRET, token_server  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -52,30 +50,13 @@ def site_page(named_browser: Any, server: ServeProcess) -> Iterator[tuple[Any, s
         "<!doctype html><html><head><meta charset='utf-8'><title>elsewhere</title>"
         f"<script src='{server.http_url}/celery-ws.js'></script></head><body></body></html>"
     ).encode()
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    context = named_browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(seconds(15) * 1000)
-    page.goto(f"http://{SITE}:{httpd.server_address[1]}/")
-    yield page, f"http://{SITE}:{httpd.server_address[1]}"
-    context.close()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with html_site(body) as port:
+        context = named_browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(seconds(15) * 1000)
+        page.goto(f"http://{SITE}:{port}/")
+        yield page, f"http://{SITE}:{port}"
+        context.close()
 
 
 def test_a_page_from_an_origin_the_server_refuses_hears_why(site_page, server):

@@ -4,9 +4,7 @@ Celery tasks."""
 
 from __future__ import annotations
 
-import http.server
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +16,7 @@ from celery.states import REVOKED
 from tests import tasks
 from tests.helpers import seconds
 
-from .conftest import REPO, ServeProcess, screenshot
+from .conftest import REPO, ServeProcess, html_site, screenshot
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(120)]
 
@@ -184,25 +182,8 @@ def seed_page_url(server: ServeProcess) -> Iterator[str]:
         "<!doctype html><html><head><meta charset='utf-8'><title>seed client</title></head><body>"
         f"<script>{SEED_CLIENT.replace('ws://localhost:8765', server.url)}</script></body></html>"
     ).encode()
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with html_site(body) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def test_seed_javascript_client_answers_a_confirmation(page, seed_page_url, user):
