@@ -21,12 +21,21 @@ they send a command; when the master has moved, the connection closes without
 sending and raises ConnectionError, which the client's retry (or the server's
 reader loop) answers by connecting to the new master. A connection blocked
 in ``BLPOP`` sends nothing, so a Sentinel client's ``BLPOP`` waits in slices of
-a second, each one checked. Sentinel and cluster
-clients retry for longer than a standalone one: a failover takes seconds.
+a second, each one checked.
+
+While no master answers (a dead master, until the sentinels promote its
+replica), a Sentinel connection keeps trying to connect for up to
+``FAILOVER_PATIENCE`` seconds counted from the first failure of any
+connection of its pool, then fails at once until a master answers again.
+The patience sits in ``connect()`` because redis-py reconnects a pooled
+connection whose server died when it hands it out, outside the command's
+retry: a count of command retries alone gave a write that came after an idle
+spell only a few seconds. Cluster clients retry about 20 s per command.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -45,7 +54,14 @@ from redis.retry import Retry
 
 from .redis_urls import RedisTarget, parse_redis_url
 
-__all__ = ["ASYNC_POOL_SIZE", "AsyncRedis", "SyncRedis", "async_client", "sync_client"]
+__all__ = [
+    "ASYNC_POOL_SIZE",
+    "FAILOVER_PATIENCE",
+    "AsyncRedis",
+    "SyncRedis",
+    "async_client",
+    "sync_client",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +80,21 @@ ASYNC_POOL_SIZE = 64
 _POOL_WAIT = 10.0
 #: how often an open Sentinel connection checks that its server is still the master
 MASTER_CHECK_INTERVAL = 1.0
+#: how long Sentinel connections keep trying while no master answers: the
+#: sentinels' down-after time plus an election, with room for a loaded host
+FAILOVER_PATIENCE = 20.0
+_RECONNECT_BACKOFF = EqualJitterBackoff(base=0.05, cap=1.0)
 _SENTINEL_TIMEOUT = 2.0
 
 
 def _options(blocking: bool, target: RedisTarget, retry_class: RetryClass) -> dict[str, Any]:
     """Options of every server connection. ``retry_class`` is redis-py's sync
     or asyncio ``Retry``: an asyncio client given the sync one never retries."""
-    if target.kind == "standalone":  # back within a second, or down for longer
+    if target.kind in ("standalone", "sentinel"):
+        # back within a second, or down for longer (Sentinel's wait for a new
+        # master is in its connections' connect())
         retry = retry_class(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3)
-    else:
-        # a failover takes seconds, more on a loaded host: 4.6 to 9.2 s of retries
-        # per command; while no master answers, each retry's connect retries as
-        # long again (about 20 s in all)
+    else:  # a cluster failover takes seconds: 4.6 to 9.2 s of retries, each reconnecting
         retry = retry_class(EqualJitterBackoff(base=0.05, cap=2.0), 9)
     return {
         "socket_timeout": None if blocking else 5.0,
@@ -169,10 +188,12 @@ def _sentinel_options(target: RedisTarget, retry_class: RetryClass) -> dict[str,
 
 
 class _MasterWatch:
-    """When a pool's connections last asked the sentinels for the master."""
+    """What a pool's connections share about the master: when they last asked
+    the sentinels for it, and since when none of them could reach one."""
 
     def __init__(self) -> None:
         self.checked_at = time.monotonic()
+        self.lost_at: float | None = None
 
     def due(self) -> bool:
         now = time.monotonic()
@@ -180,6 +201,18 @@ class _MasterWatch:
             return False
         self.checked_at = now
         return True
+
+    def reached(self) -> None:
+        self.lost_at = None
+
+    def pause(self, attempt: int) -> float | None:
+        """Seconds to wait before connecting again after ``attempt`` failures in
+        a row, or None once no master has answered for ``FAILOVER_PATIENCE``."""
+        now = time.monotonic()
+        if self.lost_at is None:
+            self.lost_at = now
+        left = self.lost_at + FAILOVER_PATIENCE - now
+        return None if left <= 0 else min(left, _RECONNECT_BACKOFF.compute(attempt))
 
 
 def _moved(address: Any, host: str, port: int) -> bool:
@@ -195,6 +228,21 @@ class _SyncMasterConnection(redis.sentinel.SentinelManagedConnection):
     def __init__(self, **kwargs: Any) -> None:
         self._watch: _MasterWatch = kwargs.pop("master_watch")
         super().__init__(**kwargs)
+
+    def connect(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._connect_retry()
+            except (redis.ConnectionError, redis.TimeoutError):
+                attempt += 1
+                pause = self._watch.pause(attempt)
+                if pause is None:
+                    raise
+                time.sleep(pause)
+            else:
+                self._watch.reached()
+                return
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if self._sock is not None and self.connection_pool.is_master:
@@ -228,6 +276,21 @@ class _AsyncMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
     def __init__(self, **kwargs: Any) -> None:
         self._watch: _MasterWatch = kwargs.pop("master_watch")
         super().__init__(**kwargs)
+
+    async def connect(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect_retry()
+            except (redis.ConnectionError, redis.TimeoutError):
+                attempt += 1
+                pause = self._watch.pause(attempt)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+            else:
+                self._watch.reached()
+                return
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if self.is_connected and self.connection_pool.is_master:

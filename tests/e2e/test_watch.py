@@ -174,15 +174,17 @@ def test_unreachable_server_exits_4(terminal):
 
 @pytest.mark.usefixtures("worker")
 def test_watching_a_task_that_already_ended_exits_at_once(celery_ws_server, celery_ws_client, user):
-    result = tasks.fail.delay_for(user)
-
-    async def wait_until_failed() -> None:
+    async def fail_while_connected() -> str:
+        # connected before the task starts: a new connection is not sent the
+        # user's past events, and the worker may fail the task at once
         async with celery_ws_client(user_id=user) as client:
-            await client.wait_for_event("task_failed", task_id=result.id)
+            task_id = tasks.fail.delay_for(user).id
+            await client.wait_for_event("task_failed", task_id=task_id)
+        return task_id
 
-    asyncio.run(wait_until_failed())
+    task_id = asyncio.run(fail_while_connected())
     done = subprocess.run(
-        [sys.executable, "-m", "celery_ws", "watch", result.id, "--url", celery_ws_server.url],
+        [sys.executable, "-m", "celery_ws", "watch", task_id, "--url", celery_ws_server.url],
         capture_output=True,
         text=True,
         timeout=seconds(30),

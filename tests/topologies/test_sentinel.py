@@ -26,7 +26,7 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_ws import Publisher
+from celery_ws import Publisher, connections
 from celery_ws.client import Client
 from celery_ws.connections import MASTER_CHECK_INTERVAL, async_client, sync_client
 from celery_ws.protocol import event_order
@@ -138,10 +138,15 @@ async def test_a_failover_mid_task_loses_nothing_the_new_master_has(
 
 async def test_clients_write_through_a_killed_master(sentinel_group: SentinelGroup) -> None:
     """The master dies (SIGKILL); until the sentinels promote the replica (about
-    2 s here) every command keeps retrying instead of failing: none raises, and
-    the last value each client wrote is on the new master."""
+    2 s here, more on a loaded host) every command keeps trying instead of
+    failing, whether it was mid-flight or started later on an idle pooled
+    connection: none raises, and the last value each client wrote is on the
+    new master."""
     sync, asynchronous = sync_client(sentinel_group.url), async_client(sentinel_group.url)
-    stop, failures, written = threading.Event(), [], {"sync": -1, "async": -1}
+    stop, written = threading.Event(), {"sync": -1, "async": -1}
+    #: (client, seconds after the writers started, error)
+    failures: list[tuple[str, float, str]] = []
+    started = time.monotonic()
 
     def write_sync() -> None:
         for i in range(10_000):
@@ -151,7 +156,7 @@ async def test_clients_write_through_a_killed_master(sentinel_group: SentinelGro
                 sync.set("sentinel-test:sync", i)
                 written["sync"] = i
             except redis.RedisError as exc:
-                failures.append(exc)
+                failures.append(("sync", round(time.monotonic() - started, 2), repr(exc)))
             time.sleep(0.02)
 
     async def write_async() -> None:
@@ -162,7 +167,7 @@ async def test_clients_write_through_a_killed_master(sentinel_group: SentinelGro
                 await asynchronous.set("sentinel-test:async", i)
                 written["async"] = i
             except redis.RedisError as exc:
-                failures.append(exc)
+                failures.append(("async", round(time.monotonic() - started, 2), repr(exc)))
             await asyncio.sleep(0.02)
 
     thread = threading.Thread(target=write_sync)
@@ -171,7 +176,9 @@ async def test_clients_write_through_a_killed_master(sentinel_group: SentinelGro
     try:
         await asyncio.sleep(0.3)
         old = sentinel_group.master
+        killed = time.monotonic() - started
         new = await asyncio.to_thread(sentinel_group.kill_master)
+        promoted = time.monotonic() - started
         await asyncio.sleep(1.0)
     finally:
         stop.set()
@@ -180,7 +187,57 @@ async def test_clients_write_through_a_killed_master(sentinel_group: SentinelGro
         sync.close()
         await asynchronous.aclose()
     old.start()  # back as a replica once the sentinels reconfigure it
-    assert failures == []
+    assert failures == [], f"killed at {killed:.2f} s, promoted at {promoted:.2f} s"
     assert new.port != old.port
     assert new.command("GET", "sentinel-test:sync") == str(written["sync"])
     assert new.command("GET", "sentinel-test:async") == str(written["async"])
+
+
+async def test_without_a_master_commands_wait_their_patience_then_fail_fast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both data nodes die, so nothing can be promoted: the first command waits
+    ``FAILOVER_PATIENCE`` for a master and fails; the next ones fail at once
+    instead of each waiting as long; once the master is back, commands work
+    and a later outage gets the whole patience again."""
+    patience = 2.0
+    monkeypatch.setattr(connections, "FAILOVER_PATIENCE", patience)
+
+    async def elapsed(call: Any) -> float:
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            await call()
+        return time.monotonic() - started
+
+    with SentinelGroup() as group:
+        sync, asynchronous = sync_client(group.url), async_client(group.url)
+        try:
+            sync.set("patience", 1)
+            await asynchronous.set("patience", 1)
+            for node in group.data_nodes:
+                node.kill()
+            first = await elapsed(lambda: asyncio.to_thread(sync.set, "patience", 2))
+            first_async = await elapsed(lambda: asynchronous.set("patience", 2))
+            then = await elapsed(lambda: asyncio.to_thread(sync.set, "patience", 3))
+            then_async = await elapsed(lambda: asynchronous.set("patience", 3))
+            # each client (each pool) waits once
+            assert min(first, first_async) >= patience, f"gave up after {first:.2f}, {first_async:.2f} s"
+            assert max(then, then_async) < patience, f"waited again: {then:.2f}, {then_async:.2f} s"
+
+            group.data_nodes[0].start()  # the master, back where the sentinels expect it
+            deadline = time.monotonic() + seconds(20)
+            while time.monotonic() < deadline:
+                try:
+                    sync.set("patience", 4)
+                    await asynchronous.set("patience", 4)
+                    break
+                except redis.ConnectionError:
+                    await asyncio.sleep(0.2)
+            assert group.data_nodes[0].command("GET", "patience") == "4"
+
+            group.data_nodes[0].kill()
+            again = await elapsed(lambda: asyncio.to_thread(sync.set, "patience", 5))
+            assert again >= patience, f"a new outage got {again:.2f} s, not the whole patience"
+        finally:
+            sync.close()
+            await asynchronous.aclose()
