@@ -152,10 +152,14 @@ class Continuation:
 
 def claim_call(settings: Settings, callback_id: str, continuation_id: str | None, replica: str) -> Call:
     """KEYS and ARGV for ``claim.lua``: ``replica`` claims the question's continuation."""
-    keys = settings.keys
+    home = settings.keys.callback_home(callback_id)
     return (
-        [keys.deferred, keys.confirm(callback_id), keys.task(continuation_id) if continuation_id else ""],
-        [keys.prefix, callback_id, time.time(), settings.continuation_lease, replica],
+        [
+            home.deferred,
+            home.confirm(callback_id),
+            home.task(continuation_id) if continuation_id else home.none,
+        ],
+        [home.prefix, callback_id, time.time(), settings.continuation_lease, replica],
     )
 
 

@@ -19,7 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import SettingsError
-from .keys import Keys
+from .keys import CLUSTER_HOMES, Keys
 from .redis_urls import parse_redis_url, redact_url
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.key_prefix)
+        return Keys(self.key_prefix, CLUSTER_HOMES if self.sharded_pubsub else 1)
 
     @classmethod
     def load(cls, conf: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:

@@ -39,7 +39,9 @@ __all__ = [
     "confirmation_from_reply",
     "emit_call",
     "expire_call",
+    "index_assignees",
     "open_confirmation",
+    "owner_pointers",
     "pipelined",
     "text",
 ]
@@ -77,16 +79,40 @@ class EmitResult:
         return cls(event_id or None, bool(flag))
 
 
-def pipelined(pipe: Any, script: Any, calls: Iterable[Call]) -> None:
-    """Queue ``script`` (a registered script) on ``pipe`` once per call, as bare EVALSHAs.
+def pipelined(
+    pipe: Any, script: Any, calls: Iterable[Call], *, by_source: bool = False, pointers: Pointers = ()
+) -> None:
+    """Queue ``script`` (a registered script) on ``pipe`` once per call, as bare
+    EVALSHAs, then the owner ``pointers`` (:func:`owner_pointers`): their
+    replies come after the calls'.
 
     redis-py sends ``SCRIPT EXISTS`` before every pipeline that holds a registered
     script: a second round trip per batch. Callers catch ``NoScriptError`` instead
-    (Redis restarted or flushed its scripts; no call of the batch ran), load the
-    script and send the batch again.
+    (Redis restarted or flushed its scripts; no call of the batch ran) and send
+    the batch again ``by_source`` (EVAL, which loads the script on whichever
+    node of a cluster runs it).
     """
     for keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if by_source:
+            pipe.eval(script.source, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+    for key, owner, ttl in pointers:
+        pipe.set(key, owner, ex=ttl)
+
+
+#: ``(key, owner, ttl)`` of owner pointers to write
+Pointers = Sequence[tuple[str, str, int]]
+
+
+def owner_pointers(settings: Settings, events: Iterable[dict[str, Any]]) -> Pointers:
+    """On a cluster, the owner pointer of each task these events belong to (a
+    task's home cannot be found from its id alone there; ``keys.py``)."""
+    keys = settings.keys
+    if not keys.clustered:
+        return ()
+    owners = {e["task_id"]: e["user_id"] for e in events if e.get("task_id") and e.get("user_id")}
+    return [(keys.owner(task_id), owner, settings.history_ttl) for task_id, owner in owners.items()]
 
 
 def emit_call(
@@ -110,25 +136,26 @@ def emit_call(
     every event also goes to the firehose (connections that follow everything,
     and one id space for all); in token mode nothing is written for it.
     """
-    keys = settings.keys
     user_id = event.get("user_id")
     broadcast = not user_id and not event.get("task_id")
     task_id = event.get("task_id") if route_by_task else None
     workflow = event.get("workflow_id") if route_by_task else None
     flow = workflow if workflow and workflow != task_id else None
     type_ = event["type"]
+    home = settings.keys.home(user_id or task_id)
+    none = home.none
     return (
         [
-            keys.broadcasts if broadcast else "",
-            keys.user_events(user_id) if user_id else "",
-            keys.task_events(task_id) if task_id else "",
-            keys.task(task_id) if task_id else "",
-            keys.confirm(callback_id) if callback_id else "",
-            keys.producer(producer) if producer else "",
-            keys.running if task_id else "",
-            keys.task_events(flow) if flow else "",
-            keys.task(flow) if flow else "",
-            "" if settings.token_mode else keys.firehose,
+            home.broadcasts if broadcast else none,
+            home.user_events(user_id) if user_id else none,
+            home.task_events(task_id) if task_id else none,
+            home.task(task_id) if task_id else none,
+            home.confirm(callback_id) if callback_id else none,
+            home.producer(producer) if producer else none,
+            home.running if task_id else none,
+            home.task_events(flow) if flow else none,
+            home.task(flow) if flow else none,
+            none if settings.token_mode else settings.keys.firehose,
         ],
         [
             dumps(event),
@@ -142,7 +169,7 @@ def emit_call(
             task_id or "",
             "" if lease is None else lease,
             time.time(),
-            keys.prefix,
+            home.prefix,
             workflow or "",
             "SPUBLISH" if settings.sharded_pubsub else "PUBLISH",
         ],
@@ -170,8 +197,9 @@ def open_confirmation(
     A question asked in a workflow (``workflow_id``, the first task's id) is also
     indexed under that task, so its watchers see it and a cancel of the workflow
     closes it. ``record`` holds more fields for the question's hash (a deferred
-    question's continuation)."""
-    keys = settings.keys
+    question's continuation). Everything here is in the callback id's home;
+    other assignees' indexes are :func:`index_assignees`'."""
+    home = settings.keys.callback_home(callback_id)
     ttl = confirmation_ttl(settings, deadline)
     fields = {
         "state": "pending",
@@ -185,14 +213,30 @@ def open_confirmation(
         **({"workflow_id": workflow_id} if workflow_id else {}),
         **(record or {}),
     }
-    pipe.hset(keys.confirm(callback_id), mapping=fields)
-    pipe.expire(keys.confirm(callback_id), ttl)
-    pending = [keys.pending, *(keys.user_pending(user) for user in {owner, *assignees})]
+    pipe.hset(home.confirm(callback_id), mapping=fields)
+    pipe.expire(home.confirm(callback_id), ttl)
+    pending = [home.pending, home.user_pending(owner)]
     if task_id:
-        pending.append(keys.task_pending(task_id))
+        pending.append(home.task_pending(task_id))
     if workflow_id and workflow_id != task_id:
-        pending.append(keys.task_pending(workflow_id))
-    for key in pending:
+        pending.append(home.task_pending(workflow_id))
+    _index(pipe, pending, callback_id, deadline, ttl)
+
+
+def index_assignees(
+    pipe: Any, settings: Settings, callback_id: str, assignees: list[str], *, deadline: float
+) -> None:
+    """Queue on ``pipe`` (no transaction: each assignee's index is in the
+    assignee's home) the entries that show an open question to ``assignees``
+    other than its owner when they subscribe. The scripts that close the
+    question leave them: readers skip closed questions."""
+    ttl = confirmation_ttl(settings, deadline)
+    keys = settings.keys
+    _index(pipe, [keys.home(user).user_pending(user) for user in assignees], callback_id, deadline, ttl)
+
+
+def _index(pipe: Any, indexes: list[str], callback_id: str, deadline: float, ttl: int) -> None:
+    for key in indexes:
         pipe.zadd(key, {callback_id: deadline})
         pipe.expire(key, ttl)
 
@@ -226,11 +270,11 @@ def answer_call(
     """``checked=False``: a typed question returns its schema instead of taking the
     answer. ``claimer``: the replica that claims a deferred question's
     continuation with the answer, to send it at once (one that knows the app)."""
-    keys = settings.keys
+    home = settings.keys.callback_home(callback_id)
     return (
-        [keys.confirm(callback_id), keys.confirm_reply(callback_id), keys.deferred],
+        [home.confirm(callback_id), home.confirm_reply(callback_id), home.deferred],
         [
-            keys.prefix,
+            home.prefix,
             callback_id,
             answered_by or "",
             answer,
@@ -247,20 +291,23 @@ def cancel_call(
     settings: Settings,
     task_id: str,
     *,
+    owner: str | None,
     check: str | None,
     recorded_by: str | None,
     workflow_id: str | None = None,
     next_id: str | None = None,
 ) -> Call:
-    """``check``: the user who must own the task (None: no check); ``workflow_id``
-    and ``next_id``: the workflow's first task and next continuation as read just
-    before (``cancel.lua`` replies ``moved`` when the latter changed meanwhile)."""
-    keys = settings.keys
+    """``owner``: the task's, as read before (its home; None: a task without
+    one, or unknown); ``check``: the user who must own the task (None: no
+    check); ``workflow_id`` and ``next_id``: the workflow's first task and next
+    continuation as read just before (``cancel.lua`` replies ``moved`` when the
+    latter changed meanwhile)."""
+    home = settings.keys.home(owner or task_id)
     workflow = workflow_id or task_id
     return (
-        [keys.task(task_id), keys.task(workflow), keys.task(next_id) if next_id else ""],
+        [home.task(task_id), home.task(workflow), home.task(next_id) if next_id else home.none],
         [
-            keys.prefix,
+            home.prefix,
             task_id,
             check or "",
             CANCELLED_REPLY,
@@ -321,7 +368,8 @@ def _one_of(outcomes: tuple[_Outcome, ...], value: str | None, script: str) -> _
 
 
 def expire_call(settings: Settings, callback_id: str) -> Call:
-    return ([settings.keys.confirm(callback_id)], [settings.key_prefix, callback_id])
+    home = settings.keys.callback_home(callback_id)
+    return ([home.confirm(callback_id)], [home.prefix, callback_id])
 
 
 ReplyKind = Literal["answered", "cancelled"]

@@ -94,7 +94,7 @@ async def test_an_unknown_keyword_is_refused_before_anything_is_asked(celery_ws_
             await asynchronous.notify_user(STEP, user, None, asignees=["someone"])
     finally:
         await asynchronous.aclose()
-    assert publisher.redis.zcard(celery_ws_settings.keys.user_pending(user)) == 0
+    assert publisher.redis.zcard(celery_ws_settings.keys.home(user).user_pending(user)) == 0
 
 
 # -- the same behaviour ------------------------------------------------------------------
@@ -160,7 +160,7 @@ async def test_emit_many_stores_every_event_in_order_in_one_round_trip(kind, use
                 publisher.emit_many(message_event({"type": "row", "n": n}, user_id=user) for n in range(20))
             )
             reads = probe.info("stats")["total_reads_processed"] - before
-            stored = probe.xrange(settings.keys.user_events(user))
+            stored = probe.xrange(settings.keys.home(user).user_events(user))
         finally:
             await _result(publisher.aclose() if kind is AsyncPublisher else publisher.close())
             probe.close()

@@ -81,7 +81,7 @@ class Workflow:
         try:
             deadline = time.monotonic() + seconds(10)
             while time.monotonic() < deadline:
-                raw = client.hget(self.settings.keys.task(self.id), "state:step")
+                raw = client.hget(self.settings.keys.home(self.user).task(self.id), "state:step")
                 if raw:
                     return str(json.loads(raw)["callback_id"])
                 if not self._thread.is_alive():

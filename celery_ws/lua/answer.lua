@@ -1,6 +1,6 @@
 -- Accept the first valid answer to a confirmation, atomically across replicas.
 -- KEYS: 1 confirmation hash, 2 reply list, 3 deferred questions zset
--- ARGV: 1 key prefix, 2 callback id, 3 answering user ('' = anonymous, open mode
+-- ARGV: 1 the home's prefix, 2 callback id, 3 answering user ('' = anonymous, open mode
 --       only), 4 answer JSON, 5 now (Unix seconds), 6 ttl, 7 '1' when the answer
 --       needs no check against the question's form (checked already, or a refusal),
 --       8 replica claiming a deferred question's continuation ('' = none: a replica
@@ -42,5 +42,5 @@ else
   redis.call('RPUSH', KEYS[2], ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
-unindex_confirmation(ARGV[1], ARGV[2], c[5], c[4], c[3], c[9])
+unindex_confirmation(ARGV[1], ARGV[2], c[5], c[4], c[9])
 return {'ok', c[4], c[5], c[6], c[8] or 'blocking'}

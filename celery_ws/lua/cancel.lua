@@ -4,8 +4,8 @@
 -- asked anywhere in it are closed, so no continuation is sent (and one already
 -- sent stops before it runs).
 -- KEYS: 1 task hash, 2 the workflow's first task's hash (KEYS[1] outside a workflow),
---       3 the workflow's next continuation's task hash ('' when it has none)
--- ARGV: 1 key prefix, 2 task id, 3 requesting user ('' = no ownership check:
+--       3 the workflow's next continuation's task hash (the placeholder when it has none)
+-- ARGV: 1 the home's prefix, 2 task id, 3 requesting user ('' = no ownership check:
 --       open mode, the server itself, a Publisher), 4 reply JSON pushed to waiting
 --       confirmations, 5 ttl, 6 workflow id (ARGV[2] outside a workflow), 7 the next
 --       continuation's id the caller read ('' = none), 8 who is recorded as cancelling
@@ -22,7 +22,7 @@ end
 if (redis.call('HGET', KEYS[2], 'next') or '') ~= ARGV[7] then return {'moved', owner} end
 local ttl = tonumber(ARGV[5])
 for i = 1, 3 do
-  if KEYS[i] ~= '' then
+  if present(KEYS[i]) then
     redis.call('HSET', KEYS[i], 'cancel', '1', 'cancelled_by', ARGV[8])
     if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
   end

@@ -3,8 +3,8 @@
 -- holding a claim leaves it to run out; another one claims it again and sends
 -- (the worker skips a second run of the same continuation id).
 -- KEYS: 1 deferred questions zset, 2 confirmation hash, 3 the continuation's task
---       hash ('' when the question names none)
--- ARGV: 1 key prefix, 2 callback id, 3 now (Unix seconds), 4 lease (s), 5 replica id
+--       hash (the placeholder when the question names none)
+-- ARGV: 1 the home's prefix, 2 callback id, 3 now (Unix seconds), 4 lease (s), 5 replica id
 -- A question whose deadline passed unanswered is closed as expired here (an answer
 -- and the deadline race atomically: answer.lua refuses answers past the deadline).
 -- Returns {} when there is nothing to send (not due, claimed by another replica,
@@ -14,7 +14,7 @@
 local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not score then return {} end
 local c = redis.call('HMGET', KEYS[2], 'state', 'deadline', 'claimed_by', 'sent', 'owner', 'task_id',
-                     'assignees', 'workflow_id')
+                     'workflow_id')
 local state, now = c[1], tonumber(ARGV[3])
 if not state or c[4] or (state ~= 'pending' and state ~= 'answered' and state ~= 'expired') then
   redis.call('ZREM', KEYS[1], ARGV[2])
@@ -28,9 +28,9 @@ if state == 'pending' then
   end
   state = 'expired'
   redis.call('HSET', KEYS[2], 'state', state)
-  unindex_confirmation(ARGV[1], ARGV[2], c[5], c[6], c[7], c[8])
+  unindex_confirmation(ARGV[1], ARGV[2], c[5], c[6], c[7])
 end
-if KEYS[3] ~= '' and redis.call('HEXISTS', KEYS[3], 'cancel') == 1 then
+if present(KEYS[3]) and redis.call('HEXISTS', KEYS[3], 'cancel') == 1 then
   redis.call('HSET', KEYS[2], 'state', 'cancelled')
   redis.call('ZREM', KEYS[1], ARGV[2])
   return {}

@@ -15,10 +15,11 @@
 -- KEYS: 1 broadcast stream, 2 user stream, 3 task stream, 4 task hash,
 --       5 confirmation hash, 6 producer sequence key, 7 running-task lease zset,
 --       8 workflow stream, 9 workflow hash (the workflow's first task, when that is
---       another task), 10 firehose stream (open mode) ('' when not applicable)
+--       another task), 10 firehose stream (open mode); the home's placeholder for each
+--       that does not apply
 -- ARGV: 1 payload (JSON without id), 2 owner, 3 event type, 4 terminal ('1'/'0'),
 --       5 producer sequence number (''), 6 (unused), 7 history maxlen, 8 ttl, 9 task id (''),
---       10 lease seconds ('' = no lease change), 11 now (Unix seconds), 12 key prefix,
+--       10 lease seconds ('' = no lease change), 11 now (Unix seconds), 12 the home's prefix,
 --       13 workflow id (''), 14 'SPUBLISH' (a cluster) or 'PUBLISH'
 -- Stream entries hold the payload (d), its routing: owner (u), task (t) and workflow (w),
 -- and its type (y). A published message is a JSON array [id, owner, task, workflow, type],
@@ -30,14 +31,14 @@ local ttl, task_id, lease, now = tonumber(ARGV[8]), ARGV[9], ARGV[10], tonumber(
 local task, flow = KEYS[4], KEYS[9]
 
 local cancelled = ''
-if task ~= '' then
+if present(task) then
   local t = redis.call('HMGET', task, 'cancel', 'final')
   if t[1] then cancelled = '1' end
   -- after a task's terminal event it says nothing more (task_failure may fire twice)
   if t[2] then return {'', cancelled} end
 end
 -- nor does a workflow after its own
-if flow ~= '' and redis.call('HEXISTS', flow, 'final') == 1 then return {'', cancelled} end
+if present(flow) and redis.call('HEXISTS', flow, 'final') == 1 then return {'', cancelled} end
 
 -- a batch retried by the same worker process: this event is stored already
 if seq ~= '' then
@@ -49,7 +50,7 @@ end
 local heartbeat = etype == 'heartbeat'
 local streams = {}
 for _, i in ipairs({10, 2, 3, 8, 1}) do
-  if KEYS[i] ~= '' then streams[#streams + 1] = KEYS[i] end
+  if present(KEYS[i]) then streams[#streams + 1] = KEYS[i] end
 end
 local id = ''
 if not heartbeat then
@@ -63,7 +64,7 @@ if not heartbeat then
 end
 local with_id = id == '' and payload or '{"id":"' .. id .. '",' .. string.sub(payload, 2)
 local message = cjson.encode({id, owner, task_id, ARGV[13], etype}) .. '\n' ..
-                (KEYS[1] ~= '' and payload or with_id)
+                (present(KEYS[1]) and payload or with_id)
 for _, stream in ipairs(streams) do
   redis.call(stream == KEYS[10] and 'PUBLISH' or ARGV[14], stream, message)
 end
@@ -80,17 +81,17 @@ local function keep_state(hash)
   if redis.call('TTL', hash) < ttl then redis.call('EXPIRE', hash, ttl) end
 end
 
-if task ~= '' then
+if present(task) then
   if owner ~= '' then redis.call('HSETNX', task, 'owner', owner) end
   keep_state(task)
   -- nobody will wait for these answers any more
   if terminal == '1' then close_task_confirmations(ARGV[12], task_id, 'closed', nil, ttl) end
 end
-if flow ~= '' and etype ~= 'heartbeat' then keep_state(flow) end
+if present(flow) and etype ~= 'heartbeat' then keep_state(flow) end
 
 -- a running task holds a lease that its heartbeats renew; servers report it lost
 -- when the lease runs out. A task waiting on a deferred question holds none.
-if KEYS[7] ~= '' and task_id ~= '' then
+if present(KEYS[7]) and task_id ~= '' then
   if terminal == '1' or etype == 'task_waiting' then
     redis.call('ZREM', KEYS[7], task_id)
   elseif lease ~= '' then
@@ -98,7 +99,7 @@ if KEYS[7] ~= '' and task_id ~= '' then
   end
 end
 
-if KEYS[5] ~= '' then
+if present(KEYS[5]) then
   redis.call('HSET', KEYS[5], 'event_id', id, 'event', payload)
 end
 return {id, cancelled}

@@ -119,10 +119,10 @@ class AsyncPublisher:
     async def _perform(self, effect: Effect) -> Any:
         """All the I/O an AsyncPublisher does."""
         match effect:
-            case Commands(queue, transaction):
+            case Commands(queue, transaction, raise_on_error):
                 async with self.redis.pipeline(transaction=transaction) as pipe:
                     queue(pipe)
-                    return await pipe.execute()
+                    return await pipe.execute(raise_on_error=raise_on_error)
             case Pop(key, timeout):
                 return await self._blocking.blpop([key], timeout=timeout)
             case Pause(seconds):

@@ -22,9 +22,21 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
+from ..keys import Home
 from ..protocol import TaskStepResult, UserConfirmation, message_event
 from ..settings import Settings
-from ..storage import EMIT, EXPIRE, Call, EmitResult, emit_call, expire_call, pipelined, text
+from ..storage import (
+    EMIT,
+    EXPIRE,
+    Call,
+    EmitResult,
+    Pointers,
+    emit_call,
+    expire_call,
+    owner_pointers,
+    pipelined,
+    text,
+)
 from .question import ConfirmOptions, Outgoing, Question
 
 if TYPE_CHECKING:
@@ -65,10 +77,12 @@ _CLOSE_GRACE = 30.0  # how long past its deadline a wait keeps trying to record 
 @dataclass(frozen=True, slots=True)
 class Commands:
     """Queue commands on a pipeline with ``queue`` and send them in one round
-    trip (in MULTI/EXEC when ``transaction``); the reply is their replies, in order."""
+    trip (in MULTI/EXEC when ``transaction``); the reply is their replies, in
+    order, with each error in its place unless ``raise_on_error``."""
 
     queue: Callable[[Pipe], object]
     transaction: bool = False
+    raise_on_error: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +156,24 @@ _EMIT = _script(EMIT)
 _EXPIRE = _script(EXPIRE)
 
 
-def _scripted(script: _Script, calls: list[Call]) -> Steps[list[Any]]:
-    """``script`` once per call, all in one round trip (see
-    :func:`~celery_ws.storage.pipelined`)."""
-
-    def queue(pipe: Pipe) -> None:
-        pipelined(pipe, script, calls)
-
-    try:
-        replies: list[Any] = yield Commands(queue)
-    except NoScriptError:  # Redis restarted or flushed its scripts; none of the calls ran
-        yield Commands(lambda pipe: pipe.script_load(script.source))
-        replies = yield Commands(queue)
-    return replies
+def _scripted(script: _Script, calls: list[Call], pointers: Pointers = ()) -> Steps[list[Any]]:
+    """``script`` once per call, all in one round trip with the owner
+    ``pointers`` (see :func:`~celery_ws.storage.pipelined`); the calls' replies."""
+    replies: list[Any] = yield Commands(
+        lambda pipe: pipelined(pipe, script, calls, pointers=pointers), raise_on_error=False
+    )
+    # a Redis that restarted, flushed its scripts or was promoted (on a cluster,
+    # maybe one node of several) did not run these: run them again by source
+    unknown = [n for n, reply in enumerate(replies[: len(calls)]) if isinstance(reply, NoScriptError)]
+    if unknown:
+        again = [calls[n] for n in unknown]
+        retried = yield Commands(lambda pipe: pipelined(pipe, script, again, by_source=True))
+        for n, reply in zip(unknown, retried, strict=True):
+            replies[n] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[: len(calls)]
 
 
 def _command(queue: Callable[[Pipe], object]) -> Steps[Any]:
@@ -220,6 +239,7 @@ class Core:
                 )
                 for out in outgoing
             ],
+            owner_pointers(self.settings, [out.event for out in outgoing if out.route_by_task]),
         )
         return [EmitResult.from_reply(reply) for reply in replies]
 
@@ -252,10 +272,23 @@ class Core:
     # -- a task's state
 
     def _task_field(self, task_id: str, field: str) -> Steps[str | None]:
-        return text((yield from _command(lambda pipe: pipe.hget(self.settings.keys.task(task_id), field))))
+        home = yield from self.task_home(task_id)
+        return text((yield from _command(lambda pipe: pipe.hget(home.task(task_id), field))))
+
+    def task_home(self, task_id: str) -> Steps[Home]:
+        """Where a task's keys are, from its id alone (on a cluster, through its
+        owner pointer: ``keys.py``)."""
+        keys = self.settings.keys
+        owner = (yield from self._pointed_owner(task_id)) if keys.clustered else None
+        return keys.home(owner or task_id)
+
+    def _pointed_owner(self, task_id: str) -> Steps[str | None]:
+        return text((yield from _command(lambda pipe: pipe.get(self.settings.keys.owner(task_id)))))
 
     def owner_of(self, task_id: str) -> Steps[str | None]:
-        return self._task_field(task_id, "owner")
+        if self.settings.keys.clustered:
+            return (yield from self._pointed_owner(task_id))
+        return (yield from self._task_field(task_id, "owner"))
 
     def is_cancelled(self, task_id: str) -> Steps[bool]:
         return (yield from self._task_field(task_id, "cancel")) is not None
@@ -295,6 +328,8 @@ class Core:
     def _ask(self, question: Question) -> Steps[None]:
         """Stored before announced, so an answer that comes at once finds it pending."""
         yield Commands(question.open, transaction=True)
+        if question.others:
+            yield Commands(question.index_elsewhere)
         yield from self.announce(question.requests())
 
     def _recheck(self, question: Question) -> Steps[UserConfirmation | None]:

@@ -4,7 +4,6 @@ its reply or its closing state means."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from ..exceptions import ConfirmationError, ConfirmationTimeout, TaskCancelled
 from ..protocol import TaskStepResult, UserConfirmation, event, step_result_event
 from ..settings import Settings
-from ..storage import confirmation_from_reply, open_confirmation
+from ..storage import confirmation_from_reply, index_assignees, open_confirmation
 
 if TYPE_CHECKING:
     from .core import Pipe
@@ -80,7 +79,7 @@ class Question:
                 f"{', '.join(sorted(ConfirmOptions.__optional_keys__))}"
             )
         self.settings = settings
-        self.callback_id = uuid.uuid4().hex
+        self.callback_id = settings.keys.new_callback_id(owner)
         timeout = options.get("timeout")
         self.timeout = settings.callback_timeout if timeout is None else timeout
         self.deadline = time.time() + self.timeout
@@ -110,6 +109,16 @@ class Question:
             workflow_id=self.links.get("workflow_id"),
             record=self.record,
         )
+
+    @property
+    def others(self) -> list[str]:
+        """The assignees besides the owner."""
+        return [user for user in self.assignees if user != self.owner]
+
+    def index_elsewhere(self, pipe: Pipe) -> None:
+        """Queue the open question's entries for :attr:`others` (in their homes,
+        so not in :meth:`open`'s transaction)."""
+        index_assignees(pipe, self.settings, self.callback_id, self.others, deadline=self.deadline)
 
     def _to_everyone(
         self, build: Callable[[str], dict[str, Any]], *, keep_request: bool = False
@@ -144,11 +153,11 @@ class Question:
 
     @property
     def reply_key(self) -> str:
-        return self.settings.keys.confirm_reply(self.callback_id)
+        return self.settings.keys.callback_home(self.callback_id).confirm_reply(self.callback_id)
 
     @property
     def key(self) -> str:
-        return self.settings.keys.confirm(self.callback_id)
+        return self.settings.keys.callback_home(self.callback_id).confirm(self.callback_id)
 
     def answered(self, raw: bytes | str) -> UserConfirmation:
         kind, answer = confirmation_from_reply(self.callback_id, raw)

@@ -157,10 +157,10 @@ class Publisher:
     def _perform(self, effect: Effect) -> Any:
         """All the I/O a Publisher does."""
         match effect:
-            case Commands(queue, transaction):
+            case Commands(queue, transaction, raise_on_error):
                 with self.redis.pipeline(transaction=transaction) as pipe:
                     queue(pipe)
-                    return pipe.execute()
+                    return pipe.execute(raise_on_error=raise_on_error)
             case Pop(key, timeout):
                 return self._blocking.blpop([key], timeout=timeout)
             case Pause(seconds):

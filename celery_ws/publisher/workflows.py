@@ -83,18 +83,27 @@ def _store(core: Core, question: Question, continuation: Continuation) -> Steps[
         )
     ttl = confirmation_ttl(core.settings, question.deadline)
 
+    home = keys.home(question.owner)
+
     def store(pipe: Pipe) -> None:
         question.open(pipe)
-        pipe.zadd(keys.deferred, {question.callback_id: question.deadline})
+        pipe.zadd(home.deferred, {question.callback_id: question.deadline})
         # the continuation is known before it exists: its owner, its workflow and
         # the task it continues, so that a cancel of the workflow reaches it
         following = ["owner", question.owner, "workflow", continuation.workflow_id]
-        pipe.hset(keys.task(continuation.task_id), items=[*following, "parent", continuation.parent_task_id])
-        pipe.expire(keys.task(continuation.task_id), ttl)
-        pipe.hset(keys.task(continuation.workflow_id), "next", continuation.task_id)
-        pipe.expire(keys.task(continuation.workflow_id), ttl)
+        pipe.hset(home.task(continuation.task_id), items=[*following, "parent", continuation.parent_task_id])
+        pipe.expire(home.task(continuation.task_id), ttl)
+        pipe.hset(home.task(continuation.workflow_id), "next", continuation.task_id)
+        pipe.expire(home.task(continuation.workflow_id), ttl)
+
+    def elsewhere(pipe: Pipe) -> None:
+        question.index_elsewhere(pipe)
+        if keys.clustered:
+            pipe.set(keys.owner(continuation.task_id), question.owner, ex=ttl)
 
     yield Commands(store, transaction=True)
+    if question.others or keys.clustered:
+        yield Commands(elsewhere)
     yield from core.announce(question.requests())
 
 
@@ -106,18 +115,22 @@ def cancel(core: Core, task_id: str, by: str | None, *, owner_only: bool) -> Ste
     """Cancel a task and the workflow it belongs to: ``cancel.lua`` marks them,
     closes their questions (a deferred one sends no continuation), wakes a
     blocking one; then ``task_cancelled`` for the owner's clients."""
-    keys = core.settings.keys
+    # a user may cancel only their own tasks: look in their home (another's
+    # task is not there, and refused like an unknown one)
+    home_owner = by if owner_only and by else (yield from core.owner_of(task_id))
+    home = core.settings.keys.home(home_owner or task_id)
     outcome: CancelOutcome = "moved"
     owner: str | None = None
     parent: bytes | str | None = None
     workflow, next_id = task_id, None
     for _ in range(_CANCEL_ATTEMPTS):
-        flow, parent = yield from _command(lambda pipe: pipe.hmget(keys.task(task_id), "workflow", "parent"))
+        flow, parent = yield from _command(lambda pipe: pipe.hmget(home.task(task_id), "workflow", "parent"))
         workflow = text(flow) or task_id
-        next_id = text((yield from _command(_next_of(keys.task(workflow)))))
+        next_id = text((yield from _command(_next_of(home.task(workflow)))))
         call = cancel_call(
             core.settings,
             task_id,
+            owner=home_owner,
             check=by if owner_only else None,
             recorded_by=by,
             workflow_id=workflow,

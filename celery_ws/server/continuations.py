@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import redis
 import redis.asyncio
@@ -41,6 +41,7 @@ from ..protocol import event
 from ..publisher import AsyncPublisher, Outgoing
 from ..settings import Settings
 from ..storage import CLAIM, text
+from .store import due
 
 __all__ = ["Continuer", "SendTask", "celery_sender"]
 
@@ -121,15 +122,9 @@ class Continuer:
     async def sweep(self) -> int:
         """Continue every question that is due: answered or expired, and not
         claimed by a live replica. Returns how many this replica sent."""
-        due = cast(
-            "list[bytes]",
-            await self.redis.zrangebyscore(
-                self.settings.keys.deferred, "-inf", time.time(), start=0, num=_SWEEP
-            ),
-        )
         sent = 0
-        for raw in due:
-            if await self._continue(raw.decode()):
+        for _, callback_id, _ in await due(self.redis, self.settings, lambda home: home.deferred, _SWEEP):
+            if await self._continue(callback_id):
                 sent += 1
         return sent
 
@@ -147,16 +142,16 @@ class Continuer:
     async def continue_one(self, callback_id: str) -> bool:
         """Claim, announce, send, record. False when there was nothing to send
         here, or the send failed (the claim then runs out and it is tried again)."""
-        keys = self.settings.keys
+        home = self.settings.keys.callback_home(callback_id)
         try:
-            continuation_id = text(await self.redis.hget(keys.confirm(callback_id), "continuation_id"))
+            continuation_id = text(await self.redis.hget(home.confirm(callback_id), "continuation_id"))
             claim_keys, args = claim_call(self.settings, callback_id, continuation_id, self.replica)
             claimed = Claimed.from_reply(callback_id, await self._claim(claim_keys, args))
             if claimed is None:
                 return False
             if not claimed.announced:
                 await self.publisher.emit_many(_closing_events(claimed))
-                await self.redis.hset(keys.confirm(callback_id), "announced", "1")
+                await self.redis.hset(home.confirm(callback_id), "announced", "1")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.warning("cannot continue question %s now (%s); retrying", callback_id, exc)
             return False
@@ -175,8 +170,8 @@ class Continuer:
         self.sent += 1
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.confirm(callback_id), "sent", repr(time.time()))
-                pipe.zrem(keys.deferred, callback_id)
+                pipe.hset(home.confirm(callback_id), "sent", repr(time.time()))
+                pipe.zrem(home.deferred, callback_id)
                 await pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError):
             logger.warning("continuation of %s sent but not recorded: it may be sent again", callback_id)

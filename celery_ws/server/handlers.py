@@ -184,7 +184,7 @@ class ActionHandler:
         ``authenticated``), nothing falls into the gap between history and live
         delivery, and nothing is sent twice or out of order.
         """
-        channels = self.registry.channels(user_id, task_id)
+        channels = self.registry.channels(session, user_id, task_id)
         if self.bus is not None:  # where new channels start, read before registering
             await self.bus.prepare(channels)
         self.registry.hold(session)
@@ -198,11 +198,14 @@ class ActionHandler:
         }
         replay: list[bytes] = []
         if last_event_id is not None:
-            confirmed["recovered"], history = await self.store.history(user_id, task_id, last_event_id)
+            confirmed["recovered"], history = await self.store.history(
+                user_id, task_id, last_event_id, owner=session.identity
+            )
             session.replayed = frozenset(event_id.decode() for event_id, _ in history)
             replay = [frame for _, frame in history]
-        state = await self.store.task_state(task_id) if task_id is not None else None
-        pending = await self.store.pending_requests(user_id, task_id)
+        owner = session.identity
+        state = await self.store.task_state(task_id, owner=owner) if task_id is not None else None
+        pending = await self.store.pending_requests(user_id, task_id, owner=owner)
         if state is not None:
             confirmed["state"] = _only_open_question(state, pending)
         # open questions go out with the live events held meanwhile, in id order:

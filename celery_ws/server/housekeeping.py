@@ -56,8 +56,8 @@ class Housekeeping:
     async def report_lost_tasks(self) -> None:
         """A task whose lease ran out lost its worker. Every replica may report
         it: only the first terminal event counts."""
-        for task_id, lease_end in await self.store.expired_leases():
-            owner, links = await self.store.task_links(task_id)
+        for home, task_id, lease_end in await self.store.expired_leases():
+            owner, links = await self.store.task_links(home, task_id)
             lost = event(
                 "task_failed",
                 task_id=task_id,
@@ -68,4 +68,4 @@ class Housekeeping:
                 **links,
             )
             if (await self.publisher.emit(lost)).id is None:
-                await self.store.forget_lease(task_id)
+                await self.store.forget_lease(home, task_id)

@@ -138,10 +138,10 @@ class Registry:
         self._stop_firehose(conn)
         for user in session.users:
             _discard(self._by_user, user, conn)
-            self._interest.unfollow(self._keys.user_events(user))
+            self._interest.unfollow(self._user_channel(user))
         for task in session.tasks:
             _discard(self._by_task, task, conn)
-            self._interest.unfollow(self._keys.task_events(task))
+            self._interest.unfollow(self._task_channel(session, task))
         if session.identity is not None:
             _discard(self._by_identity, session.identity, conn)
 
@@ -160,18 +160,26 @@ class Registry:
         if user_id is not None and user_id not in session.users:
             session.users |= {user_id}
             self._by_user[user_id].add(conn)
-            self._interest.follow(self._keys.user_events(user_id))
+            self._interest.follow(self._user_channel(user_id))
         if task_id is not None and task_id not in session.tasks:
             session.tasks |= {task_id}
             self._by_task[task_id].add(conn)
-            self._interest.follow(self._keys.task_events(task_id))
+            self._interest.follow(self._task_channel(session, task_id))
 
-    def channels(self, user_id: str | None, task_id: str | None) -> list[str]:
-        """The bus channels a subscription to (user, task) follows."""
+    def channels(self, session: Session, user_id: str | None, task_id: str | None) -> list[str]:
+        """The bus channels a subscription of ``session`` to (user, task) follows."""
         return [
-            *([self._keys.user_events(user_id)] if user_id is not None else []),
-            *([self._keys.task_events(task_id)] if task_id is not None else []),
+            *([self._user_channel(user_id)] if user_id is not None else []),
+            *([self._task_channel(session, task_id)] if task_id is not None else []),
         ]
+
+    def _user_channel(self, user_id: str) -> str:
+        return self._keys.home(user_id).user_events(user_id)
+
+    def _task_channel(self, session: Session, task_id: str) -> str:
+        """A task's stream is in its owner's home: the connection's user's (a
+        token's user may follow only their own tasks; with one home, any)."""
+        return self._keys.home(session.identity or task_id).task_events(task_id)
 
     def _stop_firehose(self, conn: Peer) -> None:
         if conn in self._firehose:
@@ -183,11 +191,11 @@ class Registry:
         if user_id is not None and user_id in session.users:
             session.users -= {user_id}
             _discard(self._by_user, user_id, conn)
-            self._interest.unfollow(self._keys.user_events(user_id))
+            self._interest.unfollow(self._user_channel(user_id))
         if task_id is not None and task_id in session.tasks:
             session.tasks -= {task_id}
             _discard(self._by_task, task_id, conn)
-            self._interest.unfollow(self._keys.task_events(task_id))
+            self._interest.unfollow(self._task_channel(session, task_id))
 
     def targets(
         self, user_id: str | None, task_id: str | None, workflow_id: str | None = None

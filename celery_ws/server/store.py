@@ -12,12 +12,13 @@ from typing import Any, Literal, cast
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
+from ..keys import Home
 from ..protocol import event_order, loads, with_id
 from ..settings import Settings
 from ..storage import ANSWER, AnswerRefusal, answer_call, answer_payload, answer_reply, text
 from .redisconn import CommandLane
 
-__all__ = ["AckOutcome", "Answered", "ServerStore"]
+__all__ = ["AckOutcome", "Answered", "ServerStore", "due"]
 
 #: What became of an ack: delivered to its sender, or why not (see :meth:`ServerStore.ack`).
 AckOutcome = Literal["ok", "unknown", "forbidden"]
@@ -90,15 +91,20 @@ class ServerStore:
             "ok", task_id or None, owner, float(asked_at) if asked_at else None, deferred=mode == "deferred"
         )
 
+    def _task_home(self, task_id: str, owner: str | None) -> Home:
+        """A task's home, ``owner`` being who follows it: a token's user may
+        follow only their own tasks (with one home, anyone any)."""
+        return self.settings.keys.home(owner or task_id)
+
     async def history(
-        self, user_id: str | None, task_id: str | None, after: str
+        self, user_id: str | None, task_id: str | None, after: str, *, owner: str | None = None
     ) -> tuple[bool, list[tuple[bytes, bytes]]]:
         """Events after ``after`` from the user's and/or the task's history, in
         order, and whether that is all of them (False: the window was trimmed
         past ``after``, so some are gone)."""
         keys = self.settings.keys
-        streams = ([keys.user_events(user_id)] if user_id else []) + (
-            [keys.task_events(task_id)] if task_id else []
+        streams = ([keys.home(user_id).user_events(user_id)] if user_id else []) + (
+            [self._task_home(task_id, owner).task_events(task_id)] if task_id else []
         )
         recovered = True
         found: dict[bytes, bytes] = {}
@@ -114,19 +120,17 @@ class ServerStore:
                 found[event_id] = with_id(event_id, fields[b"d"])
         return recovered, sorted(found.items(), key=lambda item: event_order(item[0]))
 
-    async def task_links(self, task_id: str) -> tuple[str | None, dict[str, str]]:
+    async def task_links(self, home: Home, task_id: str) -> tuple[str | None, dict[str, str]]:
         """A task's owner, and the ``workflow_id``/``parent_task_id`` of its
         events when it continues another task."""
-        owner, workflow, parent = await self.redis.hmget(
-            self.settings.keys.task(task_id), "owner", "workflow", "parent"
-        )
+        owner, workflow, parent = await self.redis.hmget(home.task(task_id), "owner", "workflow", "parent")
         links = {"workflow_id": text(workflow) or "", "parent_task_id": text(parent) or ""}
         return text(owner), {k: v for k, v in links.items() if v}
 
-    async def task_state(self, task_id: str) -> dict[str, Any]:
+    async def task_state(self, task_id: str, *, owner: str | None = None) -> dict[str, Any]:
         """The task's latest progress, step result and final event, for a late viewer."""
         progress, step, final = await self.redis.hmget(
-            self.settings.keys.task(task_id), "state:progress", "state:step", "state:final"
+            self._task_home(task_id, owner).task(task_id), "state:progress", "state:step", "state:final"
         )
         return {"progress": _json(progress), "step_result": _json(step), "final": _json(final)}
 
@@ -149,52 +153,68 @@ class ServerStore:
             await pipe.execute()
         return "ok"
 
-    async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
-        """Running tasks whose heartbeats stopped: ``(task_id, when the lease ran out)``."""
-        # redis-py types every reply shape at once; this client has no
-        # decode_responses, and withscores pairs each member with its score
-        expired = cast(
-            "list[tuple[bytes, float]]",
-            await self.redis.zrangebyscore(
-                self.settings.keys.running, "-inf", time.time(), start=0, num=limit, withscores=True
-            ),
-        )
-        return [(task_id.decode(), float(score)) for task_id, score in expired]
+    async def expired_leases(self, limit: int = 100) -> list[tuple[Home, str, float]]:
+        """Running tasks whose heartbeats stopped: ``(home, task_id, when the lease ran out)``."""
+        return await due(self.redis, self.settings, lambda home: home.running, limit)
 
-    async def forget_lease(self, task_id: str) -> None:
-        await self.redis.zrem(self.settings.keys.running, task_id)
+    async def forget_lease(self, home: Home, task_id: str) -> None:
+        await self.redis.zrem(home.running, task_id)
 
     async def pending_count(self) -> int:
         """Open confirmations across all replicas; forgets ones past their deadline."""
-        key, now = self.settings.keys.pending, time.time()
+        now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zcard(key)
-            _, count = await pipe.execute()
-        return int(count)
+            for home in self.settings.keys.all_homes():
+                pipe.zremrangebyscore(home.pending, "-inf", now)
+                pipe.zcard(home.pending)
+            replies = await pipe.execute()
+        return sum(int(count) for count in replies[1::2])
 
-    async def pending_requests(self, user_id: str | None, task_id: str | None) -> list[bytes]:
-        """The stored request events of confirmations still open, oldest first."""
+    async def pending_requests(
+        self, user_id: str | None, task_id: str | None, *, owner: str | None = None
+    ) -> list[bytes]:
+        """The stored request events of confirmations still open, oldest first
+        (an assignee's index may name closed ones: skipped)."""
         keys = self.settings.keys
         now = time.time()
-        sources = ([keys.user_pending(user_id)] if user_id else []) + (
-            [keys.task_pending(task_id)] if task_id else []
+        sources = ([keys.home(user_id).user_pending(user_id)] if user_id else []) + (
+            [self._task_home(task_id, owner).task_pending(task_id)] if task_id else []
         )
-        callback_ids: dict[bytes, None] = {}
+        callback_ids: dict[str, None] = {}
         for key in sources:
-            for cid in cast("list[bytes]", await self.redis.zrangebyscore(key, now, "+inf")):
-                callback_ids[cid] = None
+            for member in cast("list[bytes]", await self.redis.zrangebyscore(key, now, "+inf")):
+                callback_ids[member.decode()] = None
         if not callback_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid in callback_ids:
-                pipe.hmget(keys.confirm(cid.decode()), "event_id", "event", "state")
+                pipe.hmget(keys.callback_home(cid).confirm(cid), "event_id", "event", "state")
             records = await pipe.execute()
         return [
             with_id(event_id, payload)
             for event_id, payload, state in records
             if event_id and payload and state == b"pending"
         ]
+
+
+async def due(
+    client: redis.asyncio.Redis, settings: Settings, index: Callable[[Home], str], limit: int
+) -> list[tuple[Home, str, float]]:
+    """Members of one index of every home (``index(home)`` names it) whose
+    score has passed, up to ``limit`` per home, with their home and score:
+    what a sweep takes in one round trip (spread over a cluster's nodes)."""
+    homes, now = settings.keys.all_homes(), time.time()
+    async with client.pipeline(transaction=False) as pipe:
+        for home in homes:
+            pipe.zrangebyscore(index(home), "-inf", now, start=0, num=limit, withscores=True)
+        # redis-py types every reply shape at once; this client has no
+        # decode_responses, and withscores pairs each member with its score
+        replies = cast("list[list[tuple[bytes, float]]]", await pipe.execute())
+    return [
+        (home, member.decode(), float(score))
+        for home, members in zip(homes, replies, strict=True)
+        for member, score in members
+    ]
 
 
 def _json(raw: bytes | str | None) -> Any:

@@ -34,6 +34,7 @@ from celery import Celery
 from ..connections import sync_client
 from ..exceptions import ConfirmationError, ProtocolError
 from ..forms import check_answer
+from ..keys import Home
 from ..protocol import UserConfirmation, loads
 from ..publisher import Publisher
 from ..settings import Settings
@@ -65,7 +66,7 @@ def open_questions(settings: Settings) -> set[str]:
     """The callback ids of every question open now, of any task or user."""
     client = sync_client(settings.redis_url)
     try:
-        return set(_members(client, settings.keys.pending))
+        return set(_pending(client, settings))
     finally:
         client.close()
 
@@ -106,7 +107,7 @@ def answer(
     try:
         deadline = time.monotonic() + timeout
         while True:
-            waiting = _members(client, settings.keys.task_pending(task_id), last=0)
+            waiting = _members(client, _task_home(client, settings, task_id).task_pending(task_id), last=0)
             if waiting:
                 return _answer(client, settings, waiting[0], proceed, data, feedback, by)
             if time.monotonic() > deadline:
@@ -160,7 +161,7 @@ class AutoAnswer:
         client = sync_client(self.settings.redis_url)
         try:
             while not self._stop.wait(_POLL):
-                for callback_id in _members(client, self.settings.keys.pending):
+                for callback_id in _pending(client, self.settings):
                     self._take(client, callback_id)
         finally:
             client.close()
@@ -170,7 +171,7 @@ class AutoAnswer:
             return
         self._seen.add(callback_id)
         if self.task_id is not None:
-            asked_by = client.hmget(self.settings.keys.confirm(callback_id), "task_id", "workflow_id")
+            asked_by = client.hmget(_confirm(self.settings, callback_id), "task_id", "workflow_id")
             if self.task_id not in {text(value) for value in asked_by}:
                 return
         proceed, data, feedback, by = self.reply
@@ -214,7 +215,7 @@ def cancel_questions(settings: Settings, callback_ids: Iterable[str]) -> list[st
     try:
         for callback_id in callback_ids:
             state, task_id = (
-                text(value) for value in client.hmget(settings.keys.confirm(callback_id), "state", "task_id")
+                text(value) for value in client.hmget(_confirm(settings, callback_id), "state", "task_id")
             )
             still_open = state == "pending" and task_id and task_id not in cancelled
             if still_open and publisher.cancel(str(task_id), CANCELLED_BY).outcome == "ok":
@@ -223,6 +224,22 @@ def cancel_questions(settings: Settings, callback_ids: Iterable[str]) -> list[st
         publisher.close()
         client.close()
     return cancelled
+
+
+def _pending(client: redis.Redis, settings: Settings) -> list[str]:
+    """Every open question's callback id, home by home."""
+    return [cid for home in settings.keys.all_homes() for cid in _members(client, home.pending)]
+
+
+def _confirm(settings: Settings, callback_id: str) -> str:
+    return settings.keys.callback_home(callback_id).confirm(callback_id)
+
+
+def _task_home(client: redis.Redis, settings: Settings, task_id: str) -> Home:
+    """A task's home from its id (on a cluster, through its owner pointer)."""
+    keys = settings.keys
+    owner = text(cast("bytes | None", client.get(keys.owner(task_id)))) if keys.clustered else None
+    return keys.home(owner or task_id)
 
 
 def _members(client: redis.Redis, key: str, last: int = -1) -> list[str]:
@@ -240,9 +257,7 @@ def _answer(
     by: str | None,
 ) -> UserConfirmation:
     """What a server replica does with a ``confirm`` frame, minus the socket."""
-    owner, assignees = (
-        text(v) for v in client.hmget(settings.keys.confirm(callback_id), "owner", "assignees")
-    )
+    owner, assignees = (text(v) for v in client.hmget(_confirm(settings, callback_id), "owner", "assignees"))
     allowed = loads(assignees) if assignees else []
     answered_by = by or (owner if owner in allowed or not allowed else allowed[0])
     payload = answer_payload(proceed, feedback, answered_by, data)

@@ -46,7 +46,7 @@ from redis.exceptions import NoScriptError
 from ..connections import sync_client
 from ..protocol import event, progress_event
 from ..settings import Settings
-from ..storage import EMIT, EmitResult, emit_call, pipelined
+from ..storage import EMIT, EmitResult, emit_call, owner_pointers, pipelined
 
 __all__ = ["Emitter"]
 
@@ -303,8 +303,11 @@ class Emitter:
                             )
                             for entry, callback_id, seq, lease, route_by_task in batch
                         ),
+                        pointers=owner_pointers(
+                            self.settings, (entry for entry, *_, by_task in batch if by_task)
+                        ),
                     )
-                    replies = pipe.execute()
+                    replies = pipe.execute()[: len(batch)]
             except NoScriptError:
                 self._script.sha = self._redis.script_load(EMIT)
                 continue

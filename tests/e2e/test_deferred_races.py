@@ -36,7 +36,7 @@ def runs(client: redis.Redis, task_id: str) -> int:
 
 
 def question_of(publisher: Publisher, callback_id: str) -> dict[str, str]:
-    raw = publisher.redis.hgetall(publisher.settings.keys.confirm(callback_id))
+    raw = publisher.redis.hgetall(publisher.settings.keys.callback_home(callback_id).confirm(callback_id))
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
@@ -136,9 +136,9 @@ async def test_a_continuation_sent_twice_runs_once(celery_ws_client, publisher, 
         await client.confirm(question["callback_id"], True, "once")
         continuation_id = (await client.wait_for_event("task_continued", task_id=first.id))["continuation_id"]
         await client.wait_for_event("task_started", task_id=continuation_id)
-        keys = publisher.settings.keys
-        publisher.redis.hdel(keys.confirm(question["callback_id"]), "sent")
-        publisher.redis.zadd(keys.deferred, {question["callback_id"]: 0})
+        home = publisher.settings.keys.callback_home(question["callback_id"])
+        publisher.redis.hdel(home.confirm(question["callback_id"]), "sent")
+        publisher.redis.zadd(home.deferred, {question["callback_id"]: 0})
         await eventually(lambda: question_of(publisher, question["callback_id"]).get("claims"), "2")
         await eventually(lambda: "sent" in question_of(publisher, question["callback_id"]), True)
         value = await asyncio.to_thread(final_result, first, seconds(20))
@@ -151,7 +151,7 @@ async def test_a_continuation_sent_twice_runs_once(celery_ws_client, publisher, 
     assert value["runs"] == 1
     assert runs(publisher.redis, continuation_id) == 1
     assert len(started) == 1  # the repeat is skipped before it says anything
-    assert publisher.redis.get(keys.run(continuation_id)) is not None
+    assert publisher.redis.get(publisher.settings.keys.run(continuation_id)) is not None
 
 
 @pytest.mark.usefixtures("worker", "celery_ws_server")
@@ -198,7 +198,12 @@ async def test_cancel_while_waiting_sends_no_continuation(celery_ws_client, publ
     assert late["code"] == "already_answered"
     assert again["code"] == "task_finished"
     assert runs(publisher.redis, continuation_id) == 0
-    assert publisher.redis.zscore(publisher.settings.keys.deferred, question["callback_id"]) is None
+    assert (
+        publisher.redis.zscore(
+            publisher.settings.keys.callback_home(question["callback_id"]).deferred, question["callback_id"]
+        )
+        is None
+    )
     assert not [
         f for f in client.frames if f.get("type") == "task_continued" and f.get("task_id") == first.id
     ]

@@ -29,7 +29,8 @@ LOST_BOUND = 3 * HEARTBEAT + 1.0 + 3.0
 
 def stored_ids(publisher: Publisher, task_id: str) -> list[str]:
     """The ids of everything the workers stored for a task (its history)."""
-    entries = publisher.redis.xrange(publisher.settings.keys.task_events(task_id))
+    home = publisher.settings.keys.home(publisher.owner_of(task_id))
+    entries = publisher.redis.xrange(home.task_events(task_id))
     return [entry_id.decode() for entry_id, _ in entries]
 
 
@@ -69,7 +70,7 @@ async def test_server_killed_mid_task_then_restarted_loses_nothing(serve, publis
         serve.kill()  # SIGKILL: no close frame, no goodbye
         # the question is asked while no server runs
         await asyncio.sleep(2.0)
-        assert publisher.redis.zcard(publisher.settings.keys.user_pending(user)) == 1
+        assert publisher.redis.zcard(publisher.settings.keys.home(user).user_pending(user)) == 1
         serve.start()
         request = await client.wait_for(
             lambda f: f.get("task_id") == result.id and f.get("callback_id"), timeout=seconds(20)
@@ -276,9 +277,9 @@ async def test_async_notify_user_waits_through_a_redis_restart(user):
         )
         sync = redis_py.Redis.from_url(events_redis.url)
         async with asyncio.timeout(seconds(10)):
-            while not sync.zcard(settings.keys.user_pending(user)):
+            while not sync.zcard(settings.keys.home(user).user_pending(user)):
                 await asyncio.sleep(0.05)
-        callback_id = sync.zrange(settings.keys.user_pending(user), 0, 0)[0].decode()
+        callback_id = sync.zrange(settings.keys.home(user).user_pending(user), 0, 0)[0].decode()
         sync.close()
         await asyncio.to_thread(events_redis.stop)
         await asyncio.sleep(2)

@@ -190,7 +190,7 @@ def test_fails_while_its_task_waits(celery_ws_app, celery_ws_worker, celery_ws_s
     STARTED.append(result)
     client = redis.Redis.from_url(celery_ws_settings.redis_url)
     deadline = time.monotonic() + 20
-    while not client.zcard(celery_ws_settings.keys.task_pending(result.id)):
+    while not client.zcard(celery_ws_settings.keys.home("alice").task_pending(result.id)):
         assert time.monotonic() < deadline, "the task never asked"
         time.sleep(0.05)
     assert "answered" == "by nobody", "a test that fails while its task waits on a question"

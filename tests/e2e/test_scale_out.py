@@ -78,7 +78,7 @@ def task_history(redis_url: str, task_id: str) -> list[str]:
     """Every event id stored for the task (its history stream)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        return [event_id.decode() for event_id, _ in client.xrange(Keys().task_events(task_id))]
+        return [event_id.decode() for event_id, _ in client.xrange(Keys().home(None).task_events(task_id))]
     finally:
         client.close()
 

@@ -211,13 +211,13 @@ async def test_celery_task_ids_with_any_characters_name_only_their_own_keys(
             assert done["result"]["n"] == 2
     finally:
         await client.close()
-    keys = publisher.settings.keys
+    home = publisher.settings.keys.home(user)
     for task_id in ids:
-        history = publisher.redis.xrange(keys.task_events(task_id))
+        history = publisher.redis.xrange(home.task_events(task_id))
         events = [json.loads(fields[b"d"]) for _, fields in history]
         assert {e["task_id"] for e in events} == {task_id}
         assert [e["type"] for e in events][-1] == "task_succeeded"
-        assert publisher.redis.hget(keys.task(task_id), "owner") == user.encode()
+        assert publisher.redis.hget(home.task(task_id), "owner") == user.encode()
 
 
 # -- item 10: one depth limit, checked when a frame is parsed -----------------------------

@@ -101,7 +101,7 @@ async def test_heartbeats_are_live_only(celery_ws_client, publisher, user):
         beat = publisher.emit(event("heartbeat", task_id=f"{user}-t", user_id=user, interval=1)).id
         await client.wait_for_event("heartbeat")
         after = publisher.send_to_user(user, {"type": "note", "n": 1})
-    history = publisher.redis.xrange(publisher.settings.keys.user_events(user))
+    history = publisher.redis.xrange(publisher.settings.keys.home(user).user_events(user))
     ids = [entry_id.decode() for entry_id, _ in history]
     assert after in ids
     assert beat not in ids

@@ -75,8 +75,8 @@ def _received(client: Client, task_id: str) -> list[str]:
     ]
 
 
-def _stored(publisher: Publisher, task_id: str) -> list[str]:
-    entries = publisher.redis.xrange(publisher.settings.keys.task_events(task_id))
+def _stored(publisher: Publisher, owner: str, task_id: str) -> list[str]:
+    entries = publisher.redis.xrange(publisher.settings.keys.home(owner).task_events(task_id))
     return [entry_id.decode() for entry_id, _ in entries]
 
 
@@ -122,7 +122,7 @@ async def test_a_failover_mid_task_loses_nothing_the_new_master_has(
         assert answered["result"]["feedback"] == "after the failover"
         assert (server.starts, worker.starts) == (1, 1), "nothing was restarted"
         for task_id in (running.id, waiting.id, spinning.id):
-            got, stored = _received(client, task_id), _stored(publisher, task_id)
+            got, stored = _received(client, task_id), _stored(publisher, user, task_id)
             assert len(got) == len(set(got)), "duplicates"
             assert got == sorted(got, key=event_order), "out of order"
             assert set(stored) <= set(got), f"stored, never received: {sorted(set(stored) - set(got))}"

@@ -268,10 +268,10 @@ async def test_the_readme_example_runs(celery_ws_client, user):
 async def test_a_broken_stored_question_does_not_stop_the_others(celery_ws_client, publisher, user):
     """A deferred question whose stored continuation cannot be read (written by
     hand here) is logged and left; the others continue, housekeeping goes on."""
-    keys = publisher.settings.keys
+    home = publisher.settings.keys.home(user)
     broken = f"broken-{user}"
     publisher.redis.hset(
-        keys.confirm(broken),
+        home.confirm(broken),
         mapping={
             "state": "answered",
             "mode": "deferred",
@@ -279,7 +279,7 @@ async def test_a_broken_stored_question_does_not_stop_the_others(celery_ws_clien
             "continuation_id": f"c-{broken}",
         },
     )
-    publisher.redis.zadd(keys.deferred, {broken: 0})
+    publisher.redis.zadd(home.deferred, {broken: 0})
     try:
         async with celery_ws_client(user_id=user) as client:
             first = tasks.ask_later.delay_for(user, "beside the broken one")
@@ -289,5 +289,5 @@ async def test_a_broken_stored_question_does_not_stop_the_others(celery_ws_clien
             later = tasks.ask_later.delay_for(user, "swept", timeout=1.0, default=True)
             assert final_result(later, timeout=seconds(20))["timed_out"] is True  # sent by housekeeping
     finally:
-        publisher.redis.delete(keys.confirm(broken))
-        publisher.redis.zrem(keys.deferred, broken)
+        publisher.redis.delete(home.confirm(broken))
+        publisher.redis.zrem(home.deferred, broken)

@@ -93,6 +93,6 @@ def test_an_outage_and_a_full_buffer_are_reported_once_per_interval(redis_server
     assert sum(c[0] for c in counts) == emitter.dropped
     assert sum(c[1] for c in counts) == emitter.redis_errors >= 2
     # what was not dropped was stored, once: the batch held across the outage and the buffer
-    stored = redis.Redis.from_url(redis_server.url).xlen(settings.keys.task_events(task_id))
+    stored = redis.Redis.from_url(redis_server.url).xlen(settings.keys.home("u1").task_events(task_id))
     assert stored + emitter.dropped == SENT + 1
     assert emitter.dropped >= SENT - BUFFER - 500

@@ -171,7 +171,7 @@ def test_progress_interval_zero_writes_each_value_at_once(celery_ws_settings, pu
     def stored_within(seconds: float, count: int) -> list[int]:
         deadline = time.monotonic() + seconds
         while True:
-            entries = publisher.redis.xrange(celery_ws_settings.keys.task_events(task_id))
+            entries = publisher.redis.xrange(celery_ws_settings.keys.home("someone").task_events(task_id))
             values = [loads(fields[b"d"])["current"] for _, fields in entries]
             if len(values) >= count or time.monotonic() > deadline:
                 return values
