@@ -189,9 +189,16 @@ class Settings(BaseSettings):
         try:
             explicit = cls(**overrides)
             missing = {k: v for k, v in from_conf.items() if k not in explicit.model_fields_set}
-            return cls(**missing, **overrides) if missing else explicit
+            settings = cls(**missing, **overrides) if missing else explicit
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+        if settings.sharded_pubsub and not settings.token_mode:
+            raise SettingsError(
+                "a Redis Cluster (redis+cluster://) needs token mode: set CELERY_WS_SECRET (or "
+                "CELERY_WS_JWT_PUBLIC_KEY) for every worker, publisher and server. Open mode writes "
+                "each event to one firehose stream too, which a cluster cannot do atomically"
+            )
+        return settings
 
 
 def _is_browser_url(value: str) -> bool:

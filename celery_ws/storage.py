@@ -92,11 +92,10 @@ def pipelined(
     the batch again ``by_source`` (EVAL, which loads the script on whichever
     node of a cluster runs it).
     """
+    # by name: redis-py's cluster pipeline refuses its evalsha() method, not the command
+    command, body = ("EVAL", script.source) if by_source else ("EVALSHA", script.sha)
     for keys, args in calls:
-        if by_source:
-            pipe.eval(script.source, len(keys), *keys, *args)
-        else:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command(command, body, len(keys), *keys, *args)
     for key, owner, ttl in pointers:
         pipe.set(key, owner, ex=ttl)
 

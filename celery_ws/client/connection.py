@@ -274,8 +274,13 @@ class Client(Waiting):
         frame = {"action": "subscribe", "user_id": user_id, "task_id": task_id}
         if last_event_id is not None:
             frame["last_event_id"] = last_event_id
+        # matched by what it confirms: a token's connection is also sent the
+        # confirmation of its user's own subscription, maybe after this request
         reply = await self.request(
-            {k: v for k, v in frame.items() if v is not None}, ReplyType.SUBSCRIPTION_CONFIRMED
+            {k: v for k, v in frame.items() if v is not None},
+            ReplyType.SUBSCRIPTION_CONFIRMED,
+            user_id=user_id,
+            task_id=task_id,
         )
         if reply.get("type") == ReplyType.SUBSCRIPTION_CONFIRMED:
             self._subscriptions[(user_id, task_id)] = None
