@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from . import bench_deferred, bench_interest, bench_worker, bench_ws
+from . import bench_cluster, bench_deferred, bench_interest, bench_worker, bench_ws
 from .common import KINDS, RESULTS, ROOT, fmt, raise_nofile
 
 
@@ -264,6 +264,25 @@ def table(res: dict[str, Any]) -> str:
                     f"{fmt(e['servers_cpu_us_per_event'], '', 1)} | {e['delivered']['median']:.3f} |"
                 )
         add("")
+    if "cluster" in res:
+        c = res["cluster"]
+        add("### 8. Redis topologies: events stored per second\n")
+        add(
+            f"{c['publishers']} publisher processes each store {c['events_per_publisher']:,} task events "
+            f"(`task_progress`, {c['owners']:,} owners: each event goes to its owner's and its task's history, "
+            "the task's state and two pub/sub channels), in batches of 200. Redis CPU (`INFO cpu`, summed "
+            "over the masters) per event, and the busiest master's share of it; median (min–max). This "
+            "machine's cores are shared by the masters and the publishers.\n"
+        )
+        add("| topology | events/s stored | Redis CPU / event, µs | busiest master's share |")
+        add("|---|---|---|---|")
+        for label in ("standalone", "cluster-1", "cluster-3"):
+            e = c[label]
+            add(
+                f"| {label} | {fmt(e['events_per_s'], '', 0)} | {fmt(e['redis_cpu_us_per_event'], '', 1)} | "
+                f"{fmt(e['busiest_master_share'], '', 2)} |"
+            )
+        add("")
     return "\n".join(lines)
 
 
@@ -459,7 +478,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,interest,soak,profile",
+        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,interest,cluster,soak,profile",
     )
     parser.add_argument("--repeats", type=int, default=None)
     opts = parser.parse_args()
@@ -478,6 +497,7 @@ def main() -> None:
         "memory",
         "scaleout",
         "interest",
+        "cluster",
         "soak",
         "profile",
     }
@@ -534,6 +554,7 @@ def main() -> None:
         )
         section("scaleout", lambda: bench_ws.run_scaleout(url, sizes[1:], repeats, deliveries, log))
         section("interest", lambda: bench_interest.run_interest(url, repeats, 2_000 if quick else 5_000, log))
+        section("cluster", lambda: bench_cluster.run_cluster(url, repeats, 5_000 if quick else 20_000, log))
         # make bench: a 20-s soak (RSS every 2.5 s); make soak: 10 minutes (RSS every 5 s)
         section(
             "soak",

@@ -258,6 +258,10 @@ class RedisClusterNodes(_Topology):
     def start(self) -> RedisClusterNodes:
         for node in self.nodes:
             node.start()
+        if len(self.nodes) == 1:  # redis-cli creates clusters of three masters or more
+            self.nodes[0].command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            self.wait_healthy()
+            return self
         _, cli = find_redis7()
         auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
         create = [cli, *auth, "--cluster", "create", *(n.address for n in self.nodes)]

@@ -121,3 +121,23 @@ def test_a_cancel_by_task_id_alone_reaches_a_waiting_question(
     waiting["thread"].join(seconds(10))
     assert isinstance(waiting.get("error"), TaskCancelled)
     assert publisher.cancelled_by(task_id) == "admin"
+
+
+def test_storing_events_asks_no_node_which_arguments_are_keys(
+    publisher: Publisher, redis_cluster: RedisClusterNodes
+) -> None:
+    """Scripts are routed by their declared keys: a ``COMMAND GETKEYS`` per
+    script call would be a round trip per event (redis-py's default)."""
+
+    def getkeys_calls() -> int:
+        return sum(
+            int(node.client().info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
+            for node in redis_cluster.masters()
+        )
+
+    before = getkeys_calls()
+    publisher.emit_many(
+        [event("task_progress", task_id=f"{o}-g", user_id=o, current=1, total=2) for o in OWNERS]
+    )
+    assert publisher.owner_of(f"{OWNERS[0]}-g") == OWNERS[0]
+    assert getkeys_calls() == before

@@ -29,11 +29,11 @@ from celery import Celery
 from celery_ws import Publisher, connections
 from celery_ws.client import Client
 from celery_ws.connections import MASTER_CHECK_INTERVAL, async_client, sync_client
-from celery_ws.protocol import event_order
 from celery_ws.testing.redis_topologies import SentinelGroup
 from tests import tasks
 from tests.helpers import seconds
 from tests.processes import ServeProcess, WorkerProcess
+from tests.topologies.delivery import assert_lost_in_one_window, assert_whole, steps, stored
 
 STEPS = 24
 STEP_DELAY = 0.2
@@ -65,27 +65,6 @@ def on_sentinel(
         server.stop()
         worker.stop()
         print(f"server log:\n{server.logs()}\nworker log:\n{worker.logs()}")  # shown when a test fails
-
-
-def _received(client: Client, task_id: str) -> list[str]:
-    return [
-        f["id"]
-        for f in client.frames
-        if f.get("task_id") == task_id and "id" in f and f.get("type") != "heartbeat"
-    ]
-
-
-def _stored(publisher: Publisher, owner: str, task_id: str) -> list[str]:
-    entries = publisher.redis.xrange(publisher.settings.keys.home(owner).task_events(task_id))
-    return [entry_id.decode() for entry_id, _ in entries]
-
-
-def _steps(frames: list[dict[str, Any]], task_id: str) -> list[int]:
-    return [
-        f["result"]["i"]
-        for f in frames
-        if f.get("type") == "task_step_result" and f.get("task_id") == task_id
-    ]
 
 
 async def test_a_failover_mid_task_loses_nothing_the_new_master_has(
@@ -121,17 +100,10 @@ async def test_a_failover_mid_task_loses_nothing_the_new_master_has(
         assert done["result"] == STEPS
         assert answered["result"]["feedback"] == "after the failover"
         assert (server.starts, worker.starts) == (1, 1), "nothing was restarted"
+        home = publisher.settings.keys.home(user)
         for task_id in (running.id, waiting.id, spinning.id):
-            got, stored = _received(client, task_id), _stored(publisher, user, task_id)
-            assert len(got) == len(set(got)), "duplicates"
-            assert got == sorted(got, key=event_order), "out of order"
-            assert set(stored) <= set(got), f"stored, never received: {sorted(set(stored) - set(got))}"
-        # steps neither received nor stored went to the old master in the failover's window
-        got_steps = _steps(client.frames, running.id)
-        lost = sorted(set(range(STEPS)) - set(got_steps))
-        assert len(lost) <= LOST_STEPS_BOUND, f"lost {lost}"
-        assert lost == list(range(lost[0], lost[0] + len(lost))) if lost else True, f"lost {lost}"
-        assert got_steps[-1] == STEPS - 1
+            assert_whole(client, stored(publisher.redis, home, task_id), task_id)
+        assert_lost_in_one_window(steps(list(client.frames), running.id), STEPS, LOST_STEPS_BOUND)
     finally:
         publisher.close()
 
