@@ -1,7 +1,8 @@
 """Every use of redis-py's raw connection API, behind one door.
 
-The event bus (``bus.py``) reads its pub/sub messages over one connection of
-its own, below redis-py's client, and answers go to Redis through a
+The event bus (``bus.py``) reads its pub/sub messages over connections of
+its own (one, or one per cluster node: ``subscriber.py``), below redis-py's
+client, and answers go to Redis through a
 :class:`CommandLane`: both skip the pool (its health probe of the socket before
 each command costs an extra turn of the event loop) and the response
 callbacks. redis-py does not document that layer, so all of
@@ -76,19 +77,15 @@ class RawConnection:
     def buffered(self) -> list[Any]:
         """The replies already read from the socket and parsed, without waiting:
         a subscriber takes a burst of messages in one turn of the event loop
-        instead of one ``read_response()`` each. Empty without hiredis.
-
-        Raises:
-            redis.RedisError: an error reply among them.
-        """
+        instead of one ``read_response()`` each. Empty without hiredis. An
+        error reply is in its place as its exception (``redis.ResponseError``),
+        not raised: the replies around it are taken from the reader already."""
         reader = getattr(getattr(self._connection, "_parser", None), "_reader", None)
         replies: list[Any] = []
         while reader is not None and len(replies) < _BUFFERED_MAX:
             reply = reader.gets()
             if reply is False or reply is NOT_ENOUGH_DATA:
                 break
-            if isinstance(reply, Exception):
-                raise reply
             replies.append(reply)
         return replies
 
