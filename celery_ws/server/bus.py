@@ -11,17 +11,21 @@ not with events times replicas as it did with one stream every replica read.
 
 Pub/sub alone loses what is published while a subscriber reconnects. The
 streams stay the source of truth: the bus remembers, per channel, the id of the
-last event it delivered, and on every subscription (the first, and each one
-after a reconnect) reads the stream after that id before the channel's next
-message, so a Redis blip or failover loses nothing the stream still holds and
+last event it delivered, and on every subscription (the first, each one after
+a reconnect, and each one on the node a cluster slot moved to) reads the stream
+after that id before the channel's next message, so a Redis blip or failover loses nothing the stream still holds and
 delivers nothing twice. A new channel starts from its stream's newest id, read
 just before subscribing.
 
 One event may reach a replica on two channels (its user's and its task's, when
 connections here follow both), or again when a stream is read back; it is
 routed once, by its id and routing, among the last 8,192 events routed. The
-bus speaks to its Redis connection directly (``redisconn.py``): one pub/sub
-connection, spoken to in RESP2, no reply callbacks on the way in.
+bus speaks to Redis directly (``redisconn.py``), in RESP2, with no reply
+callbacks on the way in, over one pub/sub connection per node that serves
+channels it follows: one for a standalone Redis or a Sentinel master, one per
+master that serves them on Redis Cluster, where a channel's messages are sent
+only on the node of its hash slot (``subscriber.py``, also for what happens
+when slots move).
 """
 
 from __future__ import annotations
@@ -34,28 +38,26 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, cast
 
 import orjson
-import redis
-import redis.asyncio
 
+from ..connections import AsyncRedis
 from ..protocol import event_order, with_id
-from .redisconn import RawConnection
+from .subscriber import REDIS_ERRORS, Backoff, Subscriber, placement_for
 
 __all__ = ["EventBus", "StreamEntry"]
 
 logger = logging.getLogger(__name__)
 
-_BACKOFF_START = 0.05
-_BACKOFF_CAP = 2.0
 #: events remembered to route an event that arrives on two channels once
 _RECENT = 8192
 #: a stream read, as this client (no decode_responses) gives it
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 #: how far back a stream is read after a reconnect: a failover's window
 _REWIND_MS = 10_000
-#: channels per SUBSCRIBE after a reconnect
-_SUBSCRIBE_BATCH = 1000
 #: seconds a channel nobody follows stays subscribed (a reconnecting tab comes back)
 _LINGER = 1.0
+#: stream reads in flight at once: a cluster client's node pool raises past
+#: its size (100) instead of waiting, as a burst of new followers would make it
+_READS_AT_ONCE = 32
 
 
 class StreamEntry(NamedTuple):
@@ -75,11 +77,13 @@ class EventBus:
     """Subscriptions by interest, each backed by its stream.
 
     Args:
-        client: where the pub/sub connection comes from (one without a socket timeout).
+        client: where the pub/sub connections come from (one without a socket
+            timeout); a cluster client gives one per master node.
         redis: for the stream reads that back each subscription.
         deliver: the router.
         broadcasts: the broadcast stream, which every replica follows.
-        on_reconnect: called each time the connection to Redis is lost.
+        on_reconnect: called each time a connection to Redis is lost, or
+            cannot be made.
         on_received: called with the number of events received from Redis.
         catch_up: the most events read from a stream after a (re)subscription.
         sharded: subscribe with ``SSUBSCRIBE`` (Redis Cluster).
@@ -87,8 +91,8 @@ class EventBus:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
-        redis_client: redis.asyncio.Redis,
+        client: AsyncRedis,
+        redis_client: AsyncRedis,
         deliver: Callable[[list[StreamEntry]], None],
         *,
         broadcasts: str,
@@ -97,7 +101,7 @@ class EventBus:
         catch_up: int,
         sharded: bool = False,
     ) -> None:
-        self._client = client
+        self._placement = placement_for(client)
         self._redis = redis_client
         self._deliver = deliver
         self._on_reconnect = on_reconnect
@@ -109,19 +113,29 @@ class EventBus:
         self._followers: dict[bytes, int] = {}
         #: stream channel -> order (``event_order``) of the last event delivered from it
         self._cursors: dict[bytes, tuple[int, int]] = {}
-        #: channels subscribed on the current connection (confirmed or not)
-        self._subscribed: set[bytes] = set()
+        #: the pub/sub connections, by the name of their node
+        self._subscribers: dict[str, Subscriber] = {}
         #: channels whose subscription is not confirmed yet, and who waits for it
         self._confirming: dict[bytes, asyncio.Future[None]] = {}
         #: channels nobody followed at the last prune
         self._idle: set[bytes] = set()
         self._recent: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        #: channels subscribed again after a reconnect, not read back yet
+        #: channels of a lost connection, not read back yet
         self._rewound: set[bytes] = set()
+        #: channels Redis moved off their node, to subscribe where their slot is now
+        self._homeless: set[bytes] = set()
+        self._rehoming = asyncio.Event()
+        #: set while running, once it is known which node serves which channel
+        self._placed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._reads = asyncio.Semaphore(_READS_AT_ONCE)
         self._last_unstored = b""
-        self._connection: RawConnection | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        self.connected = False
+
+    @property
+    def connected(self) -> bool:
+        """Every node that serves followed channels is connected."""
+        return bool(self._subscribers) and all(s.connected for s in self._subscribers.values())
 
     # -- interest ---------------------------------------------------------------------
 
@@ -131,12 +145,10 @@ class EventBus:
         key = channel.encode()
         followers = self._followers.get(key, 0)
         self._followers[key] = followers + 1
-        if key in self._subscribed or key in self._confirming:
+        if key in self._confirming or key in self._homeless or self._holder(key) is not None:
             return
         self._confirming[key] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._subscribe_new(key))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._track(asyncio.create_task(self._subscribe_new(key)))
 
     def unfollow(self, channel: str) -> None:
         """One local subscription less; the channel is dropped a little later
@@ -154,10 +166,10 @@ class EventBus:
         event or two from just before it subscribed)."""
         for channel in channels:
             key = channel.encode()
-            if key in self._cursors or key in self._subscribed or key in self._confirming:
+            if key in self._cursors or key in self._confirming or self._holder(key) is not None:
                 continue
             self._followers.setdefault(key, 0)  # pruned if nobody follows it after all
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 self._cursors[key] = await self._newest(key)
 
     async def ready(self, channels: Iterable[str], timeout: float) -> None:
@@ -170,112 +182,208 @@ class EventBus:
 
     @property
     def channels(self) -> int:
-        return len(self._subscribed)
+        return sum(len(s.channels) for s in self._subscribers.values())
 
     async def _subscribe_new(self, key: bytes) -> None:
         """A new channel starts after its stream's newest event, read before
         subscribing: whatever is stored after that reaches this replica."""
-        with contextlib.suppress(redis.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             if key not in self._cursors:  # read by prepare() already
-                self._cursors[key] = await self._newest(key)
-            if self._connection is not None and key not in self._subscribed:
-                self._subscribed.add(key)
-                await self._connection.send(self._command("SUBSCRIBE"), key)
-
-    def _command(self, verb: str) -> str:
-        return "S" + verb if self._sharded else verb
+                newest = await self._newest(key)
+                self._cursors.setdefault(key, newest)  # unless its subscription read it meanwhile
+        await self._placed.wait()
+        await self._place(key)
 
     async def prune(self) -> None:
-        """Unsubscribe channels nobody has followed since the last prune."""
+        """Unsubscribe channels nobody has followed since the last prune; a
+        connection left with none closes."""
         idle = {key for key, n in self._followers.items() if n == 0}
         for key in idle & self._idle:
             del self._followers[key]
             self._cursors.pop(key, None)
-            if key in self._subscribed and self._connection is not None:
-                self._subscribed.discard(key)
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self._connection.send(self._command("UNSUBSCRIBE"), key)
+            self._rewound.discard(key)
+            self._homeless.discard(key)
+            self._confirmed(key)  # nobody waits for it, and a new follower subscribes it afresh
+            subscriber = self._holder(key)
+            if subscriber is not None:
+                await subscriber.remove(key)
+                if not subscriber.channels:
+                    self._retire(subscriber)
         self._idle = idle
 
-    # -- the connection ---------------------------------------------------------------
+    # -- the connections --------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        backoff = _BACKOFF_START
+        self._stopping = stopping
         self.follow(self._broadcasts.decode())
-        pruner = asyncio.create_task(self._prune_every(stopping))
+        self._track(asyncio.create_task(self._prune_every(stopping)))
+        self._track(asyncio.create_task(self._rehome_every(stopping)))
         try:
-            while not stopping.is_set():
-                connection = RawConnection(self._client)
-                try:
-                    await connection.connect()
-                    # pub/sub replies as plain arrays (RESP3 would make them push messages)
-                    await connection.send("HELLO", 2)
-                    await connection.reply()
-                    self._connection, self._subscribed = connection, set(self._followers)
-                    wanted = list(self._followers)
-                    if self._cursors:  # a reconnect: these read back a little further
-                        self._rewound = set(wanted)
-                    for key in wanted:
-                        self._confirming.setdefault(key, asyncio.get_running_loop().create_future())
-                    for start in range(0, len(wanted), _SUBSCRIBE_BATCH):
-                        await connection.send(
-                            self._command("SUBSCRIBE"), *wanted[start : start + _SUBSCRIBE_BATCH]
-                        )
-                    self.connected = True
-                    backoff = _BACKOFF_START
-                    await self._read(connection, stopping)
-                except (redis.RedisError, OSError) as exc:  # UNBLOCKED too: a master turned replica
-                    if self.connected:
-                        logger.warning("lost Redis (%s); reconnecting", exc)
-                    self.connected = False
-                    self._connection = None
-                    self._on_reconnect()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_CAP)
-                finally:
-                    self._connection = None
-                    await connection.close()
+            await self._start(stopping)
+            await stopping.wait()
         finally:
-            pending = [pruner, *self._pending]
+            self._placed.clear()
+            for subscriber in list(self._subscribers.values()):
+                self._retire(subscriber)
+            pending = list(self._pending)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def _start(self, stopping: asyncio.Event) -> None:
+        """Learn which node serves which channel (a cluster client knows nothing
+        before it asks), then subscribe every channel followed so far."""
+        backoff = Backoff()
+        while not stopping.is_set():
+            try:
+                await self._placement.ready()
+            except REDIS_ERRORS as exc:
+                logger.debug("Redis Cluster unreachable (%s); trying again", exc)
+                self._on_reconnect()
+                await backoff.wait()
+            else:
+                self._placed.set()
+                for key in list(self._followers):
+                    await self._place(key)
+                return
+
+    async def _place(self, key: bytes) -> None:
+        """Subscribe a followed channel on the node that serves it, unless a
+        connection holds it already."""
+        if key not in self._followers or self._holder(key) is not None:
+            return
+        try:
+            node = self._placement.owner(key)
+        except REDIS_ERRORS:  # no node serves its slot as far as we know: ask again
+            self._rehome({key})
+            return
+        subscriber = self._subscribers.get(node.name)
+        if subscriber is None:
+            subscriber = Subscriber(node, self, self._placement, sharded=self._sharded)
+            self._subscribers[node.name] = subscriber
+            await subscriber.add(key)
+            self._track(subscriber.start(self._stopping))
+        else:
+            await subscriber.add(key)
+
+    def _holder(self, key: bytes) -> Subscriber | None:
+        return next((s for s in self._subscribers.values() if key in s.channels), None)
+
+    def _retire(self, subscriber: Subscriber) -> None:
+        if self._subscribers.get(subscriber.name) is subscriber:
+            del self._subscribers[subscriber.name]
+        subscriber.retire()
+
+    def _rehome(self, channels: set[bytes]) -> None:
+        self._homeless |= channels
+        self._rehoming.set()
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def _prune_every(self, stopping: asyncio.Event) -> None:
-        """Prune, and ping: a subscriber sends nothing otherwise, and a ping is
-        what takes it to a new master within a second of a failover (its
-        Sentinel connection checks the master before each command)."""
+        """Prune, and ping every connection (``Subscriber.ping``)."""
         while not stopping.is_set():
             await asyncio.sleep(_LINGER)
             await self.prune()
-            if self._connection is not None:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self._connection.send("PING")
+            for subscriber in list(self._subscribers.values()):
+                await subscriber.ping()
 
-    async def _read(self, connection: RawConnection, stopping: asyncio.Event) -> None:
-        """Each turn takes every message already received (a burst is routed as
-        one batch); a subscription's read-back happens in its place in the
-        sequence, so a channel's events stay in order."""
+    async def _rehome_every(self, stopping: asyncio.Event) -> None:
+        """Subscribe the channels Redis moved off their node where their slots
+        are now. A slot's channels move together, in a burst of messages:
+        waiting a moment asks the cluster once for all of them."""
+        backoff = Backoff()
         while not stopping.is_set():
-            batch: list[StreamEntry] = []
-            replies = (await connection.reply(), *connection.buffered())
-            self._on_received(sum(1 for reply in replies if reply[0] in (b"smessage", b"message")))
-            for reply in replies:
-                kind, channel = reply[0], reply[1]
-                if kind in (b"smessage", b"message"):
-                    entry = self._received(channel, reply[2])
-                    if entry is not None:
-                        batch.append(entry)
-                elif kind in (b"ssubscribe", b"subscribe"):
-                    self._route(batch)
-                    batch = []
-                    await self._confirmed(channel)
-                elif kind == b"sunsubscribe" and channel in self._subscribed:
-                    # Redis dropped it (a cluster slot moved): take it up again
-                    await connection.send("SSUBSCRIBE", channel)
-            self._route(batch)
+            await self._rehoming.wait()
+            await backoff.wait()
+            try:
+                await self._placement.refresh()
+            except REDIS_ERRORS as exc:
+                logger.debug("could not learn where the slots are (%s); trying again", exc)
+                continue
+            backoff.reset()
+            self._rehoming.clear()
+            homeless, self._homeless = self._homeless, set()
+            for key in homeless:
+                await self._place(key)
 
-    def _received(self, channel: bytes, data: bytes) -> StreamEntry | None:
+    # -- what the connections tell the bus (subscriber.Listener) -----------------------
+
+    def subscribing(self, channels: list[bytes]) -> None:
+        for key in channels:
+            self._confirming.setdefault(key, asyncio.get_running_loop().create_future())
+
+    async def subscribed(self, channel: bytes) -> None:
+        """Subscribed: read the stream after the last event delivered from it,
+        before the channel's next message."""
+        cursor = self._cursors.get(channel)
+        if cursor is None:  # Redis was away when the channel was new: start now
+            self._cursors[channel] = await self._newest(channel)
+        else:
+            start = b"(%d-%d" % cursor
+            if channel in self._rewound:
+                # after a failover, processes that moved to the new master at
+                # different moments may have stored events there with ids below
+                # the last one read on the old master: read those too (what was
+                # delivered already is dropped by id)
+                self._rewound.discard(channel)
+                start = b"%d-0" % max(0, cursor[0] - _REWIND_MS)
+            async with self._reads:
+                entries = cast("_Entries", await self._redis.xrange(channel, min=start, count=self._catch_up))
+            if entries:
+                self._cursors[channel] = max(cursor, event_order(entries[-1][0]))
+                self._on_received(len(entries))
+                # a broadcast goes out without its id, as it does live (emit.lua)
+                frame = _frame if channel == self._broadcasts else with_id
+                self._route([_from_stream(entry_id, fields, frame) for entry_id, fields in entries])
+        self._confirmed(channel)
+
+    def _confirmed(self, channel: bytes) -> None:
+        waiter = self._confirming.pop(channel, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def received(self, messages: list[tuple[bytes, bytes]]) -> None:
+        if messages:
+            self._on_received(len(messages))
+            entries = (self._entry(channel, data) for channel, data in messages)
+            self._route([entry for entry in entries if entry is not None])
+
+    def dropped(self, subscriber: Subscriber, channels: set[bytes]) -> None:
+        self._rehome(channels)
+        if not subscriber.channels:
+            self._retire(subscriber)
+
+    def lost(self, subscriber: Subscriber, error: Exception) -> None:
+        if subscriber.connected:
+            where = f" node {subscriber.name}" if subscriber.name else ""
+            logger.warning("lost Redis%s (%s); reconnecting", where, error)
+        self._on_reconnect()
+        self._rewound |= subscriber.channels
+
+    async def relocate(self, subscriber: Subscriber) -> None:
+        try:
+            await self._placement.refresh()
+        except REDIS_ERRORS as exc:
+            logger.debug("could not learn where the slots are (%s); trying again", exc)
+            return
+        moving = set()
+        for key in subscriber.channels:
+            with contextlib.suppress(*REDIS_ERRORS):
+                if self._placement.owner(key).name != subscriber.name:
+                    moving.add(key)
+        if moving:
+            subscriber.channels -= moving
+            if not subscriber.channels:
+                self._retire(subscriber)
+            for key in moving:
+                await self._place(key)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _entry(self, channel: bytes, data: bytes) -> StreamEntry | None:
         header, _, frame = data.partition(b"\n")
         event_id, owner, task, workflow, type_ = orjson.loads(header)
         if event_id:
@@ -291,35 +399,10 @@ class EventBus:
             self._last_unstored = data
         return StreamEntry(event_id, frame, owner, task, type_, workflow)
 
-    async def _confirmed(self, channel: bytes) -> None:
-        """Subscribed: read the stream after the last event delivered from it,
-        before the channel's next message."""
-        cursor = self._cursors.get(channel)
-        if cursor is None:  # Redis was away when the channel was new: start now
-            self._cursors[channel] = await self._newest(channel)
-        else:
-            start = b"(%d-%d" % cursor
-            if channel in self._rewound:
-                # after a failover, processes that moved to the new master at
-                # different moments may have stored events there with ids below
-                # the last one read on the old master: read those too (what was
-                # delivered already is dropped by id)
-                self._rewound.discard(channel)
-                start = b"%d-0" % max(0, cursor[0] - _REWIND_MS)
-            entries = cast("_Entries", await self._redis.xrange(channel, min=start, count=self._catch_up))
-            if entries:
-                self._cursors[channel] = max(cursor, event_order(entries[-1][0]))
-                self._on_received(len(entries))
-                # a broadcast goes out without its id, as it does live (emit.lua)
-                frame = _frame if channel == self._broadcasts else with_id
-                self._route([_from_stream(entry_id, fields, frame) for entry_id, fields in entries])
-        waiter = self._confirming.pop(channel, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def _newest(self, stream: bytes) -> tuple[int, int]:
         """The order of the stream's newest event ((0, 0): none yet)."""
-        newest = cast("_Entries", await self._redis.xrevrange(stream, count=1))
+        async with self._reads:
+            newest = cast("_Entries", await self._redis.xrevrange(stream, count=1))
         return event_order(newest[0][0]) if newest else (0, 0)
 
     def _route(self, entries: list[StreamEntry]) -> None:

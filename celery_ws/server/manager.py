@@ -82,8 +82,9 @@ class WebSocketManager:
         keys = self.settings.keys
         self.metrics = Metrics(lambda: len(self.registry))
         self.publisher = AsyncPublisher(settings=self.settings)
-        # the bus's own clients: its pub/sub connection, and its stream reads,
-        # which never wait behind (or on the connections of) client requests
+        # the bus's own clients: its pub/sub connections (one per master on a
+        # cluster), and its stream reads, which never wait behind (or on the
+        # connections of) client requests
         self._bus_redis = async_client(self.settings.redis_url, blocking=True)
         self._bus_reads = async_client(self.settings.redis_url)
         self.bus = EventBus(

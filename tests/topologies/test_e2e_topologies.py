@@ -63,7 +63,7 @@ def _env(celery_ws_redis_url: str, prefix: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module", params=["standalone"])
+@pytest.fixture(scope="module", params=["standalone", "cluster"])
 def stack(
     request: pytest.FixtureRequest,
     app: Celery,
