@@ -223,6 +223,8 @@ def table(res: dict[str, Any]) -> str:
                     + " |"
                 )
         add("")
+    if "idle" in res:
+        add(idle_table(res["idle"]))
     if "soak" in res:
         s = res["soak"]
         if "stalled_at_once" not in s:  # a result from before the soak had resumes and stalled clients
@@ -283,6 +285,34 @@ def table(res: dict[str, Any]) -> str:
                 f"{fmt(e['busiest_master_share'], '', 2)} |"
             )
         add("")
+    return "\n".join(lines)
+
+
+def idle_table(idle: dict[str, Any]) -> str:
+    """Section 5b: idle connections at scale, one server process."""
+    small, big = idle["sizes"]
+    lines = [
+        f"### 5b. Idle connections at scale: {big:,} on one server process\n",
+        f"Token mode, one server process; each repeat is one server that connects {small:,} idle "
+        f"subscribed connections, then {big:,} (client processes share them). KiB/conn: server RSS "
+        f"growth ÷ connections. Latency: one event every {1000 * idle['interval_s']:g} ms for "
+        f"{idle['duration_s']:g} s addressed to one subscribed client "
+        f"(`{idle['user']}`), emit call in the worker → receive, while the server holds {small:,}, "
+        f"then {big:,}; median (min–max) of repeats. The server pings every connection once per "
+        f"`ping_interval` (20 s by default), so a 20-s window holds one round of pings.\n",
+        f"| server | KiB/conn at {small:,} | KiB/conn at {big:,} | RSS MiB at {big:,} | connect s | "
+        f"p50 ms at {small:,} | p99 ms at {small:,} | p50 ms at {big:,} | p99 ms at {big:,} | "
+        f"p99 {big:,} ÷ {small:,} | loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, e in idle["results"].items():
+        lines.append(
+            f"| {label} | {fmt(e['kib_small'], '', 1)} | {fmt(e['kib_big'], '', 1)} | "
+            f"{fmt(e['rss_big_mib'], '', 0)} | {fmt(e['connect_s'], '', 0)} | {fmt(e['p50_ms_small'], '', 2)} | "
+            f"{fmt(e['p99_ms_small'], '', 2)} | {fmt(e['p50_ms_big'], '', 2)} | {fmt(e['p99_ms_big'], '', 2)} | "
+            f"**{fmt(e['p99_ratio'], '×', 2)}** | {max(e['loss_small']['max'] or 0, e['loss_big']['max'] or 0):.2%} |"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -471,6 +501,24 @@ def update_readme(text: str) -> None:
         readme.write_text(content)
 
 
+def run_idle(url: str, quick: bool, repeats: int, baseline: str, log: Any) -> dict[str, Any]:
+    sizes = (200, 1000) if quick else bench_ws.IDLE_SIZES
+    duration = 5.0 if quick else bench_ws.IDLE_DURATION
+    if not baseline:
+        return bench_ws.run_idle(url, sizes, repeats, log, duration=duration)
+    with bench_interest.baseline_tree(baseline) as tree:
+        result = bench_ws.run_idle(
+            url,
+            sizes,
+            repeats,
+            log,
+            duration=duration,
+            trees={"celery-ws": ROOT, f"baseline {baseline}": tree},
+        )
+    result["baseline_commit"] = baseline
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small N, one repeat: a smoke run")
@@ -478,7 +526,12 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,interest,cluster,soak,profile",
+        help="comma-separated: emit,confirm,deferred,fanout,memory,idle,scaleout,interest,cluster,soak,profile",
+    )
+    parser.add_argument(
+        "--idle-baseline",
+        default="",
+        help="also run the idle section's servers from this commit (a temporary worktree), interleaved",
     )
     parser.add_argument("--repeats", type=int, default=None)
     opts = parser.parse_args()
@@ -495,6 +548,7 @@ def main() -> None:
         "deferred",
         "fanout",
         "memory",
+        "idle",
         "scaleout",
         "interest",
         "cluster",
@@ -552,6 +606,8 @@ def main() -> None:
                 log,
             ),
         )
+        # 15,000 idle connections on one server: a stack of that size per repeat, ~2 min each
+        section("idle", lambda: run_idle(url, quick, repeats, opts.idle_baseline, log))
         section("scaleout", lambda: bench_ws.run_scaleout(url, sizes[1:], repeats, deliveries, log))
         section("interest", lambda: bench_interest.run_interest(url, repeats, 2_000 if quick else 5_000, log))
         section("cluster", lambda: bench_cluster.run_cluster(url, repeats, 5_000 if quick else 20_000, log))
