@@ -27,6 +27,10 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
   for every connection that agrees on how (``fanout.py``).
 * ``ServerConnection.response``: websockets reads it only during the
   handshake, so the server drops it afterwards.
+* ``ServerConnection.recv_messages`` and ``transport``, which websockets sets
+  in ``connection_made()``: :class:`Peer` sets them (to None) in ``__init__``
+  already, so that every connection's attributes fit CPython's compact,
+  shared-keys layout (``test_library_internals.py`` checks that they do).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -93,6 +97,20 @@ class Peer(ServerConnection):
     _abort_timer: asyncio.TimerHandle | None = None
     #: the close started by close_soon(), referenced so it is not collected midway
     _closer: asyncio.Task[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Every attribute a connection gets while it is open is set here, in
+        # __init__, so that all connections add them in the same order before
+        # the next one exists: CPython 3.11 then keeps their values in a
+        # compact array keyed by one table shared by the class (~300 bytes).
+        # websockets sets these two in connection_made(), which asyncio calls
+        # later; with many connections accepted at once, new ones were made
+        # before the first connection_made() and the shared table had no room
+        # left for them, and every connection got a dict of its own (1.3 KiB
+        # more each, measured).
+        self.recv_messages = None  # type: ignore[assignment]
+        self.transport = None  # type: ignore[assignment]
 
     # -- asyncio protocol callbacks ------------------------------------------------
 

@@ -10,6 +10,7 @@ from importlib.metadata import version
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.server import ServerProtocol
 
 from celery_ws.connections import async_client
 from celery_ws.server import redisconn, wsconn
@@ -39,6 +40,22 @@ async def test_websockets_internals_are_there(celery_ws_settings: Settings) -> N
         # the check itself names what is gone
         del peer.send_in_progress
         assert wsconn.missing_internals(peer) == ["ServerConnection.send_in_progress"]
+
+
+async def test_a_connection_gets_every_attribute_in_init(celery_ws_settings: Settings) -> None:
+    """CPython 3.11 keeps a connection's attributes in a compact array (about
+    300 bytes) only when every connection sets the same ones, fewer than 30,
+    before the next connection exists; one set later, in ``connection_made()``,
+    gave every connection a dict of its own when many were accepted at once
+    (1.3 KiB more each). A websockets release that adds attributes fails here."""
+    async with (
+        WebSocketManager("127.0.0.1", 0, settings=celery_ws_settings) as manager,
+        connect(f"ws://127.0.0.1:{manager.port}"),
+    ):
+        (peer,) = manager.policy.live
+        fresh = type(peer)(ServerProtocol(), manager._server)  # made, not connected
+        assert list(vars(peer)) == list(vars(fresh))
+        assert len(vars(peer)) < 30
 
 
 async def test_redis_raw_connection_api_is_there(celery_ws_redis_url: str) -> None:
