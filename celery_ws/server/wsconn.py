@@ -14,7 +14,9 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
   connections without ``send()``'s wait in ``drain()``.
 * ``ServerConnection.paused``: a write would wait in ``drain()``.
 * ``ServerConnection.loop``: the loop that times an abort.
-* ``ServerConnection.protocol``: its ``state`` on the fan-out path, where the
+* ``ServerConnection.protocol``: its ``send_ping()``, for keepalive pings
+  written with no pong future (a pong the connection did not ask for is
+  ignored); its ``state`` on the fan-out path, where the
   ``state`` property would be one more call per connection; its ``extensions``
   (and ``PerMessageDeflate.local_no_context_takeover`` and
   ``local_max_window_bits``), what a connection's frame of a message depends
@@ -111,6 +113,8 @@ class Peer(ServerConnection):
         # more each, measured).
         self.recv_messages = None  # type: ignore[assignment]
         self.transport = None  # type: ignore[assignment]
+        #: loop time of the oldest keepalive ping nothing has come back since
+        self.unanswered_since: float | None = None
 
     # -- asyncio protocol callbacks ------------------------------------------------
 
@@ -126,6 +130,7 @@ class Peer(ServerConnection):
         policy.live.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.unanswered_since = None
         super().data_received(data)
         if self.backlog > self.policy.write_buffer_limit:
             self.drop_slow()
@@ -162,6 +167,19 @@ class Peer(ServerConnection):
         """Open, and a write would not wait behind unsent bytes (``ping()``
         and ``send()`` would block in ``drain()``)."""
         return self.protocol.state is State.OPEN and not self.paused
+
+    def ping_now(self, now: float) -> float:
+        """Write a keepalive ping (``now``: the loop's time); return the loop
+        time of the oldest ping nothing has come back since. No pong future
+        and no entry in ``pending_pings`` as ``ping()`` makes (their table
+        stayed allocated, 160 bytes a connection): any data from the peer, its
+        pong or anything else, shows it is alive, and :meth:`data_received`
+        clears :attr:`unanswered_since`; websockets ignores the pong."""
+        if self.unanswered_since is None:
+            self.unanswered_since = now
+        self.protocol.send_ping(b"")
+        self.send_data()
+        return self.unanswered_since
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close within ``close_timeout`` whether or not the peer reads."""
@@ -246,7 +264,7 @@ def forget_handshake(connection: ServerConnection) -> None:
 _CONNECTION = ("protocol", "transport", "paused", "loop", "send_in_progress", "send_data", "response")
 _CALLBACKS = ("connection_made", "data_received", "connection_lost")
 _TRANSPORT = ("write", "abort", "is_closing", "get_write_buffer_size")
-_PROTOCOL = ("state", "extensions", "send_text")
+_PROTOCOL = ("state", "extensions", "send_text", "send_ping")
 _DEFLATE = ("local_no_context_takeover", "local_max_window_bits")
 
 
