@@ -28,7 +28,13 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
 * ``Frame.serialize(mask=, extensions=)``: frame and compress a message once
   for every connection that agrees on how (``fanout.py``).
 * ``ServerConnection.response``: websockets reads it only during the
-  handshake, so the server drops it afterwards.
+  handshake, so the server drops it afterwards; ``ServerConnection.request``
+  only for whether it is None, so an admitted connection's is one shared empty
+  request. ``ServerProtocol.parser`` (the generator that parses what comes
+  in), its ``gi_yieldfrom`` chain down to ``StreamReader.at_eof()``,
+  ``Protocol.parse`` and ``protocol.reader.buffer``: the handshake request
+  lives on in the parser, which is replaced by a frame parser in the same
+  state once the connection is admitted (``forget_handshake``).
 * ``ServerConnection.recv_messages`` and ``transport``, which websockets sets
   in ``connection_made()``: :class:`Peer` sets them (to None) in ``__init__``
   already, so that every connection's attributes fit CPython's compact,
@@ -43,11 +49,22 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import State
+from websockets.http11 import Request
+from websockets.protocol import Protocol, State
+from websockets.streams import StreamReader
 
-__all__ = ["Peer", "PeerPolicy", "forget_handshake", "missing_internals", "peer_class", "write_text"]
+__all__ = [
+    "Peer",
+    "PeerPolicy",
+    "forget_handshake",
+    "missing_internals",
+    "parser_restarted",
+    "peer_class",
+    "write_text",
+]
 
 _SERVER_FULL = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n"
@@ -254,17 +271,54 @@ def write_text(connection: ServerConnection, data: bytes, frames: dict[Hashable,
     return True
 
 
+#: an admitted connection's ``request``: websockets asks only whether it is None
+#: (it is, until the handshake request has come)
+_ADMITTED = Request("", Headers())
+
+
 def forget_handshake(connection: ServerConnection) -> None:
-    """Drop the handshake response, which an idle connection would otherwise
-    carry for its whole life (2.3 KiB). The request stays: websockets' parser
-    still refers to it, so dropping it saved nothing (measured)."""
+    """Drop the handshake, which an idle connection would otherwise carry for
+    its whole life: the response (2.3 KiB) and the request (3.2 KiB: its
+    headers, and its path with the token).
+
+    websockets' parser keeps the request too, in a local of the generator that
+    parsed it, which then parses every frame. When no frame is half read (the
+    parser waits at the start of the next one, nothing of it consumed), that
+    parser is replaced by a frame parser in the same state, and the request
+    goes with the old one; otherwise the request is emptied in place."""
     connection.response = None
+    request, connection.request = connection.request, _ADMITTED
+    if not _restart_parser(connection.protocol) and request is not None:
+        request.headers.clear()
+        request.path = ""
+
+
+def _restart_parser(protocol: Protocol) -> bool:
+    """Replace the parser of an open connection with a frame parser, if it is
+    between frames; False when it is not (or not made as websockets 17 makes it)."""
+    frames = getattr(protocol.parser, "gi_yieldfrom", None)  # ServerProtocol.parse -> Protocol.parse
+    waiting = getattr(frames, "gi_yieldfrom", None)  # -> StreamReader.at_eof: nothing consumed
+    if (
+        protocol.state is not State.OPEN
+        or getattr(frames, "gi_code", None) is not _FRAMES
+        or getattr(waiting, "gi_code", None) is not _BETWEEN_FRAMES
+        or protocol.reader.buffer
+    ):
+        return False
+    parser = Protocol.parse(protocol)
+    next(parser)  # to where the old one waits: at_eof(), for the next frame's first byte
+    protocol.parser = parser
+    return True
+
+
+_FRAMES = Protocol.parse.__code__
+_BETWEEN_FRAMES = StreamReader.at_eof.__code__
 
 
 _CONNECTION = ("protocol", "transport", "paused", "loop", "send_in_progress", "send_data", "response")
 _CALLBACKS = ("connection_made", "data_received", "connection_lost")
 _TRANSPORT = ("write", "abort", "is_closing", "get_write_buffer_size")
-_PROTOCOL = ("state", "extensions", "send_text", "send_ping")
+_PROTOCOL = ("state", "extensions", "send_text", "send_ping", "parser", "reader")
 _DEFLATE = ("local_no_context_takeover", "local_max_window_bits")
 
 
@@ -289,4 +343,12 @@ def missing_internals(connection: ServerConnection) -> list[str]:
     ]
     if not hasattr(Frame, "serialize"):
         missing.append("Frame.serialize")
+    if not hasattr(getattr(protocol, "reader", None), "buffer"):
+        missing.append("ServerProtocol.reader.buffer")
     return missing
+
+
+def parser_restarted(connection: ServerConnection) -> bool:
+    """``forget_handshake()`` released the handshake request of this admitted,
+    idle connection (its parser is a frame parser, its request the shared one)."""
+    return connection.request is _ADMITTED and getattr(connection.protocol.parser, "gi_code", None) is _FRAMES

@@ -6,6 +6,7 @@ fan-out, a close or the bus."""
 from __future__ import annotations
 
 import asyncio
+import json
 from importlib.metadata import version
 
 import pytest
@@ -56,6 +57,24 @@ async def test_a_connection_gets_every_attribute_in_init(celery_ws_settings: Set
         fresh = type(peer)(ServerProtocol(), manager._server)  # made, not connected
         assert list(vars(peer)) == list(vars(fresh))
         assert len(vars(peer)) < 30
+
+
+async def test_an_admitted_connection_keeps_no_handshake(celery_ws_settings: Settings) -> None:
+    """Once admitted, an idle connection's parser is a frame parser, which
+    holds no handshake request, and the connection still reads frames."""
+    async with (
+        WebSocketManager("127.0.0.1", 0, settings=celery_ws_settings) as manager,
+        connect(f"ws://127.0.0.1:{manager.port}") as client,
+    ):
+        async with asyncio.timeout(seconds(5)):
+            while not manager.registry.sessions:
+                await asyncio.sleep(0.01)
+        (peer,) = manager.registry.sessions
+        assert peer.response is None
+        assert wsconn.parser_restarted(peer), "websockets' parser is not made as forget_handshake() expects"
+        await client.send(json.dumps({"action": "subscribe", "user_id": "u1"}))
+        async with asyncio.timeout(seconds(5)):
+            assert json.loads(await client.recv())["type"] == "subscription_confirmed"
 
 
 async def test_redis_raw_connection_api_is_there(celery_ws_redis_url: str) -> None:
