@@ -35,6 +35,11 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
   ``Protocol.parse`` and ``protocol.reader.buffer``: the handshake request
   lives on in the parser, which is replaced by a frame parser in the same
   state once the connection is admitted (``forget_handshake``).
+* ``ServerConnection.drain_waiters`` and the ``queue`` of
+  ``recv_messages.frames`` (websockets' ``SimpleQueue``): deques, which
+  :class:`Peer` replaces with lists (an empty deque is 760 bytes); websockets
+  appends, removes and iterates the first, and the second is used as
+  ``append``, ``popleft``, ``extendleft``, ``len`` and truth.
 * ``ServerConnection.recv_messages`` and ``transport``, which websockets sets
   in ``connection_made()``: :class:`Peer` sets them (to None) in ``__init__``
   already, so that every connection's attributes fit CPython's compact,
@@ -44,7 +49,7 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -130,6 +135,9 @@ class Peer(ServerConnection):
         # more each, measured).
         self.recv_messages = None  # type: ignore[assignment]
         self.transport = None  # type: ignore[assignment]
+        # flow control's waiters, none unless the peer stops reading: an empty
+        # deque is 760 bytes (it allocates its first block), a list 56
+        self.drain_waiters = []  # type: ignore[assignment]
         #: loop time of the oldest keepalive ping nothing has come back since
         self.unanswered_since: float | None = None
 
@@ -137,6 +145,7 @@ class Peer(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.recv_messages.frames.queue = _FrameQueue()  # type: ignore[assignment]
         policy = self.policy
         if len(policy.live) >= policy.max_connections:
             policy.on_refused()
@@ -227,6 +236,22 @@ class Peer(ServerConnection):
             self._abort_timer = self.loop.call_later(self.policy.close_timeout, self.transport.abort)
 
 
+class _FrameQueue(list[Frame]):
+    """The incoming frames not read yet, a list where websockets' queue has a
+    deque: an empty deque is 760 bytes (it allocates its first block), an
+    empty list 56, and the queue holds a few frames (reading pauses past
+    ``max_queue``), so taking from the front costs nothing that counts."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Frame:
+        return self.pop(0)
+
+    def extendleft(self, frames: Iterable[Frame]) -> None:
+        """As ``deque.extendleft``: each in turn to the front, so reversed."""
+        self[:0] = list(frames)[::-1]
+
+
 def peer_class(policy: PeerPolicy) -> type[Peer]:
     """A ``Peer`` class bound to one server's policy, for ``serve(create_connection=...)``."""
 
@@ -315,7 +340,17 @@ _FRAMES = Protocol.parse.__code__
 _BETWEEN_FRAMES = StreamReader.at_eof.__code__
 
 
-_CONNECTION = ("protocol", "transport", "paused", "loop", "send_in_progress", "send_data", "response")
+_CONNECTION = (
+    "protocol",
+    "transport",
+    "paused",
+    "loop",
+    "send_in_progress",
+    "send_data",
+    "response",
+    "drain_waiters",
+    "recv_messages",
+)
 _CALLBACKS = ("connection_made", "data_received", "connection_lost")
 _TRANSPORT = ("write", "abort", "is_closing", "get_write_buffer_size")
 _PROTOCOL = ("state", "extensions", "send_text", "send_ping", "parser", "reader")
@@ -345,6 +380,9 @@ def missing_internals(connection: ServerConnection) -> list[str]:
         missing.append("Frame.serialize")
     if not hasattr(getattr(protocol, "reader", None), "buffer"):
         missing.append("ServerProtocol.reader.buffer")
+    frames = getattr(getattr(connection, "recv_messages", None), "frames", None)
+    if not isinstance(getattr(frames, "queue", None), _FrameQueue):
+        missing.append("ServerConnection.recv_messages.frames.queue")
     return missing
 
 

@@ -6,6 +6,7 @@ fan-out, a close or the bus."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from importlib.metadata import version
 
@@ -75,6 +76,20 @@ async def test_an_admitted_connection_keeps_no_handshake(celery_ws_settings: Set
         await client.send(json.dumps({"action": "subscribe", "user_id": "u1"}))
         async with asyncio.timeout(seconds(5)):
             assert json.loads(await client.recv())["type"] == "subscription_confirmed"
+
+
+def test_the_frame_queue_behaves_as_the_deque_it_replaces() -> None:
+    """websockets' SimpleQueue uses its deque as append, popleft, and
+    extendleft(reversed(items)) to put frames back in front."""
+    ours, theirs = wsconn._FrameQueue(), collections.deque()
+    for queue in (ours, theirs):
+        queue.append(1)
+        queue.append(2)
+        queue.extendleft(reversed([8, 9]))
+        queue.append(3)
+    assert list(ours) == list(theirs) == [8, 9, 1, 2, 3]
+    assert [ours.popleft() for _ in range(5)] == [theirs.popleft() for _ in range(5)]
+    assert not ours and len(ours) == 0
 
 
 async def test_redis_raw_connection_api_is_there(celery_ws_redis_url: str) -> None:
