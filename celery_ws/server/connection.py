@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ class ConnectionLoop:
         self.count = count
         self.verifier = TokenVerifier(settings) if settings.token_mode else None
         self.limits = RateLimits(settings.rate_limit, settings.rate_burst)
+        self.expiries = Expiries()
 
     async def run(self, connection: ServerConnection) -> None:
         if not isinstance(connection, Peer):  # serve(create_connection=peer_class(...)) makes them so
@@ -69,7 +71,7 @@ class ConnectionLoop:
         )
         self.registry.add(session, authenticated=identity is not None)
         self.count("accepted")
-        expiry = self._close_at_expiry(connection, identity) if identity else None
+        expiry = self.expiries.add(connection, identity.expires_at) if identity else None
         bucket = None  # looked up on the first frame: most connections only listen
         try:
             if identity is not None:
@@ -118,7 +120,7 @@ class ConnectionLoop:
             if not self.verifier:
                 self.limits.forget(session)
             if expiry is not None:
-                expiry.cancel()
+                expiry.discard(connection)
 
     async def _send(self, session: Session, bucket: TokenBucket | None, frames: list[bytes]) -> None:
         """Send replies, then any live events held back while they were made.
@@ -162,13 +164,32 @@ class ConnectionLoop:
             raise InvalidToken("Authentication required")
         return action.token, action.last_event_id
 
-    def _close_at_expiry(self, connection: Peer, identity: Identity) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(
-            max(0.0, identity.expires_at - time.time()),
-            connection.close_soon,
-            CLOSE_UNAUTHORIZED,
-            "Token expired",
-        )
+
+class Expiries:
+    """Closes each token-mode connection when its token expires, with one
+    timer per second in which tokens expire rather than one per connection: a
+    timer is about 350 bytes (the handle, a copy of the context, a bound
+    method) that an idle connection carried for its whole life; a place in
+    the set of its second is a few dozen. A token's ``exp`` is whole seconds
+    (``issue_token()``); one with a fraction is closed at the next second."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, set[Peer]] = {}
+
+    def add(self, connection: Peer, expires_at: float) -> set[Peer]:
+        """Close ``connection`` at ``expires_at`` (epoch seconds); returns the
+        set it is in: discard it from there when it closes first."""
+        second = math.ceil(expires_at)
+        due = self._due.get(second)
+        if due is None:
+            due = self._due[second] = set()
+            asyncio.get_running_loop().call_later(max(0.0, second - time.time()), self._expire, second)
+        due.add(connection)
+        return due
+
+    def _expire(self, second: int) -> None:
+        for connection in list(self._due.pop(second, ())):  # closing discards from the set
+            connection.close_soon(CLOSE_UNAUTHORIZED, "Token expired")
 
 
 def _from_request(connection: ServerConnection) -> tuple[str | None, str | None]:
