@@ -34,7 +34,9 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
   in), its ``gi_yieldfrom`` chain down to ``StreamReader.at_eof()``,
   ``Protocol.parse`` and ``protocol.reader.buffer``: the handshake request
   lives on in the parser, which is replaced by a frame parser in the same
-  state once the connection is admitted (``forget_handshake``).
+  state once the connection is admitted (``forget_handshake``), which also
+  deletes the protocol's ``select_subprotocol``, a closure ``serve()`` sets on
+  each connection's protocol for the handshake.
 * ``ServerConnection.drain_waiters`` and the ``queue`` of
   ``recv_messages.frames`` (websockets' ``SimpleQueue``): deques, which
   :class:`Peer` replaces with lists (an empty deque is 760 bytes); websockets
@@ -49,6 +51,7 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -65,8 +68,8 @@ __all__ = [
     "Peer",
     "PeerPolicy",
     "forget_handshake",
+    "handshake_forgotten",
     "missing_internals",
-    "parser_restarted",
     "peer_class",
     "write_text",
 ]
@@ -303,8 +306,8 @@ _ADMITTED = Request("", Headers())
 
 def forget_handshake(connection: ServerConnection) -> None:
     """Drop the handshake, which an idle connection would otherwise carry for
-    its whole life: the response (2.3 KiB) and the request (3.2 KiB: its
-    headers, and its path with the token).
+    its whole life: the response (2.3 KiB), the request (3.2 KiB: its
+    headers, and its path with the token) and the subprotocol selector.
 
     websockets' parser keeps the request too, in a local of the generator that
     parsed it, which then parses every frame. When no frame is half read (the
@@ -312,6 +315,10 @@ def forget_handshake(connection: ServerConnection) -> None:
     parser is replaced by a frame parser in the same state, and the request
     goes with the old one; otherwise the request is emptied in place."""
     connection.response = None
+    # the handshake's subprotocol selector: a closure per connection (272 bytes),
+    # set on the protocol by serve(); the class's own method shows through
+    with contextlib.suppress(AttributeError):
+        del connection.protocol.select_subprotocol
     request, connection.request = connection.request, _ADMITTED
     if not _restart_parser(connection.protocol) and request is not None:
         request.headers.clear()
@@ -386,7 +393,12 @@ def missing_internals(connection: ServerConnection) -> list[str]:
     return missing
 
 
-def parser_restarted(connection: ServerConnection) -> bool:
-    """``forget_handshake()`` released the handshake request of this admitted,
-    idle connection (its parser is a frame parser, its request the shared one)."""
-    return connection.request is _ADMITTED and getattr(connection.protocol.parser, "gi_code", None) is _FRAMES
+def handshake_forgotten(connection: ServerConnection) -> bool:
+    """``forget_handshake()`` released the handshake of this admitted, idle
+    connection: its parser is a frame parser, its request the shared one, its
+    protocol has no subprotocol selector of its own."""
+    return (
+        connection.request is _ADMITTED
+        and getattr(connection.protocol.parser, "gi_code", None) is _FRAMES
+        and "select_subprotocol" not in vars(connection.protocol)
+    )

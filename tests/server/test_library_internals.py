@@ -72,7 +72,9 @@ async def test_an_admitted_connection_keeps_no_handshake(celery_ws_settings: Set
                 await asyncio.sleep(0.01)
         (peer,) = manager.registry.sessions
         assert peer.response is None
-        assert wsconn.parser_restarted(peer), "websockets' parser is not made as forget_handshake() expects"
+        assert wsconn.handshake_forgotten(peer), (
+            "websockets' parser is not made as forget_handshake() expects"
+        )
         await client.send(json.dumps({"action": "subscribe", "user_id": "u1"}))
         async with asyncio.timeout(seconds(5)):
             assert json.loads(await client.recv())["type"] == "subscription_confirmed"
