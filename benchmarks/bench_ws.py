@@ -544,7 +544,9 @@ def _idle_latency(
     duration: float,
     log: Any,
 ) -> None:
-    """Events to :data:`IDLE_USER` while ``stack`` holds ``n`` connections."""
+    """Events to :data:`IDLE_USER` while ``stack`` holds ``n`` connections,
+    after 1 s of them not counted (the worker's emitter starts with the first)."""
+    latency_once(stack, pub, interval=interval, duration=1.0, broadcast=False, user=IDLE_USER)
     out[n] = r = latency_once(
         stack, pub, interval=interval, duration=duration, broadcast=False, user=IDLE_USER
     )
