@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check docs bench soak clean
+.PHONY: demo test check docs bench bench-idle soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)  ## celery-ws vs the peers; tables, JSON and plots in benchmarks/results/
 	$(BIN)/python -m benchmarks.run
+
+bench-idle: $(BENCH_STAMP)  ## 15,000 idle connections on one server: memory per connection, delivery p99 (~5 min)
+	$(BIN)/python -m benchmarks.run --only idle
 
 soak: $(BENCH_STAMP)  ## the 30-minute soak: connections churning and resuming, tokens expiring, stalled clients, tasks running
 	$(BIN)/python -m benchmarks.run --soak 1800

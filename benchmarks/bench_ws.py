@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.client
 import json
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +109,10 @@ class Stack:
         server_env: dict[str, str] | None = None,
         client_args: list[str] | None = None,
         server_root: Path = ROOT,
+        on_initial: Callable[[Stack], None] | None = None,
     ) -> None:
-        """``initial``: connect that many first and read RSS (``rss_initial``), then the rest (memory).
+        """``initial``: connect that many first and read RSS (``rss_initial``), then
+        call ``on_initial(stack)`` (a measurement at that size), then connect the rest (memory).
         ``server_env``: more environment for the servers (``CELERY_WS_*`` settings);
         ``client_args``: more arguments for the client processes (``--ttl``, ``--resume``);
         ``server_root``: the source tree the servers run (a baseline checkout)."""
@@ -166,6 +170,8 @@ class Stack:
             self.connected_initial = sum(a["connected"] for a in answers)
             time.sleep(1.0)
             self.rss_initial = sum(rss(s.pid) for s in self.servers)
+            if on_initial is not None:
+                on_initial(self)
         for c in self.clients:
             c.proc.stdin.write("connect\n")
             c.proc.stdin.flush()
@@ -305,9 +311,10 @@ def fanout_once(stack: Stack, pub: Pub, mode: str, deliveries: int, drain: float
 
 
 def latency_once(
-    stack: Stack, pub: Pub, *, interval: float, duration: float, broadcast: bool
+    stack: Stack, pub: Pub, *, interval: float, duration: float, broadcast: bool, user: str | None = None
 ) -> dict[str, Any]:
-    """One event every ``interval`` s (broadcast to all, or to one user round-robin)."""
+    """One event every ``interval`` s (broadcast to all, or to one user round-robin,
+    or all to ``user``)."""
     gen = next_gen()
     stack.reset(gen, lat=True)
     srv, cli = CpuMeter(stack.server_pids), CpuMeter(stack.client_pids)
@@ -317,7 +324,7 @@ def latency_once(
         pause = t0 + seq * interval - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        pub.send_one_worker(gen, seq, None if broadcast else f"u{seq % stack.n}")
+        pub.send_one_worker(gen, seq, None if broadcast else user or f"u{seq % stack.n}")
     wall = time.monotonic() - t0
     expected = count * (stack.n if broadcast else 1)
     reports = _drain(stack, expected, 10.0)
@@ -513,6 +520,136 @@ def run_memory(
                 )
                 log(f"memory {label} N={n}: {results[label][str(n)]['per_conn_kib']['median']:.1f} KiB/conn")
     return results
+
+
+# Idle connections at scale (``--only idle``): one server process holding
+# IDLE_SIZES[-1] idle token-mode connections, and what holding them costs a
+# client that is sent events.
+IDLE_SIZES = (1000, 15000)
+IDLE_USER = "u0"  # the first user of the first client process: connected at both sizes
+IDLE_INTERVAL = 0.05  # s between two events to IDLE_USER
+# s of events at each size: one keepalive interval (20 s by default), so each
+# window holds one round of pings to every connection, as any 20 s of a real day would
+IDLE_DURATION = 20.0
+
+
+def _idle_latency(
+    stack: Stack,
+    *,
+    n: int,
+    pub: Pub,
+    out: dict[int, dict[str, Any]],
+    label: str,
+    interval: float,
+    duration: float,
+    log: Any,
+) -> None:
+    """Events to :data:`IDLE_USER` while ``stack`` holds ``n`` connections."""
+    out[n] = r = latency_once(
+        stack, pub, interval=interval, duration=duration, broadcast=False, user=IDLE_USER
+    )
+    log(
+        f"  {label} N={n:,}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms max {r['max_ms']:.1f} ms, "
+        f"{r['delivered']}/{r['expected']} delivered, server CPU {r['server_cpu']:.0f}%"
+    )
+
+
+def run_idle(
+    redis_url: str,
+    sizes: tuple[int, int],
+    repeats: int,
+    log: Any,
+    *,
+    duration: float = IDLE_DURATION,
+    interval: float = IDLE_INTERVAL,
+    trees: dict[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Server RSS growth per idle token-mode connection, and the delivery latency
+    of events addressed to one subscribed client, at ``sizes[0]`` and ``sizes[1]``
+    connections held by one server process.
+
+    One stack per repeat (and per tree): it connects ``sizes[0]`` connections,
+    reads RSS, sends one event every ``interval`` s for ``duration`` s to
+    :data:`IDLE_USER` (through the worker's emitter, emit call to receive), then
+    connects the rest, reads RSS and sends the same events again. ``trees``:
+    label -> source tree the server runs (a baseline worktree), interleaved by
+    repeat; the default is this tree as ``celery-ws``."""
+    small, big = sizes
+    trees = trees or {"celery-ws": ROOT}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
+    for repeat in range(repeats):
+        for label, root in trees.items():
+            pub = Pub("celery-ws", redis_url)
+            lat: dict[int, dict[str, Any]] = {}
+            measure = functools.partial(
+                _idle_latency, pub=pub, out=lat, label=label, interval=interval, duration=duration, log=log
+            )
+            log(f"idle: {label} repeat {repeat + 1}: connecting {small:,}, then {big:,}")
+            stack = Stack(
+                "celery-ws",
+                redis_url,
+                big,
+                token=True,
+                initial=small,
+                server_root=root,
+                on_initial=functools.partial(measure, n=small),
+            )
+            try:
+                measure(stack, n=big)
+                run = {
+                    "connected_small": stack.connected_initial,
+                    "connected": stack.connected,
+                    "failed": stack.failed,
+                    "connect_s": stack.connect_secs,
+                    "baseline_mib": stack.rss_before / 2**20,
+                    "rss_small_mib": (stack.rss_initial or 0) / 2**20,
+                    "rss_big_mib": stack.rss_after / 2**20,
+                    "kib_small": ((stack.rss_initial or 0) - stack.rss_before)
+                    / max(1, stack.connected_initial)
+                    / 1024,
+                    "kib_big": (stack.rss_after - stack.rss_before) / max(1, stack.connected) / 1024,
+                }
+                for n, key in ((small, "small"), (big, "big")):
+                    for k in ("p50_ms", "p99_ms", "max_ms", "loss", "server_cpu", "delivered", "expected"):
+                        run[f"{k}_{key}"] = lat[n][k]
+                run["p99_ratio"] = run["p99_ms_big"] / run["p99_ms_small"] if run["p99_ms_small"] else None
+                run["p50_ratio"] = run["p50_ms_big"] / run["p50_ms_small"] if run["p50_ms_small"] else None
+                runs[label].append(run)
+                log(
+                    f"  {label}: {run['kib_small']:.2f} KiB/conn at {small:,}, {run['kib_big']:.2f} at "
+                    f"{stack.connected:,} ({stack.failed} failed, {stack.connect_secs:.0f} s to connect); "
+                    f"p99 ratio {run['p99_ratio'] or 0:.2f}"
+                )
+            finally:
+                pub.close()
+                stack.close()
+    keys = [
+        "kib_small",
+        "kib_big",
+        "rss_small_mib",
+        "rss_big_mib",
+        "baseline_mib",
+        "connect_s",
+        "p50_ms_small",
+        "p99_ms_small",
+        "max_ms_small",
+        "p50_ms_big",
+        "p99_ms_big",
+        "max_ms_big",
+        "p99_ratio",
+        "p50_ratio",
+        "loss_small",
+        "loss_big",
+        "server_cpu_small",
+        "server_cpu_big",
+    ]
+    return {
+        "sizes": [small, big],
+        "user": IDLE_USER,
+        "interval_s": interval,
+        "duration_s": duration,
+        "results": {label: _summarise(r, keys) for label, r in runs.items()},
+    }
 
 
 # The soak (``make soak``): token-mode connections churning and resuming, tokens

@@ -223,6 +223,8 @@ def table(res: dict[str, Any]) -> str:
                     + " |"
                 )
         add("")
+    if "idle" in res:
+        add(idle_table(res["idle"]))
     if "soak" in res:
         s = res["soak"]
         if "stalled_at_once" not in s:  # a result from before the soak had resumes and stalled clients
@@ -289,6 +291,34 @@ def table(res: dict[str, Any]) -> str:
                     f"{fmt(e['busiest_master_share'], '', 2)} | {fmt(e['redis_cpu_us_per_question'], '', 0)} |"
                 )
         add("")
+    return "\n".join(lines)
+
+
+def idle_table(idle: dict[str, Any]) -> str:
+    """Section 5b: idle connections at scale, one server process."""
+    small, big = idle["sizes"]
+    lines = [
+        f"### 5b. Idle connections at scale: {big:,} on one server process\n",
+        f"Token mode, one server process; each repeat is one server that connects {small:,} idle "
+        f"subscribed connections, then {big:,} (client processes share them). KiB/conn: server RSS "
+        f"growth ÷ connections. Latency: one event every {1000 * idle['interval_s']:g} ms for "
+        f"{idle['duration_s']:g} s addressed to one subscribed client "
+        f"(`{idle['user']}`), emit call in the worker → receive, while the server holds {small:,}, "
+        f"then {big:,}; median (min–max) of repeats. The server pings every connection once per "
+        f"`ping_interval` (20 s by default), so a 20-s window holds one round of pings.\n",
+        f"| server | KiB/conn at {small:,} | KiB/conn at {big:,} | RSS MiB at {big:,} | connect s | "
+        f"p50 ms at {small:,} | p99 ms at {small:,} | p50 ms at {big:,} | p99 ms at {big:,} | "
+        f"p99 {big:,} ÷ {small:,} | loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, e in idle["results"].items():
+        lines.append(
+            f"| {label} | {fmt(e['kib_small'], '', 1)} | {fmt(e['kib_big'], '', 1)} | "
+            f"{fmt(e['rss_big_mib'], '', 0)} | {fmt(e['connect_s'], '', 0)} | {fmt(e['p50_ms_small'], '', 2)} | "
+            f"{fmt(e['p99_ms_small'], '', 2)} | {fmt(e['p50_ms_big'], '', 2)} | {fmt(e['p99_ms_big'], '', 2)} | "
+            f"**{fmt(e['p99_ratio'], '×', 2)}** | {max(e['loss_small']['max'] or 0, e['loss_big']['max'] or 0):.2%} |"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -473,12 +503,13 @@ def _into_latest(partial: dict[str, Any]) -> dict[str, Any]:
     return latest
 
 
-def update_readme(text: str) -> None:
+def update_readme(text: str, marker: str = "results") -> None:
+    """Put ``text`` between the README's ``<!-- {marker}:start -->`` and ``:end`` lines."""
     readme = ROOT / "benchmarks" / "README.md"
     if not readme.exists():
         return
     content = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in content and end in content:
         content = re.sub(
             re.escape(start) + ".*?" + re.escape(end),
@@ -489,6 +520,24 @@ def update_readme(text: str) -> None:
         readme.write_text(content)
 
 
+def run_idle(url: str, quick: bool, repeats: int, baseline: str, log: Any) -> dict[str, Any]:
+    sizes = (200, 1000) if quick else bench_ws.IDLE_SIZES
+    duration = 5.0 if quick else bench_ws.IDLE_DURATION
+    if not baseline:
+        return bench_ws.run_idle(url, sizes, repeats, log, duration=duration)
+    with bench_interest.baseline_tree(baseline) as tree:
+        result = bench_ws.run_idle(
+            url,
+            sizes,
+            repeats,
+            log,
+            duration=duration,
+            trees={"celery-ws": ROOT, f"baseline {baseline}": tree},
+        )
+    result["baseline_commit"] = baseline
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small N, one repeat: a smoke run")
@@ -496,7 +545,13 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: emit,confirm,deferred,fanout,memory,scaleout,interest,cluster,soak,profile",
+        help="comma-separated: emit,confirm,deferred,fanout,memory,idle,scaleout,interest,cluster,soak,profile "
+        "(all but idle by default)",
+    )
+    parser.add_argument(
+        "--idle-baseline",
+        default="",
+        help="also run the idle section's servers from this commit (a temporary worktree), interleaved",
     )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument(
@@ -575,6 +630,9 @@ def main() -> None:
                 log,
             ),
         )
+        # 15,000 idle connections on one server: a stack of that size per repeat, ~80 s each;
+        # not in make bench (it would take it past 10 minutes): make bench-idle, --only idle
+        section("idle", lambda: run_idle(url, quick, repeats, opts.idle_baseline, log))
         section("scaleout", lambda: bench_ws.run_scaleout(url, sizes[1:], repeats, deliveries, log))
         section("interest", lambda: bench_interest.run_interest(url, repeats, 2_000 if quick else 5_000, log))
         section("cluster", lambda: bench_cluster.run_cluster(url, repeats, 5_000 if quick else 20_000, log))
@@ -605,8 +663,19 @@ def main() -> None:
             timings["profile"] = time.monotonic() - t0
     res["timings_s"] = timings
     res["total_s"] = time.monotonic() - started
-    # a smoke run, the soak alone or some sections only never replace the full results
-    name = "latest_quick" if quick else "soak" if opts.soak else "partial" if opts.only else "latest"
+    # a smoke run, the soak alone or some sections only never replace the full results;
+    # the idle section alone (make bench-idle) has results of its own
+    name = (
+        "latest_quick"
+        if quick
+        else "soak"
+        if opts.soak
+        else "idle"
+        if only == {"idle"}
+        else "partial"
+        if opts.only
+        else "latest"
+    )
     if opts.into_latest and name == "partial":
         res, name = _into_latest(res), "latest"
         timings = res["timings_s"]
@@ -627,6 +696,8 @@ def main() -> None:
     print(f"\nwrote {RESULTS / (name + '.json')}, {RESULTS / (name + '.md')}, plots {written}")
     if name == "latest":
         update_readme(text)
+    elif name == "idle":
+        update_readme(text, "idle")
 
 
 if __name__ == "__main__":

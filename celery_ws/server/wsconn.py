@@ -14,7 +14,9 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
   connections without ``send()``'s wait in ``drain()``.
 * ``ServerConnection.paused``: a write would wait in ``drain()``.
 * ``ServerConnection.loop``: the loop that times an abort.
-* ``ServerConnection.protocol``: its ``state`` on the fan-out path, where the
+* ``ServerConnection.protocol``: its ``send_ping()``, for keepalive pings
+  written with no pong future (a pong the connection did not ask for is
+  ignored); its ``state`` on the fan-out path, where the
   ``state`` property would be one more call per connection; its ``extensions``
   (and ``PerMessageDeflate.local_no_context_takeover`` and
   ``local_max_window_bits``), what a connection's frame of a message depends
@@ -26,22 +28,51 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
 * ``Frame.serialize(mask=, extensions=)``: frame and compress a message once
   for every connection that agrees on how (``fanout.py``).
 * ``ServerConnection.response``: websockets reads it only during the
-  handshake, so the server drops it afterwards.
+  handshake, so the server drops it afterwards; ``ServerConnection.request``
+  only for whether it is None, so an admitted connection's is one shared empty
+  request. ``ServerProtocol.parser`` (the generator that parses what comes
+  in), its ``gi_yieldfrom`` chain down to ``StreamReader.at_eof()``,
+  ``Protocol.parse`` and ``protocol.reader.buffer``: the handshake request
+  lives on in the parser, which is replaced by a frame parser in the same
+  state once the connection is admitted (``forget_handshake``), which also
+  deletes the protocol's ``select_subprotocol``, a closure ``serve()`` sets on
+  each connection's protocol for the handshake.
+* ``ServerConnection.drain_waiters`` and the ``queue`` of
+  ``recv_messages.frames`` (websockets' ``SimpleQueue``): deques, which
+  :class:`Peer` replaces with lists (an empty deque is 760 bytes); websockets
+  appends, removes and iterates the first, and the second is used as
+  ``append``, ``popleft``, ``extendleft``, ``len`` and truth.
+* ``ServerConnection.recv_messages`` and ``transport``, which websockets sets
+  in ``connection_made()``: :class:`Peer` sets them (to None) in ``__init__``
+  already, so that every connection's attributes fit CPython's compact,
+  shared-keys layout (``test_library_internals.py`` checks that they do).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+import contextlib
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import State
+from websockets.http11 import Request
+from websockets.protocol import Protocol, State
+from websockets.streams import StreamReader
 
-__all__ = ["Peer", "PeerPolicy", "forget_handshake", "missing_internals", "peer_class", "write_text"]
+__all__ = [
+    "Peer",
+    "PeerPolicy",
+    "forget_handshake",
+    "handshake_forgotten",
+    "missing_internals",
+    "peer_class",
+    "write_text",
+]
 
 _SERVER_FULL = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n"
@@ -94,10 +125,30 @@ class Peer(ServerConnection):
     #: the close started by close_soon(), referenced so it is not collected midway
     _closer: asyncio.Task[None] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Every attribute a connection gets while it is open is set here, in
+        # __init__, so that all connections add them in the same order before
+        # the next one exists: CPython 3.11 then keeps their values in a
+        # compact array keyed by one table shared by the class (~300 bytes).
+        # websockets sets these two in connection_made(), which asyncio calls
+        # later; with many connections accepted at once, new ones were made
+        # before the first connection_made() and the shared table had no room
+        # left for them, and every connection got a dict of its own (1.3 KiB
+        # more each, measured).
+        self.recv_messages = None  # type: ignore[assignment]
+        self.transport = None  # type: ignore[assignment]
+        # flow control's waiters, none unless the peer stops reading: an empty
+        # deque is 760 bytes (it allocates its first block), a list 56
+        self.drain_waiters = []  # type: ignore[assignment]
+        #: loop time of the oldest keepalive ping nothing has come back since
+        self.unanswered_since: float | None = None
+
     # -- asyncio protocol callbacks ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.recv_messages.frames.queue = _FrameQueue()  # type: ignore[assignment]
         policy = self.policy
         if len(policy.live) >= policy.max_connections:
             policy.on_refused()
@@ -108,6 +159,7 @@ class Peer(ServerConnection):
         policy.live.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.unanswered_since = None
         super().data_received(data)
         if self.backlog > self.policy.write_buffer_limit:
             self.drop_slow()
@@ -145,6 +197,19 @@ class Peer(ServerConnection):
         and ``send()`` would block in ``drain()``)."""
         return self.protocol.state is State.OPEN and not self.paused
 
+    def ping_now(self, now: float) -> float:
+        """Write a keepalive ping (``now``: the loop's time); return the loop
+        time of the oldest ping nothing has come back since. No pong future
+        and no entry in ``pending_pings`` as ``ping()`` makes (their table
+        stayed allocated, 160 bytes a connection): any data from the peer, its
+        pong or anything else, shows it is alive, and :meth:`data_received`
+        clears :attr:`unanswered_since`; websockets ignores the pong."""
+        if self.unanswered_since is None:
+            self.unanswered_since = now
+        self.protocol.send_ping(b"")
+        self.send_data()
+        return self.unanswered_since
+
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close within ``close_timeout`` whether or not the peer reads."""
         self._closing()
@@ -172,6 +237,22 @@ class Peer(ServerConnection):
         if self._abort_timer is None and self.transport is not None:
             self.policy.on_closing(self)
             self._abort_timer = self.loop.call_later(self.policy.close_timeout, self.transport.abort)
+
+
+class _FrameQueue(list[Frame]):
+    """The incoming frames not read yet, a list where websockets' queue has a
+    deque: an empty deque is 760 bytes (it allocates its first block), an
+    empty list 56, and the queue holds a few frames (reading pauses past
+    ``max_queue``), so taking from the front costs nothing that counts."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Frame:
+        return self.pop(0)
+
+    def extendleft(self, frames: Iterable[Frame]) -> None:
+        """As ``deque.extendleft``: each in turn to the front, so reversed."""
+        self[:0] = list(frames)[::-1]
 
 
 def peer_class(policy: PeerPolicy) -> type[Peer]:
@@ -218,17 +299,68 @@ def write_text(connection: ServerConnection, data: bytes, frames: dict[Hashable,
     return True
 
 
+#: an admitted connection's ``request``: websockets asks only whether it is None
+#: (it is, until the handshake request has come)
+_ADMITTED = Request("", Headers())
+
+
 def forget_handshake(connection: ServerConnection) -> None:
-    """Drop the handshake response, which an idle connection would otherwise
-    carry for its whole life (2.3 KiB). The request stays: websockets' parser
-    still refers to it, so dropping it saved nothing (measured)."""
+    """Drop the handshake, which an idle connection would otherwise carry for
+    its whole life: the response (2.3 KiB), the request (3.2 KiB: its
+    headers, and its path with the token) and the subprotocol selector.
+
+    websockets' parser keeps the request too, in a local of the generator that
+    parsed it, which then parses every frame. When no frame is half read (the
+    parser waits at the start of the next one, nothing of it consumed), that
+    parser is replaced by a frame parser in the same state, and the request
+    goes with the old one; otherwise the request is emptied in place."""
     connection.response = None
+    # the handshake's subprotocol selector: a closure per connection (272 bytes),
+    # set on the protocol by serve(); the class's own method shows through
+    with contextlib.suppress(AttributeError):
+        del connection.protocol.select_subprotocol
+    request, connection.request = connection.request, _ADMITTED
+    if not _restart_parser(connection.protocol) and request is not None:
+        request.headers.clear()
+        request.path = ""
 
 
-_CONNECTION = ("protocol", "transport", "paused", "loop", "send_in_progress", "send_data", "response")
+def _restart_parser(protocol: Protocol) -> bool:
+    """Replace the parser of an open connection with a frame parser, if it is
+    between frames; False when it is not (or not made as websockets 17 makes it)."""
+    frames = getattr(protocol.parser, "gi_yieldfrom", None)  # ServerProtocol.parse -> Protocol.parse
+    waiting = getattr(frames, "gi_yieldfrom", None)  # -> StreamReader.at_eof: nothing consumed
+    if (
+        protocol.state is not State.OPEN
+        or getattr(frames, "gi_code", None) is not _FRAMES
+        or getattr(waiting, "gi_code", None) is not _BETWEEN_FRAMES
+        or protocol.reader.buffer
+    ):
+        return False
+    parser = Protocol.parse(protocol)
+    next(parser)  # to where the old one waits: at_eof(), for the next frame's first byte
+    protocol.parser = parser
+    return True
+
+
+_FRAMES = Protocol.parse.__code__
+_BETWEEN_FRAMES = StreamReader.at_eof.__code__
+
+
+_CONNECTION = (
+    "protocol",
+    "transport",
+    "paused",
+    "loop",
+    "send_in_progress",
+    "send_data",
+    "response",
+    "drain_waiters",
+    "recv_messages",
+)
 _CALLBACKS = ("connection_made", "data_received", "connection_lost")
 _TRANSPORT = ("write", "abort", "is_closing", "get_write_buffer_size")
-_PROTOCOL = ("state", "extensions", "send_text")
+_PROTOCOL = ("state", "extensions", "send_text", "send_ping", "parser", "reader")
 _DEFLATE = ("local_no_context_takeover", "local_max_window_bits")
 
 
@@ -253,4 +385,20 @@ def missing_internals(connection: ServerConnection) -> list[str]:
     ]
     if not hasattr(Frame, "serialize"):
         missing.append("Frame.serialize")
+    if not hasattr(getattr(protocol, "reader", None), "buffer"):
+        missing.append("ServerProtocol.reader.buffer")
+    frames = getattr(getattr(connection, "recv_messages", None), "frames", None)
+    if not isinstance(getattr(frames, "queue", None), _FrameQueue):
+        missing.append("ServerConnection.recv_messages.frames.queue")
     return missing
+
+
+def handshake_forgotten(connection: ServerConnection) -> bool:
+    """``forget_handshake()`` released the handshake of this admitted, idle
+    connection: its parser is a frame parser, its request the shared one, its
+    protocol has no subprotocol selector of its own."""
+    return (
+        connection.request is _ADMITTED
+        and getattr(connection.protocol.parser, "gi_code", None) is _FRAMES
+        and "select_subprotocol" not in vars(connection.protocol)
+    )

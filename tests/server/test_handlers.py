@@ -89,7 +89,7 @@ async def test_subscribe_and_unsubscribe_change_the_registry(open_server: Server
     assert confirmed == {"type": "subscription_confirmed", "user_id": user, "task_id": None}
     assert session.identity == user
     assert not session.firehose
-    assert session.users == {user}
+    assert session.users == (user,)
     assert conn in open_server.registry.targets(user, None)
     assert conn not in open_server.registry.targets(user + "-other", None)
 

@@ -1,5 +1,6 @@
-"""Keepalive: one server task pings every connection; a peer that stops
-answering is closed with 1011, one that answers stays connected."""
+"""Keepalive: one server task pings every connection, a slice at a time; a
+peer that stops answering is closed with 1011, one that answers stays
+connected."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import base64
 import json
 import os
 import struct
+from collections import Counter
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
+from websockets.protocol import State
 
+from celery_ws.server.keepalive import SLICE, keep_alive
 from celery_ws.testing import ServerThread
 from tests.helpers import seconds
 
@@ -72,3 +77,65 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_others_stay(
                     pass
     finally:
         server.stop()
+
+
+class _Peer:
+    """What keep_alive() uses of a connection: a pong (or anything) comes back
+    after ``rtt`` s, or never when ``rtt`` is None."""
+
+    remote_address = ("127.0.0.1", 0)
+
+    def __init__(self, rtt: float | None) -> None:
+        self.rtt = rtt
+        self.state = State.OPEN
+        self.writable = True
+        self.backlog = 0
+        self.unanswered_since: float | None = None
+        self.pings: list[float] = []
+        self.closed: tuple[int, str] | None = None
+
+    def ping_now(self, now: float) -> float:
+        self.pings.append(now)
+        if self.unanswered_since is None:
+            self.unanswered_since = now
+        if self.rtt is not None:
+            asyncio.get_running_loop().call_later(self.rtt, self._answer)
+        return self.unanswered_since
+
+    def _answer(self) -> None:
+        self.unanswered_since = None
+
+    def close_soon(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        self.state = State.CLOSING
+
+
+async def test_a_round_is_spread_over_the_interval_in_slices():
+    """Each connection is pinged about once per interval, never more than
+    SLICE at one turn of the loop; one that stays silent past the timeout is
+    closed, one that answers never is, even when closes shift the others'
+    places in the next round."""
+    interval, timeout = 0.4, 0.15
+    peers = [_Peer(None if n % 10 == 0 else 0.01) for n in range(10 * SLICE)]
+    stopping = asyncio.Event()
+
+    def open_peers() -> list[_Peer]:
+        return [p for p in peers if p.state is State.OPEN]
+
+    task = asyncio.create_task(keep_alive(open_peers, interval, timeout, stopping))  # type: ignore[arg-type]
+    await asyncio.sleep(3.2 * interval)
+    stopping.set()
+    async with asyncio.timeout(seconds(2)):
+        await task
+    times = Counter(t for p in peers for t in p.pings)
+    assert max(times.values()) <= SLICE
+    assert len(times) >= 2 * len(peers) // SLICE  # slices, not one burst per round
+    for n, peer in enumerate(peers):
+        if n % 10 == 0:
+            assert peer.closed == (1011, "keepalive ping timeout")
+            assert len(peer.pings) == 1
+        else:
+            assert peer.closed is None
+            assert 2 <= len(peer.pings) <= 4
+            gaps = [b - a for a, b in pairwise(peer.pings)]
+            assert all(gap > interval / 3 for gap in gaps)

@@ -6,10 +6,13 @@ fan-out, a close or the bus."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 from importlib.metadata import version
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.server import ServerProtocol
 
 from celery_ws.connections import async_client
 from celery_ws.server import redisconn, wsconn
@@ -39,6 +42,56 @@ async def test_websockets_internals_are_there(celery_ws_settings: Settings) -> N
         # the check itself names what is gone
         del peer.send_in_progress
         assert wsconn.missing_internals(peer) == ["ServerConnection.send_in_progress"]
+
+
+async def test_a_connection_gets_every_attribute_in_init(celery_ws_settings: Settings) -> None:
+    """CPython 3.11 keeps a connection's attributes in a compact array (about
+    300 bytes) only when every connection sets the same ones, fewer than 30,
+    before the next connection exists; one set later, in ``connection_made()``,
+    gave every connection a dict of its own when many were accepted at once
+    (1.3 KiB more each). A websockets release that adds attributes fails here."""
+    async with (
+        WebSocketManager("127.0.0.1", 0, settings=celery_ws_settings) as manager,
+        connect(f"ws://127.0.0.1:{manager.port}"),
+    ):
+        (peer,) = manager.policy.live
+        fresh = type(peer)(ServerProtocol(), manager._server)  # made, not connected
+        assert list(vars(peer)) == list(vars(fresh))
+        assert len(vars(peer)) < 30
+
+
+async def test_an_admitted_connection_keeps_no_handshake(celery_ws_settings: Settings) -> None:
+    """Once admitted, an idle connection's parser is a frame parser, which
+    holds no handshake request, and the connection still reads frames."""
+    async with (
+        WebSocketManager("127.0.0.1", 0, settings=celery_ws_settings) as manager,
+        connect(f"ws://127.0.0.1:{manager.port}") as client,
+    ):
+        async with asyncio.timeout(seconds(5)):
+            while not manager.registry.sessions:
+                await asyncio.sleep(0.01)
+        (peer,) = manager.registry.sessions
+        assert peer.response is None
+        assert wsconn.handshake_forgotten(peer), (
+            "websockets' parser is not made as forget_handshake() expects"
+        )
+        await client.send(json.dumps({"action": "subscribe", "user_id": "u1"}))
+        async with asyncio.timeout(seconds(5)):
+            assert json.loads(await client.recv())["type"] == "subscription_confirmed"
+
+
+def test_the_frame_queue_behaves_as_the_deque_it_replaces() -> None:
+    """websockets' SimpleQueue uses its deque as append, popleft, and
+    extendleft(reversed(items)) to put frames back in front."""
+    ours, theirs = wsconn._FrameQueue(), collections.deque()
+    for queue in (ours, theirs):
+        queue.append(1)
+        queue.append(2)
+        queue.extendleft(reversed([8, 9]))
+        queue.append(3)
+    assert list(ours) == list(theirs) == [8, 9, 1, 2, 3]
+    assert [ours.popleft() for _ in range(5)] == [theirs.popleft() for _ in range(5)]
+    assert not ours and len(ours) == 0
 
 
 async def test_redis_raw_connection_api_is_there(celery_ws_redis_url: str) -> None:

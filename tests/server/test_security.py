@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from celery_ws import Publisher, Settings, SettingsError, WebSocketManager, issue_token
 from celery_ws.client import Client
 from celery_ws.protocol import message_event
+from celery_ws.server.connection import Expiries
 from celery_ws.testing import ServerThread
 from tests import tasks
 from tests.helpers import read_until_closed, seconds
@@ -142,6 +143,30 @@ async def test_token_expiring_while_connected_ends_the_connection(secure, settin
         # 2 s plus the verifier's 5 s leeway at most
         await asyncio.wait_for(client.closed.wait(), seconds(10))
     assert client.connection.close_code == 4401
+
+
+class _Peer:
+    def __init__(self) -> None:
+        self.closed: tuple[int, str] | None = None
+
+    def close_soon(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+async def test_expiries_close_at_the_second_and_skip_what_closed_first():
+    """One timer per second of expiry, whatever the number of connections in
+    it; a connection that closed before its token expired is left alone."""
+    expiries = Expiries()
+    soon = int(time.time()) + 1
+    stays, leaves, later = _Peer(), _Peer(), _Peer()
+    due = expiries.add(stays, soon)
+    assert expiries.add(leaves, soon) is due
+    expiries.add(later, soon + 60)
+    assert len(expiries._due) == 2  # a timer each
+    due.discard(leaves)  # closed before its token expired
+    await asyncio.sleep(soon - time.time() + 0.2)
+    assert stays.closed == (4401, "Token expired")
+    assert leaves.closed is None and later.closed is None
 
 
 # -- authorization ------------------------------------------------------------------------
