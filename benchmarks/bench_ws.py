@@ -527,7 +527,7 @@ def run_memory(
 # client that is sent events.
 IDLE_SIZES = (1000, 15000)
 IDLE_USER = "u0"  # the first user of the first client process: connected at both sizes
-IDLE_INTERVAL = 0.05  # s between two events to IDLE_USER
+IDLE_INTERVAL = 0.02  # s between two events to IDLE_USER: 1,000 samples in a 20-s window
 # s of events at each size: one keepalive interval (20 s by default), so each
 # window holds one round of pings to every connection, as any 20 s of a real day would
 IDLE_DURATION = 20.0

@@ -9,8 +9,8 @@ from which nothing (its pong or anything else) has come back within
 A round is spread over the interval, a slice of at most :data:`SLICE`
 connections at a time: pinging 15,000 connections at once held the event
 loop for 1.5 s, and every event delivered meanwhile waited for it. A ping is
-written as a frame (:meth:`Peer.ping_now`), with none of the future, pending
-entry and wait that ``ping()`` costs per connection.
+written as a frame (:meth:`Peer.ping_now`), with none of the coroutine,
+future, pending entry and wait that ``ping()`` costs per connection.
 
 A connection whose unsent bytes are over the write limit is not pinged (its
 pong could not be told from a reply to anything else it is sent anyway).
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: connections pinged at a time: a few hundred microseconds of the event loop
 SLICE = 16
+#: a wait longer than this (s) ends as soon as ``stopping`` is set
+_WATCH_STOPPING = 0.1
 
 
 async def keep_alive(
@@ -100,9 +102,11 @@ async def _sleep_until(
                     )
                     connection.close_soon(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         wake = min(when, waiting[0][0]) if waiting else when
-        if wake > now:
+        if wake - now > _WATCH_STOPPING:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), wake - now)
+        elif wake > now:  # a few ms between two slices: a plain sleep costs less
+            await asyncio.sleep(wake - now)
         if stopping.is_set():
             return True
         if wake >= when:

@@ -11,12 +11,11 @@ moved. Other modules use only the names in ``__all__``. What is used, and why:
   every TCP connection and to bound every close (see :class:`Peer`).
 * ``ServerConnection.transport``: ``get_write_buffer_size()`` measures a slow
   reader, ``abort()`` cuts it, ``write()`` sends a frame shared by many
-  connections without ``send()``'s wait in ``drain()``.
+  connections without ``send()``'s wait in ``drain()``, and keepalive pings,
+  with no pong future (a pong the connection did not ask for is ignored).
 * ``ServerConnection.paused``: a write would wait in ``drain()``.
 * ``ServerConnection.loop``: the loop that times an abort.
-* ``ServerConnection.protocol``: its ``send_ping()``, for keepalive pings
-  written with no pong future (a pong the connection did not ask for is
-  ignored); its ``state`` on the fan-out path, where the
+* ``ServerConnection.protocol``: its ``state`` on the fan-out path, where the
   ``state`` property would be one more call per connection; its ``extensions``
   (and ``PerMessageDeflate.local_no_context_takeover`` and
   ``local_max_window_bits``), what a connection's frame of a message depends
@@ -203,11 +202,12 @@ class Peer(ServerConnection):
         and no entry in ``pending_pings`` as ``ping()`` makes (their table
         stayed allocated, 160 bytes a connection): any data from the peer, its
         pong or anything else, shows it is alive, and :meth:`data_received`
-        clears :attr:`unanswered_since`; websockets ignores the pong."""
+        clears :attr:`unanswered_since`; websockets ignores the pong. The
+        frame is written as it is, as ``protocol.send_ping(b"")`` would make
+        it (a control frame may go between a message's fragments)."""
         if self.unanswered_since is None:
             self.unanswered_since = now
-        self.protocol.send_ping(b"")
-        self.send_data()
+        self.transport.write(_PING)
         return self.unanswered_since
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
@@ -253,6 +253,10 @@ class _FrameQueue(list[Frame]):
     def extendleft(self, frames: Iterable[Frame]) -> None:
         """As ``deque.extendleft``: each in turn to the front, so reversed."""
         self[:0] = list(frames)[::-1]
+
+
+#: a ping with no payload, as a server sends it (unmasked)
+_PING = Frame(Opcode.PING, b"").serialize(mask=False)
 
 
 def peer_class(policy: PeerPolicy) -> type[Peer]:
@@ -360,7 +364,7 @@ _CONNECTION = (
 )
 _CALLBACKS = ("connection_made", "data_received", "connection_lost")
 _TRANSPORT = ("write", "abort", "is_closing", "get_write_buffer_size")
-_PROTOCOL = ("state", "extensions", "send_text", "send_ping", "parser", "reader")
+_PROTOCOL = ("state", "extensions", "send_text", "parser", "reader")
 _DEFLATE = ("local_no_context_takeover", "local_max_window_bits")
 
 

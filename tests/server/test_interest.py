@@ -5,6 +5,7 @@ replicas does not multiply Redis' read work or each replica's parsing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 
 from celery_ws import Publisher, Settings, issue_token
 from celery_ws.client import Client
+from celery_ws.connections import async_client
+from celery_ws.server.bus import EventBus
 from celery_ws.testing import ServerThread
 from tests.helpers import seconds
 
@@ -95,3 +98,52 @@ async def test_a_replica_stops_reading_a_user_once_its_last_connection_left(
         publisher.close()
     assert status(first)["channels"] == 1  # broadcasts only
     assert after == before
+
+
+async def test_channels_nobody_follows_are_dropped_and_only_those(celery_ws_redis_url: str) -> None:
+    """A channel nobody follows (unfollowed, or prepared and never followed)
+    is unsubscribed a prune or two later; one followed again meanwhile, or
+    still followed by a second subscription, stays."""
+    prefix = f"cws-prune-{uuid.uuid4().hex[:8]}"
+    subscribing = async_client(celery_ws_redis_url, blocking=True)
+    reads = async_client(celery_ws_redis_url)
+    bus = EventBus(
+        subscribing,
+        reads,
+        lambda entries: None,
+        broadcasts=f"{prefix}:broadcasts",
+        on_reconnect=lambda: None,
+        on_received=lambda n: None,
+        catch_up=100,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(bus.run(stopping))
+    left, back, twice, kept, never = (
+        f"{prefix}:{name}" for name in ("left", "back", "twice", "kept", "never")
+    )
+    try:
+        await bus.prepare([never])
+        for channel in (left, back, twice, twice, kept):
+            bus.follow(channel)
+        await bus.ready([left, back, twice, kept], seconds(10))
+        for channel in (left, back, twice):
+            bus.unfollow(channel)
+        bus.follow(back)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds(10)
+        while bus.channels != 4 and loop.time() < deadline:  # the broadcasts, back, twice, kept
+            await asyncio.sleep(0.1)
+        assert bus.channels == 4
+        await asyncio.sleep(2.5)  # two more prunes: nothing else goes
+        assert bus.channels == 4
+        assert {left.encode(), never.encode()}.isdisjoint(bus._followers)
+        assert bus._unfollowed == set()
+        bus.unfollow(twice)
+        assert bus._unfollowed == {twice.encode()}
+    finally:
+        stopping.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await subscribing.aclose()
+        await reads.aclose()
