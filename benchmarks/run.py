@@ -268,22 +268,28 @@ def table(res: dict[str, Any]) -> str:
         add("")
     if "cluster" in res:
         c = res["cluster"]
-        add("### 8. Redis topologies: events stored per second\n")
+        add("### 8. Redis topologies: events stored per second, Redis CPU per event and per question\n")
         add(
             f"{c['publishers']} publisher processes each store {c['events_per_publisher']:,} task events "
-            f"(`task_progress`, {c['owners']:,} owners: each event goes to its owner's and its task's history, "
-            "the task's state and two pub/sub channels), in batches of 200. Redis CPU (`INFO cpu`, summed "
-            "over the masters) per event, and the busiest master's share of it; median (min–max). This "
-            "machine's cores are shared by the masters and the publishers.\n"
+            f"(progress and step results alternately, {c['owners']:,} owners: each event goes to its owner's "
+            "and its task's history, the task's state and two pub/sub channels) in batches of 200, then each "
+            f"asks {c['questions_per_publisher']} questions left to expire at once. Redis CPU (`INFO cpu`, "
+            "summed over the masters), and the busiest master's share of it; median (min–max). `baseline` is "
+            f"commit {c['baseline_commit']} (one global stream, before delivery by interest and homes) on the "
+            "standalone Redis, run from a git worktree in the same run. This machine's cores are shared by "
+            "the masters and the publishers.\n"
         )
-        add("| topology | events/s stored | Redis CPU / event, µs | busiest master's share |")
-        add("|---|---|---|---|")
-        for label in ("standalone", "cluster-1", "cluster-3"):
-            e = c[label]
-            add(
-                f"| {label} | {fmt(e['events_per_s'], '', 0)} | {fmt(e['redis_cpu_us_per_event'], '', 1)} | "
-                f"{fmt(e['busiest_master_share'], '', 2)} |"
-            )
+        add(
+            "| topology | events/s stored | Redis CPU / event, µs | busiest master's share | Redis CPU / question, µs |"
+        )
+        add("|---|---|---|---|---|")
+        for label in ("baseline", "standalone", "cluster-1", "cluster-3"):
+            if label in c:
+                e = c[label]
+                add(
+                    f"| {label} | {fmt(e['events_per_s'], '', 0)} | {fmt(e['redis_cpu_us_per_event'], '', 1)} | "
+                    f"{fmt(e['busiest_master_share'], '', 2)} | {fmt(e['redis_cpu_us_per_question'], '', 0)} |"
+                )
         add("")
     return "\n".join(lines)
 
@@ -485,6 +491,18 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
+def _into_latest(partial: dict[str, Any]) -> dict[str, Any]:
+    """The latest full results with the sections of ``partial`` in place of
+    theirs, each noted with the date it was re-run (same machine assumed)."""
+    latest: dict[str, Any] = json.loads((RESULTS / "latest.json").read_text())
+    for section, seconds in partial["timings_s"].items():
+        latest[section] = partial[section]
+        latest.setdefault("rerun", {})[section] = partial["date"]
+        latest["timings_s"][section] = seconds
+    latest["total_s"] = sum(latest["timings_s"].values())
+    return latest
+
+
 def update_readme(text: str, marker: str = "results") -> None:
     """Put ``text`` between the README's ``<!-- {marker}:start -->`` and ``:end`` lines."""
     readme = ROOT / "benchmarks" / "README.md"
@@ -536,6 +554,11 @@ def main() -> None:
         help="also run the idle section's servers from this commit (a temporary worktree), interleaved",
     )
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--into-latest",
+        action="store_true",
+        help="with --only: put those sections into the latest full results (the others keep their run)",
+    )
     opts = parser.parse_args()
     raise_nofile()
     from celery_ws.testing.redis_server import RedisServer
@@ -653,12 +676,17 @@ def main() -> None:
         if opts.only
         else "latest"
     )
+    if opts.into_latest and name == "partial":
+        res, name = _into_latest(res), "latest"
+        timings = res["timings_s"]
     (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
     out_dir = RESULTS / ("quick" if quick else "partial" if name == "partial" else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = plots(res, out_dir)
+    rerun = "".join(f"; {section} re-run {date}" for section, date in res.get("rerun", {}).items())
     text = (
-        f"Run {res['date']} on {res['machine']}; {repeats} repeats per figure; total {res['total_s']:.0f} s ("
+        f"Run {res['date']} on {res['machine']}{rerun}; {repeats} repeats per figure; total "
+        f"{res['total_s']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + ").\n\n"
         + table(res)

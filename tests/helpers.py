@@ -21,7 +21,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["TIMEOUT_FACTOR", "backend_state", "eventually", "read_until_closed", "seconds"]
+__all__ = ["TIMEOUT_FACTOR", "eventually", "read_until_closed", "seconds"]
 
 #: how much longer than on a developer's machine the suite may wait
 TIMEOUT_FACTOR = float(os.environ.get("CELERY_WS_TEST_TIMEOUT_FACTOR", "1"))
@@ -43,14 +43,6 @@ async def eventually(read: Callable[[], Any], expected: Any, timeout: float | No
         await asyncio.sleep(0.05)
         value = await asyncio.to_thread(read)
     return value
-
-
-def backend_state(result: Any) -> str:
-    """A Celery result's state as the backend has it now. ``result.state`` keeps
-    the first finished state it reads: a cancelled task is stored FAILURE, then
-    REVOKED by ``ProgressTask.on_failure`` a moment later, and a poll that reads
-    in between would see FAILURE for good."""
-    return str(result.backend.get_task_meta(result.id, cache=False)["status"])
 
 
 async def read_until_closed(ws: ClientConnection, limit: int = 100_000) -> list[str | bytes]:

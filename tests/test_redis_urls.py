@@ -77,7 +77,7 @@ def test_redact_url_hides_only_the_password() -> None:
 
 def test_settings_take_cluster_and_sentinel_urls_and_refuse_bad_ones_by_name() -> None:
     for url in ("redis+cluster://h1:7000,h2:7001/", "rediss+sentinel://s1:26379/mymaster/0"):
-        assert Settings.load(redis_url=url).redis_url == url
+        assert Settings.load(redis_url=url, secret="s" * 32).redis_url == url
     with pytest.raises(SettingsError) as raised:
         Settings.load(redis_url="redis+sentinel://:hunter2@s1:26379/")
     assert "CELERY_WS_REDIS_URL" in str(raised.value)

@@ -45,6 +45,7 @@ class AsyncPublisher:
         self._announce = announce or self._store
         self.redis = async_client(self.settings.redis_url)
         self._blocking = async_client(self.settings.redis_url, blocking=True)
+        self._cold = True
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -105,7 +106,18 @@ class AsyncPublisher:
     async def _store(self, outgoing: list[Outgoing]) -> None:
         await self._run(self._core.announce(outgoing))
 
+    async def _warm(self) -> None:
+        """Learn a cluster's slots before the first commands: redis-py's asyncio
+        cluster client, used by several tasks at once before it knows them, can
+        send a command twice (a write stored twice). Once, by the first call of
+        any method; a no-op on other clients."""
+        if self._cold:
+            await self.redis.initialize()
+            await self._blocking.initialize()
+            self._cold = False
+
     async def _run(self, steps: Steps[T]) -> T:
+        await self._warm()
         run = Run(steps)
         while run.effect is not None:
             try:

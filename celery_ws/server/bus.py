@@ -199,8 +199,10 @@ class EventBus:
             if key not in self._cursors:  # read by prepare() already
                 newest = await self._newest(key)
                 self._cursors.setdefault(key, newest)  # unless its subscription read it meanwhile
-        await self._placed.wait()
-        await self._place(key)
+        # before the nodes are known (or once stopped), run() places every channel
+        # followed when they are: nothing waits here for that
+        if self._placed.is_set():
+            await self._place(key)
 
     async def prune(self) -> None:
         """Unsubscribe channels nobody has followed since the last prune; a

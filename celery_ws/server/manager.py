@@ -162,6 +162,9 @@ class WebSocketManager:
         if self._server is not None:
             return self._server
         self._check_exposure()
+        # a cluster client learns its slots before concurrent use (see AsyncPublisher)
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self.publisher.redis.initialize()
         if self.continuer is not None:  # before listening: ask() may follow at once
             with contextlib.suppress(redis.RedisError, OSError):
                 await self.continuer.register()

@@ -132,27 +132,33 @@ def on_failure(
     owner = _owner_or_lookup(ws, sender.request, task_id)
     if owner is None:
         return
-    if isinstance(exception, TaskCancelled):
-        # the server tells the same story; whichever is stored first is kept
-        _emit(
-            ws,
-            "task_cancelled",
-            task_id,
-            owner,
-            reason="cancelled by user",
-            requested_by=ws.publisher().cancelled_by(task_id),
-            **links_of(sender.request),
-        )
-    else:
-        _emit(
-            ws,
-            "task_failed",
-            task_id,
-            owner,
-            error_code=type(exception).__name__,
-            error_message=_error_message(ws, exception),
-            **links_of(sender.request),
-        )
+    if isinstance(exception, TaskCancelled):  # a task that is not a ProgressTask
+        report_cancelled(ws, sender.request, task_id, owner)
+        return
+    _emit(
+        ws,
+        "task_failed",
+        task_id,
+        owner,
+        error_code=type(exception).__name__,
+        error_message=_error_message(ws, exception),
+        **links_of(sender.request),
+    )
+    ws.emitter().flush(_FLUSH_AFTER_TASK)
+
+
+def report_cancelled(ws: CeleryWS, request: Any, task_id: str, owner: str) -> None:
+    """Tell the owner's clients a run ended cancelled (the server tells the
+    same story; whichever is stored first is kept)."""
+    _emit(
+        ws,
+        "task_cancelled",
+        task_id,
+        owner,
+        reason="cancelled by user",
+        requested_by=ws.publisher().cancelled_by(task_id),
+        **links_of(request),
+    )
     ws.emitter().flush(_FLUSH_AFTER_TASK)
 
 

@@ -37,6 +37,7 @@ from .confirm import confirm_step
 from .deferred import ask, is_duplicate
 from .integration import CeleryWS
 from .ownership import OWNER_HEADER, continuation_of, header, owner_of
+from .signals import report_cancelled
 
 __all__ = ["ProgressTask"]
 
@@ -141,12 +142,30 @@ class ProgressTask(Task):  # type: ignore[misc]
         if is_duplicate(self.request):
             raise Ignore()
         if owner_of(self.request) is not None and self.is_cancelled:
-            raise TaskCancelled(task_id)
+            raise self._ended_cancelled(TaskCancelled(task_id))
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """Runs in the executing process; its return value is ignored."""
-        if isinstance(exc, TaskCancelled) and self.backend is not None:
-            self.backend.mark_as_revoked(task_id, reason="cancelled by user", request=self.request)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except TaskCancelled as cancelled:
+            raise self._ended_cancelled(cancelled) from None
+
+    def _ended_cancelled(self, cancelled: TaskCancelled) -> BaseException:
+        """A run in a worker that ends cancelled: its owner is told, the result
+        backend records it REVOKED, and what to raise is Celery's ``Ignore``, so
+        that no FAILURE is stored first (an ``AsyncResult`` keeps the first
+        finished state it reads). Called directly or eagerly, it raises
+        ``TaskCancelled`` as it is."""
+        request = self.request
+        ws = CeleryWS.for_app(self.app)
+        owner = owner_of(request)
+        if request.called_directly or request.is_eager or ws is None or owner is None:
+            return cancelled
+        report_cancelled(ws, request, request.id, owner)
+        if self.backend is not None:
+            self.backend.mark_as_revoked(request.id, reason="cancelled by user", request=request)
+        ignore: BaseException = Ignore()
+        return ignore
 
 
 def _taking_answers(run: Any) -> Callable[..., Any]:

@@ -24,7 +24,7 @@ from celery_ws.client import Client
 from celery_ws.testing import ServerThread
 from celery_ws.testing.redis_server import RedisServer
 from tests import tasks
-from tests.helpers import backend_state, eventually, seconds
+from tests.helpers import eventually, seconds
 from tests.processes import ServeProcess, WorkerProcess
 
 #: a short claim, so a killed replica's claim runs out within a test
@@ -243,7 +243,7 @@ async def test_publisher_cancel_wakes_a_blocking_question(celery_ws_client, publ
         assert publisher.cancel(result.id, by="ops").outcome == "ok"
         event = await client.wait_for_event("task_cancelled", task_id=result.id)
         # no revoke here (a Publisher has no Celery app): ProgressTask records REVOKED
-        assert await eventually(lambda: backend_state(result), "REVOKED") == "REVOKED"
+        assert await eventually(lambda: result.state, "REVOKED") == "REVOKED"
     assert event["requested_by"] == "ops"
     assert publisher.cancelled_by(result.id) == "ops"
 

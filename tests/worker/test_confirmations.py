@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
-from celery.states import REVOKED
+import redis
+from celery.states import FAILURE, REVOKED
 
 from tests import tasks
-from tests.helpers import backend_state, eventually, seconds
+from tests.helpers import eventually, seconds
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -132,7 +134,7 @@ async def test_cancel_wakes_a_waiting_task_and_marks_it_revoked(celery_ws_client
         late = await client.confirm(request["callback_id"], True)
         assert late["type"] == "error"
         assert late["code"] == "already_answered"
-        state = await eventually(lambda: backend_state(result), REVOKED)
+        state = await eventually(lambda: result.state, REVOKED)
     assert state == REVOKED
     terminal = [
         f["type"]
@@ -148,9 +150,37 @@ async def test_cancel_stops_a_running_task_at_its_next_progress(celery_ws_client
         await client.wait_for_event("task_progress", task_id=result.id)
         await client.cancel(result.id)
         await client.wait_for_event("task_cancelled", task_id=result.id)
-        state = await eventually(lambda: backend_state(result), REVOKED)
+        state = await eventually(lambda: result.state, REVOKED)
     assert state == REVOKED
     assert not [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_succeeded"]
+
+
+@pytest.mark.parametrize("where", ["running", "waiting on a question"])
+async def test_a_cancelled_task_is_stored_revoked_and_never_failed_first(
+    celery_ws_client, celery_ws_redis_url, user, where
+):
+    """Every state Celery's Redis backend publishes for the task: an
+    ``AsyncResult`` keeps the first finished state it reads, so a FAILURE
+    stored before the REVOKED would stay the caller's answer."""
+    states = redis.Redis.from_url(celery_ws_redis_url).pubsub()
+    async with celery_ws_client(user_id=user) as client:
+        result = (tasks.spin if where == "running" else tasks.ask).delay_for(user)
+        states.subscribe(f"celery-task-meta-{result.id}")
+        if where == "running":
+            await client.wait_for_event("task_progress", task_id=result.id)
+        else:
+            await _request(client, result.id)
+        await client.cancel(result.id)
+        assert await eventually(lambda: result.state, REVOKED) == REVOKED
+    published = []
+    for _ in range(100):
+        message = states.get_message(timeout=0.05)
+        if message is None:
+            break
+        if message["type"] == "message":
+            published.append(json.loads(message["data"])["status"])
+    states.close()
+    assert FAILURE not in published and published[-1:] == [REVOKED], published
 
 
 async def test_cancel_of_a_queued_task_stops_it_before_it_runs(celery_ws_client, user):
@@ -159,7 +189,7 @@ async def test_cancel_of_a_queued_task_stops_it_before_it_runs(celery_ws_client,
         await client.wait_for_event("task_sent", task_id=result.id)
         await client.cancel(result.id)
         await client.wait_for_event("task_cancelled", task_id=result.id)
-        state = await eventually(lambda: backend_state(result), REVOKED, timeout=seconds(10))
+        state = await eventually(lambda: result.state, REVOKED, timeout=seconds(10))
     assert state == REVOKED
     started = [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_progress"]
     assert started == []

@@ -10,7 +10,7 @@ import pytest
 from celery.states import REVOKED
 
 from tests import tasks
-from tests.helpers import backend_state, eventually
+from tests.helpers import eventually
 from tests.processes import WorkerProcess
 
 
@@ -50,5 +50,5 @@ async def test_cancel_reaches_a_task_running_in_a_child(celery_ws_client, user, 
         # the child stops at its next progress() and takes new work again
         after = tasks.report.apply_async_for(user, (1,), queue=prefork_queue)
         await client.wait_for_event("task_succeeded", task_id=after.id)
-        assert await eventually(lambda: backend_state(result), REVOKED) == REVOKED
+        assert await eventually(lambda: result.state, REVOKED) == REVOKED
     assert not [f for f in client.frames if f.get("task_id") == result.id and f["type"] == "task_succeeded"]
