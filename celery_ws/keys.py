@@ -75,6 +75,7 @@ same pattern (``id_key`` in ``common.lua``); keep both in step.
 
 from __future__ import annotations
 
+import functools
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -143,6 +144,12 @@ class Home:
         return f"{self.prefix}:deferred"
 
 
+@functools.lru_cache(maxsize=1024)
+def _home(prefix: str, number: int) -> Home:
+    """Homes are made once: a publisher asks for one per event."""
+    return Home(f"{prefix}:{{{number}}}")
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "cws"
@@ -158,7 +165,7 @@ class Keys:
         return zlib.crc32(owner.encode()) % self.homes if owner and self.homes > 1 else 0
 
     def _home(self, number: int) -> Home:
-        return Home(f"{self.prefix}:{{{number}}}")
+        return _home(self.prefix, number)
 
     def all_homes(self) -> list[Home]:
         """Every home, for the servers' sweeps of the per-home indexes."""

@@ -9,6 +9,7 @@ Precedence, highest first: keyword arguments in code, environment variables,
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -34,6 +35,12 @@ _TEST_VARIABLES = "CELERY_WS_TEST_"
 
 logger = logging.getLogger(__name__)
 _warned: set[str] = set()
+
+
+@functools.lru_cache(maxsize=64)
+def _keys(prefix: str, homes: int) -> Keys:
+    """One ``Keys`` per layout: publishers read it once per event."""
+    return Keys(prefix, homes)
 
 
 def _setting(default: Any, name: str, *env: str, **constraints: Any) -> Any:
@@ -132,6 +139,12 @@ class Settings(BaseSettings):
     #: permessage-deflate, per message (no context takeover): less bandwidth,
     #: about 15 % more CPU per frame, about 1 KiB more memory per idle connection
     compression: bool = _setting(True, "compression", "WEBSOCKET_COMPRESSION", "CELERY_WS_COMPRESSION")
+    #: events shorter than this many bytes go out uncompressed even when a
+    #: connection negotiated compression: deflating a few hundred bytes of JSON
+    #: saves a few dozen of them and costs more CPU than writing them
+    compression_threshold: int = _setting(
+        1024, "compression_threshold", "CELERY_WS_COMPRESSION_THRESHOLD", ge=0
+    )
     serve_page: bool = _setting(True, "serve_page", "CELERY_WS_SERVE_PAGE")
 
     @field_validator("allowed_origins", "previous_secrets", mode="before")
@@ -175,7 +188,7 @@ class Settings(BaseSettings):
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.key_prefix, CLUSTER_HOMES if self.sharded_pubsub else 1)
+        return _keys(self.key_prefix, CLUSTER_HOMES if self.sharded_pubsub else 1)
 
     @classmethod
     def load(cls, conf: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:

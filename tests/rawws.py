@@ -104,6 +104,11 @@ class RawSocket:
 
     async def recv(self, timeout: float = seconds(5)) -> tuple[int, bytes]:
         """The next frame's opcode and payload (uncompressed frames only)."""
+        first, payload = await self.recv_frame(timeout)
+        return first & 0x0F, payload
+
+    async def recv_frame(self, timeout: float = seconds(5)) -> tuple[int, bytes]:
+        """The next frame's first byte (FIN, RSV1-3 and opcode) and payload, as sent."""
         async with asyncio.timeout(timeout):
             first, second = await self.reader.readexactly(2)
             size = second & 0x7F
@@ -111,7 +116,7 @@ class RawSocket:
                 (size,) = struct.unpack("!H", await self.reader.readexactly(2))
             elif size == 127:
                 (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            return first & 0x0F, await self.reader.readexactly(size)
+            return first, await self.reader.readexactly(size)
 
     async def close_code(self, timeout: float = seconds(5)) -> int | None:
         """Read frames until the server's close frame; its code, or None when

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Hashable, Iterable
 
+from prometheus_client import Counter
 from websockets.asyncio.server import ServerConnection
 
 from .bus import StreamEntry
@@ -35,12 +36,19 @@ class Fanout:
         metrics: messages out, send failures, delivery latency.
         write_buffer_limit: unsent bytes (socket buffer plus events held
             during a replay) past which a connection is dropped.
+        compression_threshold: events shorter than this (bytes) go out
+            uncompressed to every connection.
     """
 
-    def __init__(self, registry: Registry, metrics: Metrics, write_buffer_limit: int) -> None:
+    def __init__(
+        self, registry: Registry, metrics: Metrics, write_buffer_limit: int, *, compression_threshold: int = 0
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.write_buffer_limit = write_buffer_limit
+        self.compression_threshold = compression_threshold
+        # the messages_out child of each event type (labels() costs more than the increment)
+        self._sent_by_type: dict[str, Counter] = {}
 
     def deliver(self, entries: list[StreamEntry]) -> None:
         """Route a batch from the bus; encode each event once for all its targets."""
@@ -49,7 +57,10 @@ class Fanout:
             targets = self.registry.targets(owner or None, task_id or None, workflow or None)
             if targets:
                 sent = self.send_all(targets, event_id, frame)
-                self.metrics.messages_out.labels(type_ or "message").inc(sent)
+                counter = self._sent_by_type.get(type_)
+                if counter is None:
+                    counter = self._sent_by_type[type_] = self.metrics.messages_out.labels(type_ or "message")
+                counter.inc(sent)
             if event_id:
                 stored_at = int(event_id.split("-", 1)[0]) / 1000
                 self.metrics.delivery_latency.observe(max(0.0, now - stored_at))
@@ -86,16 +97,17 @@ class Fanout:
         for conn in slow:  # after the loop: dropping changes the sets being iterated
             logger.warning("dropping a client that stopped reading (%s)", conn.remote_address)
             conn.drop_slow()
-        return send_text(healthy, data)
+        return send_text(healthy, data, compress=len(data) >= self.compression_threshold)
 
 
-def send_text(connections: Iterable[ServerConnection], data: bytes) -> int:
+def send_text(connections: Iterable[ServerConnection], data: bytes, *, compress: bool = True) -> int:
     """Send ``data`` (UTF-8 JSON) as one text message to each open connection;
     returns to how many. Like ``broadcast()``, it never waits for a slow reader:
-    the caller bounds write buffers."""
+    the caller bounds write buffers. ``compress=False`` sends it uncompressed
+    to connections that negotiated compression too."""
     frames: dict[Hashable, bytes] = {}
     sent = 0
     for connection in connections:
-        if write_text(connection, data, frames):
+        if write_text(connection, data, frames, compress=compress):
             sent += 1
     return sent

@@ -98,7 +98,12 @@ class WebSocketManager:
             sharded=self.settings.sharded_pubsub,
         )
         self.registry = Registry(self.bus, keys)
-        self.fanout = Fanout(self.registry, self.metrics, self.settings.write_buffer_limit)
+        self.fanout = Fanout(
+            self.registry,
+            self.metrics,
+            self.settings.write_buffer_limit,
+            compression_threshold=self.settings.compression_threshold,
+        )
         self.continuer = (
             Continuer(self.publisher.redis, self.settings, self.publisher, send_task) if send_task else None
         )

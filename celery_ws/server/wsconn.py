@@ -269,7 +269,9 @@ def peer_class(policy: PeerPolicy) -> type[Peer]:
     return BoundPeer
 
 
-def write_text(connection: ServerConnection, data: bytes, frames: dict[Hashable, bytes]) -> bool:
+def write_text(
+    connection: ServerConnection, data: bytes, frames: dict[Hashable, bytes], *, compress: bool = True
+) -> bool:
     """Write ``data`` (UTF-8) to ``connection`` as one text message, now: it
     never waits for a slow reader (the caller bounds write buffers). False when
     the connection is not open or is sending a fragmented message.
@@ -278,13 +280,18 @@ def write_text(connection: ServerConnection, data: bytes, frames: dict[Hashable,
     extension, or the window of deflate without context takeover. Connections
     that agree share one frame, made on first use. A connection whose encoder
     carries state from message to message is framed on its own.
+
+    ``compress=False`` writes the plain frame to a connection that negotiated
+    permessage-deflate too: a message's compression is its own choice (its
+    first frame's RSV1 bit, RFC 7692), and a message that skips the
+    compressor leaves its state alone.
     """
     protocol = connection.protocol
     if protocol.state is not State.OPEN or connection.send_in_progress is not None:
         return False
     extensions = protocol.extensions
     key: Hashable
-    if not extensions:
+    if not extensions or (not compress and all(isinstance(e, PerMessageDeflate) for e in extensions)):
         key = ()
     elif (
         len(extensions) == 1
@@ -298,7 +305,9 @@ def write_text(connection: ServerConnection, data: bytes, frames: dict[Hashable,
         return True
     frame = frames.get(key)
     if frame is None:
-        frame = frames[key] = Frame(Opcode.TEXT, data).serialize(mask=False, extensions=extensions)
+        frame = frames[key] = Frame(Opcode.TEXT, data).serialize(
+            mask=False, extensions=[] if key == () else extensions
+        )
     connection.transport.write(frame)
     return True
 

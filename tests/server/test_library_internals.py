@@ -11,10 +11,11 @@ import json
 from importlib.metadata import version
 
 import pytest
+import redis
 from websockets.asyncio.client import connect
 from websockets.server import ServerProtocol
 
-from celery_ws.connections import async_client
+from celery_ws.connections import _PackedByHiredis, async_client, sync_client
 from celery_ws.server import redisconn, wsconn
 from celery_ws.server.manager import WebSocketManager
 from celery_ws.settings import Settings
@@ -119,3 +120,31 @@ async def test_redis_raw_connection_api_is_there(celery_ws_redis_url: str) -> No
             await connection.close()
     finally:
         await client.aclose()
+
+
+def test_commands_packed_by_hiredis_are_what_redis_py_packs(celery_ws_redis_url: str) -> None:
+    """celery-ws' sync clients pack commands with hiredis directly
+    (``connections._PackedByHiredis``); the bytes must be redis-py's own, and
+    redis-py must still pack through ``pack_command``/``pack_commands``."""
+    client = sync_client(celery_ws_redis_url)
+    try:
+        packed_class = client.connection_pool.connection_class
+        assert issubclass(packed_class, _PackedByHiredis)
+        commands = [
+            ("CLIENT SETNAME", "packed"),
+            ("EVAL", "return ARGV", 0, 1795714773.8362062, 86400, -3, "", "é ü", b"\x00\xff"),
+            ("SET", "cws:{0}:user:{u0}:events", b'{"id":"1-0"}', "EX", 60),
+        ]
+        ours, theirs = packed_class(), redis.connection.Connection()
+        assert b"".join(ours.pack_commands(commands)) == b"".join(theirs.pack_commands(commands))
+        for command in commands:
+            assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command))
+        # and on a real Redis: a two-word command, a script's arguments as sent
+        client.execute_command("CLIENT SETNAME", "packed")
+        assert client.client_getname() == "packed"
+        with client.pipeline(transaction=False) as pipe:
+            pipe.eval("return ARGV", 0, 1.5, 7, "é")
+            pipe.echo(b"\x00\xff")
+            assert pipe.execute() == [[b"1.5", b"7", "é".encode()], b"\x00\xff"]
+    finally:
+        client.close()
