@@ -12,7 +12,7 @@ import difflib
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,7 +34,7 @@ _COMMAND_VARIABLES = frozenset({"CELERY_WS_TOKEN", "CELERY_WS_LOG_FORMAT"})
 _TEST_VARIABLES = "CELERY_WS_TEST_"
 
 logger = logging.getLogger(__name__)
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()  # (name, where)
 
 
 @functools.lru_cache(maxsize=64)
@@ -275,12 +275,20 @@ def _warn_unknown(conf: Mapping[str, Any] | None) -> None:
         if name.startswith(ENV_PREFIX)
     ]
     for name, prefix, where, valid in found:
-        if name in valid or name in _COMMAND_VARIABLES or name.startswith(_TEST_VARIABLES) or name in _warned:
-            continue
-        _warned.add(name)
-        # compared without the prefix all share, which would make any two names look alike
-        close = difflib.get_close_matches(
-            name.removeprefix(prefix), [v.removeprefix(prefix) for v in valid], n=1, cutoff=0.6
-        )
-        hint = f"did you mean {prefix}{close[0]}?" if close else "see the Configuration table in the README"
-        logger.warning("unknown celery-ws setting %s %s is ignored: %s", name, where, hint)
+        if name not in _COMMAND_VARIABLES and not name.startswith(_TEST_VARIABLES):
+            warn_unknown(name, prefix, where, valid)
+
+
+def warn_unknown(name: str, prefix: str, where: str, valid: Sequence[str]) -> None:
+    """Warn once per process and place that ``name`` (found ``where``) names
+    none of ``valid`` and is ignored, with the closest of them: the names are
+    those the user wrote (``celery_ws.contrib.django`` passes Django's)."""
+    if name in valid or (name, where) in _warned:
+        return
+    _warned.add((name, where))
+    # compared without the prefix all share, which would make any two names look alike
+    close = difflib.get_close_matches(
+        name.removeprefix(prefix), [v.removeprefix(prefix) for v in valid], n=1, cutoff=0.6
+    )
+    hint = f"did you mean {prefix}{close[0]}?" if close else "see the Configuration table in the README"
+    logger.warning("unknown celery-ws setting %s %s is ignored: %s", name, where, hint)

@@ -82,6 +82,23 @@ def spin(self: ProgressTask, delay: float = 0.01) -> str:
 
 
 @shared_task(base=ProgressTask, bind=True)
+def ask_then_spin(self: ProgressTask, delay: float = 0.05) -> str:
+    """A question, then progress until cancelled (or MAX_SECONDS pass): keeps
+    running after its answer, so what a late viewer sees of an answered
+    question is not the task's end closing it."""
+    confirm_step(
+        TaskStepResult(step="review", message="Continue?", status="waiting"), step=1, timeout=seconds(20)
+    )
+    deadline = time.monotonic() + MAX_SECONDS
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        self.progress(i, None, message="after the answer")
+        time.sleep(delay)
+    return "never cancelled"
+
+
+@shared_task(base=ProgressTask, bind=True)
 def spawn(self: ProgressTask) -> str:
     """Start a child task without naming an owner: it must inherit ours."""
     return report.delay(2).id

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -191,6 +192,23 @@ def test_the_environment_wins_over_django_settings(monkeypatch: pytest.MonkeyPat
     )
     assert settings.secret is not None
     assert settings.secret.get_secret_value() == SECRET  # the rest still from settings.py
+
+
+@override_settings(CELERY_WS_SECRETT="x" * 40, CELERY_WS_TOKEN_TTL=30)
+def test_a_misspelled_django_setting_is_named_as_written_in_settings_py(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whoever misspelled it wrote ``CELERY_WS_SECRETT`` in settings.py: a
+    warning about ``ws_secrett in app.conf`` sends them looking elsewhere."""
+    with caplog.at_level(logging.WARNING, logger="celery_ws.settings"):
+        settings = ws_settings()
+    told = [r.getMessage() for r in caplog.records if r.name == "celery_ws.settings"]
+    assert told == [
+        "unknown celery-ws setting CELERY_WS_SECRETT in Django settings is ignored: "
+        "did you mean CELERY_WS_SECRET?"
+    ]
+    assert settings.token_ttl == 30  # the rest is read as before
+    assert settings.secret is not None and settings.secret.get_secret_value() == SECRET
 
 
 def test_celery_ws_imports_without_django() -> None:

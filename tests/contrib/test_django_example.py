@@ -2,7 +2,8 @@
 ``python -m examples.django_app`` (the documented command: celery-ws serve
 through ``celery -A``, a prefork worker, Django's runserver) on the suite's
 Redis; sign in, start an import, watch its progress, answer its typed
-question (first with a value the answer model refuses), see it finish."""
+question (first with a value the answer model refuses), see it finish; or
+cancel it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
+from celery.states import REVOKED
 
 from celery_ws import Settings
 from celery_ws.testing.redis_server import free_port
@@ -74,7 +77,7 @@ def example(celery_ws_redis_url: str, tmp_path: Path) -> Iterator[str]:
         print(log.read_text())
 
 
-def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, page: Any) -> None:
+def _sign_in(page: Any, example: str) -> None:
     page.goto(example + "/")
     expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
     page.fill("#id_username", "demo")
@@ -82,6 +85,10 @@ def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, pag
     page.click("button[type=submit]")
     expect(page.locator("#user")).to_have_text("demo")
     expect(page.locator("#state")).to_have_text("open")  # connected with a token from ws/token/
+
+
+def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, page: Any) -> None:
+    _sign_in(page, example)
 
     page.click("#start")
     page.wait_for_function(
@@ -107,6 +114,36 @@ def test_sign_in_start_an_import_follow_it_answer_its_question(example: str, pag
         re.compile(r'^Done: \{"written":36,"batch_size":9,"answered_by":"\d+"\}$'), timeout=seconds(30) * 1000
     )
     browser_fixtures.screenshot(page, "django-example-done")
+
+
+def test_cancel_stops_the_import(example: str, page: Any, celery_ws_redis_url: str) -> None:
+    """The page's Cancel reaches the worker through celery-ws alone (the
+    owner's right to cancel, checked by the server), and Celery's own record
+    of the task agrees with what the page shows."""
+    _sign_in(page, example)
+    page.click("#start")
+    expect(page.locator("#log")).to_contain_text("started ")
+    started = re.search(r"started (\S+)", page.locator("#log").inner_text())
+    assert started is not None
+    task_id = started.group(1)
+    page.wait_for_function("() => document.getElementById('bar').value > 0")  # running, not still queued
+    expect(page.locator("#cancel")).to_be_enabled()
+
+    page.click("#cancel")
+    expect(page.locator("#outcome")).to_have_text("Cancelled", timeout=seconds(30) * 1000)
+    expect(page.locator("#cancel")).to_be_disabled()
+    expect(page.locator("#question")).to_be_hidden()
+    browser_fixtures.screenshot(page, "django-example-cancelled")
+
+    results = Celery(backend=celery_ws_redis_url)  # the example's CELERY_RESULT_BACKEND
+    try:
+        result = results.AsyncResult(task_id)
+        deadline = time.monotonic() + seconds(10)
+        while result.state != REVOKED and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert result.state == REVOKED
+    finally:
+        results.close()
 
 
 def test_celery_ws_token_reads_the_django_projects_settings() -> None:

@@ -116,15 +116,15 @@ def test_a_users_suite_drives_a_task_through_its_question(
     outcome.assert_outcomes(passed=1)
 
 
-#: a function-scoped app (no scope given), configured for token mode and its
-#: own key prefix in app.conf, as a Django project's settings would
+#: an app configured for token mode and its own key prefix in app.conf, as a
+#: Django project's settings would; its fixture's decorator is filled in
 APP_CONFIG_CONFTEST = f"""
 import pytest
 
 from users_app import make_app
 
 
-@pytest.fixture
+@pytest.fixture{{scope}}
 def celery_ws_app(celery_ws_redis_url):
     return make_app(celery_ws_redis_url, ws_secret="{SECRET}", ws_key_prefix="usersapp")
 """
@@ -154,13 +154,16 @@ async def test_the_server_and_worker_use_the_apps_settings(
 """
 
 
-def test_an_app_overridden_without_a_scope_gives_its_settings_to_server_and_worker(
-    pytester: pytest.Pytester, celery_ws_redis_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("scope", [None, "module", "session"])
+def test_an_app_overridden_at_any_scope_gives_its_settings_to_server_and_worker(
+    scope: str | None, pytester: pytest.Pytester, celery_ws_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Strict asyncio mode (no ini): the async test carries its mark."""
-    outcome = run(
-        pytester, celery_ws_redis_url, monkeypatch, APP_CONFIG_CONFTEST, test_app_config=APP_CONFIG_TEST
-    )
+    """Whatever the app fixture's scope, the plugin's default settings are the
+    app's (an app outliving the test once got the environment's: open mode,
+    another key prefix than its worker's). Strict asyncio mode (no ini): the
+    async test carries its mark."""
+    conftest = APP_CONFIG_CONFTEST.replace("{scope}", f'(scope="{scope}")' if scope else "")
+    outcome = run(pytester, celery_ws_redis_url, monkeypatch, conftest, test_app_config=APP_CONFIG_TEST)
     outcome.assert_outcomes(passed=2)
 
 

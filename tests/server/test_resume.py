@@ -105,3 +105,25 @@ async def test_heartbeats_are_live_only(celery_ws_client, publisher, user):
     ids = [entry_id.decode() for entry_id, _ in history]
     assert after in ids
     assert beat not in ids
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_late_viewer_never_sees_an_answered_question_as_open(celery_ws_client, user):
+    """The stored step result keeps the ``callback_id`` it was asked with; a
+    page opened after the answer, while the task still runs, would otherwise
+    show a question nobody can answer any more."""
+    async with celery_ws_client(user_id=user) as owner:
+        result = tasks.ask_then_spin.delay_for(user)
+        question = await owner.wait_for(lambda f: f.get("task_id") == result.id and f.get("callback_id"))
+        async with celery_ws_client() as early:
+            before = (await early.subscribe(task_id=result.id))["state"]
+        assert (await owner.confirm(question["callback_id"], True))["type"] == "confirmation_received"
+        await owner.wait_for_event("task_progress", task_id=result.id, message="after the answer")
+        async with celery_ws_client() as late:
+            after = (await late.subscribe(task_id=result.id))["state"]
+        await owner.cancel(result.id)
+        await owner.wait_for_event("task_cancelled", task_id=result.id)
+    assert before["step_result"]["callback_id"] == question["callback_id"]
+    assert after["final"] is None  # still running: the task's end did not close the question
+    assert after["step_result"]["step"] == "review"
+    assert after["step_result"]["callback_id"] is None

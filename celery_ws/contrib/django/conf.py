@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from pydantic import TypeAdapter, ValidationError
 
 from celery_ws.protocol import Identifier
-from celery_ws.settings import CONF_PREFIX, Settings
+from celery_ws.settings import CONF_PREFIX, Settings, warn_unknown
 
 __all__ = ["user_id", "ws_settings"]
 
@@ -38,10 +38,14 @@ def ws_settings() -> Settings:
     Raises:
         SettingsError: naming the setting whose value is invalid.
     """
+    known = [PREFIX + field.upper() for field in Settings.model_fields]
+    names = [name for name in dir(django_conf.settings) if name.startswith(PREFIX)]
+    for name in names:  # named as settings.py spells them, not as the ws_* keys they become
+        warn_unknown(name, PREFIX, "in Django settings", known)
     conf: dict[str, Any] = {
         CONF_PREFIX + name.removeprefix(PREFIX).lower(): getattr(django_conf.settings, name)
-        for name in dir(django_conf.settings)
-        if name.startswith(PREFIX)
+        for name in names
+        if name in known
     }
     conf["broker_url"] = getattr(django_conf.settings, "CELERY_BROKER_URL", None)
     return Settings.load(conf)
