@@ -255,11 +255,13 @@ def _variable_names(loc: str) -> str:
 
 
 def _warn_unknown(conf: Mapping[str, Any] | None) -> None:
-    """Log a warning (once per process) for each ``ws_*`` key of ``conf`` and
-    each ``CELERY_WS_*`` environment variable that names no setting: a
-    misspelled one is otherwise ignored without a word. It names the closest
-    valid setting."""
+    """Log a warning (once per process) for each ``ws_*`` key of ``conf``
+    (``CELERY_WS_*`` under Celery's ``namespace="CELERY"``, Django's way, which
+    keeps the keys as settings.py spells them) and each ``CELERY_WS_*``
+    environment variable that names no setting: a misspelled one is otherwise
+    ignored without a word. It names the closest valid setting."""
     keys = [CONF_PREFIX + name for name in Settings.model_fields]
+    namespaced = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
     variables = [
         alias
         for field in Settings.model_fields.values()
@@ -268,6 +270,11 @@ def _warn_unknown(conf: Mapping[str, Any] | None) -> None:
     ]
     found = [
         (str(key), CONF_PREFIX, "in app.conf", keys) for key in conf or () if str(key).startswith(CONF_PREFIX)
+    ]
+    found += [
+        (str(key), ENV_PREFIX, "in app.conf", namespaced)
+        for key in conf or ()
+        if str(key).startswith(ENV_PREFIX)
     ]
     found += [
         (name, ENV_PREFIX, "in the environment", variables)

@@ -99,6 +99,16 @@ def ask_then_spin(self: ProgressTask, delay: float = 0.05) -> str:
 
 
 @shared_task(base=ProgressTask, bind=True)
+def ask_then_sleep(self: ProgressTask, pause: float) -> bool:
+    """A question, then ``pause`` seconds of saying nothing at all."""
+    answer = confirm_step(
+        TaskStepResult(step="review", message="Continue?", status="waiting"), step=1, timeout=seconds(20)
+    )
+    time.sleep(min(pause, MAX_SECONDS))
+    return answer.proceed
+
+
+@shared_task(base=ProgressTask, bind=True)
 def spawn(self: ProgressTask) -> str:
     """Start a child task without naming an owner: it must inherit ours."""
     return report.delay(2).id

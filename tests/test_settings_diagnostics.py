@@ -31,6 +31,24 @@ def test_a_misspelled_app_conf_key_is_named_with_the_closest_setting(caplog):
     ]
 
 
+def test_a_misspelled_key_under_celerys_namespace_is_named_as_written(caplog, tmp_path, monkeypatch):
+    """Django's way: ``config_from_object("django.conf:settings", namespace="CELERY")``
+    keeps ``CELERY_WS_*`` keys in app.conf as settings.py spells them."""
+    (tmp_path / "project_settings.py").write_text(
+        "CELERY_WS_SECRET = 's' * 40\nCELERY_WS_PUBLIC_URLL = 'https://ws.example.com'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = Celery("namespaced", set_as_current=False)
+    app.config_from_object("project_settings", namespace="CELERY")
+    with caplog.at_level(logging.WARNING):
+        settings = CeleryWS(app).settings
+    assert settings.token_mode and settings.public_url is None
+    assert warnings_of(caplog) == [
+        "unknown celery-ws setting CELERY_WS_PUBLIC_URLL in app.conf is ignored: "
+        "did you mean CELERY_WS_PUBLIC_URL?"
+    ]
+
+
 def test_a_misspelled_environment_variable_is_named_with_the_closest_setting(caplog, monkeypatch):
     monkeypatch.setenv("CELERY_WS_SECRETT", "x" * 40)
     monkeypatch.setenv("CELERY_WS_ALLOWED_ORIGIN", "http://a.example")

@@ -29,8 +29,9 @@ class Publisher:
         announce: how to store the events that close a question
             (``confirmation_answered``/``confirmation_expired``); by default a
             write before ``notify_user`` returns. A worker queues them on its
-            emitter instead, so ``confirm_step()`` returns as soon as the answer
-            is in, and they still precede whatever the task emits next.
+            emitter instead, without waking its writer, so ``confirm_step()``
+            returns as soon as the answer is in; they are stored within
+            ``progress_interval``, and before whatever the task emits next.
     """
 
     def __init__(

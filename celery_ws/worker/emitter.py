@@ -161,9 +161,16 @@ class Emitter:
         callback_id: str | None = None,
         lease: float | None = None,
         route_by_task: bool = True,
+        wake: bool = True,
     ) -> None:
         """Queue an event for Redis, after the task's pending progress
-        (``route_by_task``: see :func:`~celery_ws.storage.emit_call`)."""
+        (``route_by_task``: see :func:`~celery_ws.storage.emit_call`).
+
+        ``wake=False``: no need to write it at once. While a task runs the writer
+        looks every ``progress_interval`` anyway, and whatever the task emits
+        next wakes it with this event in front; waking a thread costs the
+        caller tens of microseconds (a question's closing events: the task
+        goes on sooner). Otherwise the writer is woken all the same."""
         with self._cond:
             if len(self._queue) >= self.settings.emit_buffer:
                 self.dropped += 1  # reported by the writer thread, which may be retrying
@@ -176,7 +183,8 @@ class Emitter:
                 event.update(links)
             self._seq += 1
             self._queue.append((event, callback_id, self._seq, lease, route_by_task))
-            self._cond.notify()
+            if wake or not (self._coalesce and self._running):
+                self._cond.notify()
 
     def is_cancelled(self, task_id: str) -> bool:
         return task_id in self._cancelled

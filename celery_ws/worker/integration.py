@@ -79,9 +79,12 @@ class CeleryWS:
         return emitter
 
     def _announce(self, outgoing: list[Outgoing]) -> None:
+        """A question's closing events, queued without waking the writer: the
+        task that waited goes on at once, and they are stored within
+        ``progress_interval`` or before the task's next event, whichever comes first."""
         emitter = self.emitter()
         for event, route_by_task, callback_id in outgoing:
-            emitter.emit(event, callback_id=callback_id, route_by_task=route_by_task)
+            emitter.emit(event, callback_id=callback_id, route_by_task=route_by_task, wake=False)
 
     def _links(self, task_id: str) -> dict[str, str] | None:
         """``workflow_id``/``parent_task_id`` of a continuation running in this process."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 import redis
@@ -45,6 +46,22 @@ async def test_proceed_answer_reaches_the_waiting_task(celery_ws_client, user):
     assert answered["answered_by"] == user
     types = [f["type"] for f in client.frames if f.get("task_id") == result.id]
     assert types.index("confirmation_answered") < types.index("task_succeeded")  # told before what follows
+
+
+async def test_the_question_closes_while_the_task_that_asked_says_nothing(celery_ws_client, user):
+    """``confirm_step()`` returns without waiting for its closing event to be
+    written; the event is written within ``progress_interval`` all the same,
+    not only when the task next speaks."""
+    async with celery_ws_client(user_id=user) as client:
+        result = tasks.ask_then_sleep.delay_for(user, seconds(4))
+        request = await _request(client, result.id)
+        await client.confirm(request["callback_id"], True)
+        answered_at = time.monotonic()
+        await client.wait_for_event("confirmation_answered", task_id=result.id)
+        # well within the task's silence (and, most likely, before its next heartbeat)
+        assert time.monotonic() - answered_at < seconds(1)
+        assert "task_succeeded" not in [f["type"] for f in client.frames if f.get("task_id") == result.id]
+        await client.wait_for_event("task_succeeded", task_id=result.id)
 
 
 async def test_refusal_returns_proceed_false(celery_ws_client, user):
