@@ -72,13 +72,7 @@ def retry_once(self: ProgressTask) -> str:
 @shared_task(base=ProgressTask, bind=True)
 def spin(self: ProgressTask, delay: float = 0.01) -> str:
     """Report progress until cancelled (or MAX_SECONDS pass)."""
-    deadline = time.monotonic() + MAX_SECONDS
-    i = 0
-    while time.monotonic() < deadline:
-        i += 1
-        self.progress(i, None, message="spinning")
-        time.sleep(delay)
-    return "never cancelled"
+    return _spin(self, delay, "spinning")
 
 
 @shared_task(base=ProgressTask, bind=True)
@@ -86,26 +80,32 @@ def ask_then_spin(self: ProgressTask, delay: float = 0.05) -> str:
     """A question, then progress until cancelled (or MAX_SECONDS pass): keeps
     running after its answer, so what a late viewer sees of an answered
     question is not the task's end closing it."""
-    confirm_step(
-        TaskStepResult(step="review", message="Continue?", status="waiting"), step=1, timeout=seconds(20)
-    )
-    deadline = time.monotonic() + MAX_SECONDS
-    i = 0
-    while time.monotonic() < deadline:
-        i += 1
-        self.progress(i, None, message="after the answer")
-        time.sleep(delay)
-    return "never cancelled"
+    _ask_to_continue()
+    return _spin(self, delay, "after the answer")
 
 
 @shared_task(base=ProgressTask, bind=True)
 def ask_then_sleep(self: ProgressTask, pause: float) -> bool:
     """A question, then ``pause`` seconds of saying nothing at all."""
-    answer = confirm_step(
-        TaskStepResult(step="review", message="Continue?", status="waiting"), step=1, timeout=seconds(20)
-    )
+    answer = _ask_to_continue()
     time.sleep(min(pause, MAX_SECONDS))
     return answer.proceed
+
+
+def _spin(task: ProgressTask, delay: float, message: str) -> str:
+    deadline = time.monotonic() + MAX_SECONDS
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        task.progress(i, None, message=message)
+        time.sleep(delay)
+    return "never cancelled"
+
+
+def _ask_to_continue() -> UserConfirmation:
+    return confirm_step(
+        TaskStepResult(step="review", message="Continue?", status="waiting"), step=1, timeout=seconds(20)
+    )
 
 
 @shared_task(base=ProgressTask, bind=True)
