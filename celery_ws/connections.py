@@ -62,6 +62,7 @@ from redis.commands.policies import (
 from redis.connection import parse_url
 from redis.retry import Retry
 
+from .pipelines import StreamedPipeline
 from .redis_urls import RedisTarget, parse_redis_url
 
 __all__ = [
@@ -160,6 +161,22 @@ _PACKED_BY_HIREDIS: dict[type[Any], type[Any]] = {
 }
 
 
+class _Streaming:
+    """A client whose pipelines without a transaction stream (``pipelines.py``)."""
+
+    connection_pool: Any
+    response_callbacks: Any
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        if transaction:
+            return super().pipeline(transaction, shard_hint)  # type: ignore[misc]
+        return StreamedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class _Redis(_Streaming, redis.Redis):
+    pass
+
+
 def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
     """A client for ``url``: ``redis.Redis`` (one server, or the master Sentinel
     names) or ``redis.cluster.RedisCluster``.
@@ -171,7 +188,7 @@ def sync_client(url: str, *, blocking: bool = False) -> redis.Redis:
     options = _options(blocking, target, Retry)
     if target.kind == "standalone":
         scheme_class = parse_url(url).get("connection_class", redis.connection.Connection)
-        return redis.Redis.from_url(url, connection_class=_PACKED_BY_HIREDIS[scheme_class], **options)
+        return _Redis.from_url(url, connection_class=_PACKED_BY_HIREDIS[scheme_class], **options)
     server = _server_options(target)
     if target.kind == "cluster":
         nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.hosts]
@@ -426,7 +443,7 @@ def _slices(timeout: float | None) -> Iterator[float]:
         yield MASTER_CHECK_INTERVAL if deadline is None else max(min(left, MASTER_CHECK_INTERVAL), 0.01)
 
 
-class _SyncSentinelRedis(redis.Redis):
+class _SyncSentinelRedis(_Streaming, redis.Redis):
     """A Sentinel client whose ``BLPOP`` follows the master while it waits."""
 
     def blpop(self, keys: Any, timeout: float | None = 0) -> Any:

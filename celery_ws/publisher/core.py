@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
@@ -156,24 +156,33 @@ _EMIT = _script(EMIT)
 _EXPIRE = _script(EXPIRE)
 
 
-def _scripted(script: _Script, calls: list[Call], pointers: Pointers = ()) -> Steps[list[Any]]:
+def _scripted(script: _Script, calls: Iterable[Call], pointers: Pointers = ()) -> Steps[list[Any]]:
     """``script`` once per call, all in one round trip with the owner
-    ``pointers`` (see :func:`~celery_ws.storage.pipelined`); the calls' replies."""
+    ``pointers`` (see :func:`~celery_ws.storage.pipelined`); the calls' replies.
+    ``calls`` may be made as they are queued: a sync client sends the first
+    while the next are made (``pipelines.py``)."""
+    made: list[Call] = []
+
+    def keep(calls: Iterable[Call]) -> Iterator[Call]:
+        for call in calls:
+            made.append(call)
+            yield call
+
     replies: list[Any] = yield Commands(
-        lambda pipe: pipelined(pipe, script, calls, pointers=pointers), raise_on_error=False
+        lambda pipe: pipelined(pipe, script, keep(calls), pointers=pointers), raise_on_error=False
     )
     # a Redis that restarted, flushed its scripts or was promoted (on a cluster,
     # maybe one node of several) did not run these: run them again by source
-    unknown = [n for n, reply in enumerate(replies[: len(calls)]) if isinstance(reply, NoScriptError)]
+    unknown = [n for n, reply in enumerate(replies[: len(made)]) if isinstance(reply, NoScriptError)]
     if unknown:
-        again = [calls[n] for n in unknown]
+        again = [made[n] for n in unknown]
         retried = yield Commands(lambda pipe: pipelined(pipe, script, again, by_source=True))
         for n, reply in zip(unknown, retried, strict=True):
             replies[n] = reply
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    return replies[: len(calls)]
+    return replies[: len(made)]
 
 
 def _command(queue: Callable[[Pipe], object]) -> Steps[Any]:
@@ -233,12 +242,12 @@ class Core:
                     out.event.update(self.links_of(out.event.get("task_id")))
         replies = yield from _scripted(
             _EMIT,
-            [
+            (
                 emit_call(
                     self.settings, out.event, route_by_task=out.route_by_task, callback_id=out.callback_id
                 )
                 for out in outgoing
-            ],
+            ),
             owner_pointers(self.settings, [out.event for out in outgoing if out.route_by_task]),
         )
         return [EmitResult.from_reply(reply) for reply in replies]
