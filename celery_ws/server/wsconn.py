@@ -291,7 +291,9 @@ def write_text(
         return False
     extensions = protocol.extensions
     key: Hashable
-    if not extensions or (not compress and all(isinstance(e, PerMessageDeflate) for e in extensions)):
+    if not extensions or (
+        not compress and len(extensions) == 1 and isinstance(extensions[0], PerMessageDeflate)
+    ):
         key = ()
     elif (
         len(extensions) == 1
