@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["TIMEOUT_FACTOR", "eventually", "read_until_closed", "seconds"]
+__all__ = ["TIMEOUT_FACTOR", "eventually", "read_until_closed", "running_bus", "seconds"]
 
 #: how much longer than on a developer's machine the suite may wait
 TIMEOUT_FACTOR = float(os.environ.get("CELERY_WS_TEST_TIMEOUT_FACTOR", "1"))
@@ -52,3 +52,20 @@ async def read_until_closed(ws: ClientConnection, limit: int = 100_000) -> list[
         for _ in range(limit):
             received.append(await ws.recv())  # noqa: PERF401 (what came before the close is kept)
     return received
+
+
+@contextlib.asynccontextmanager
+async def running_bus(bus: Any, *clients: Any) -> AsyncIterator[None]:
+    """Run a server's event bus on its own, stopping it and closing its Redis
+    ``clients`` on the way out, whatever the test did."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(bus.run(stopping))
+    try:
+        yield
+    finally:
+        stopping.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for client in clients:
+            await client.aclose()

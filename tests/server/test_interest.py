@@ -5,7 +5,6 @@ replicas does not multiply Redis' read work or each replica's parsing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from celery_ws.client import Client
 from celery_ws.connections import async_client
 from celery_ws.server.bus import EventBus
 from celery_ws.testing import ServerThread
-from tests.helpers import seconds
+from tests.helpers import running_bus, seconds
 
 EVENTS = 1_000
 
@@ -116,12 +115,10 @@ async def test_channels_nobody_follows_are_dropped_and_only_those(celery_ws_redi
         on_received=lambda n: None,
         catch_up=100,
     )
-    stopping = asyncio.Event()
-    task = asyncio.create_task(bus.run(stopping))
     left, back, twice, kept, never = (
         f"{prefix}:{name}" for name in ("left", "back", "twice", "kept", "never")
     )
-    try:
+    async with running_bus(bus, subscribing, reads):
         await bus.prepare([never])
         for channel in (left, back, twice, twice, kept):
             bus.follow(channel)
@@ -140,10 +137,3 @@ async def test_channels_nobody_follows_are_dropped_and_only_those(celery_ws_redi
         assert bus._unfollowed == set()
         bus.unfollow(twice)
         assert bus._unfollowed == {twice.encode()}
-    finally:
-        stopping.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await subscribing.aclose()
-        await reads.aclose()

@@ -27,7 +27,7 @@ from celery_ws.connections import async_client
 from celery_ws.server import redisconn
 from celery_ws.server.bus import EventBus, StreamEntry
 from celery_ws.testing.redis_topologies import RedisClusterNodes, RedisNode
-from tests.helpers import seconds
+from tests.helpers import running_bus, seconds
 
 # what emit.lua does for an event that goes to one stream: store, then publish
 # the header [id, owner, task, workflow, type], a newline and the frame with its id
@@ -79,17 +79,8 @@ async def running(redis_cluster_url: str) -> AsyncIterator[Bus]:
         sharded=True,
     )
     state = Bus(bus, prefix)
-    stopping = asyncio.Event()
-    task = asyncio.create_task(bus.run(stopping))
-    try:
+    async with running_bus(bus, subscribing, reads):
         yield state
-    finally:
-        stopping.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await subscribing.aclose()
-        await reads.aclose()
 
 
 @pytest.fixture
