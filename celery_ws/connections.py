@@ -49,6 +49,7 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
 from redis._parsers.commands import CommandPolicies, PolicyRecords, RequestPolicy, ResponsePolicy
+from redis.asyncio.connection import parse_url as async_parse_url
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import EqualJitterBackoff, ExponentialWithJitterBackoff
 from redis.commands.policies import (
@@ -128,8 +129,8 @@ class _PackedByHiredis:
     def pack_command(self, *args: Any) -> list[bytes]:
         return [hiredis.pack_command(_split_name(args))]
 
-    def pack_commands(self, commands: Iterable[tuple[Any, ...]]) -> list[bytes]:
-        return [b"".join([hiredis.pack_command(_split_name(args)) for args in commands])]
+    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
+        return [b"".join([hiredis.pack_command(_split_name(tuple(args))) for args in commands])]
 
 
 def _split_name(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -139,6 +140,45 @@ def _split_name(args: tuple[Any, ...]) -> tuple[Any, ...]:
     if isinstance(name, bytes) and b" " in name:
         return (*name.split(), *args[1:])
     return tuple(args)
+
+
+class _WrittenInPlace:
+    """Commands written by the coroutine that sends them. With a socket
+    timeout (every client but the blocking ones has one), redis-py bounds each
+    write with ``asyncio.wait_for()``, which on Python 3.11 runs the write as a
+    Task of its own: a turn of the event loop before the command leaves (0.1 ms
+    on a server's busy loop), on the path of every answer a person gives.
+    ``asyncio.timeout()`` bounds the same write in place (3.12's ``wait_for()``
+    is built on it); connecting and the health check stay redis-py's."""
+
+    socket_timeout: float | None
+    is_connected: bool
+    _writer: asyncio.StreamWriter | None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.socket_timeout and self.is_connected and check_health:
+            await self.check_health()  # type: ignore[attr-defined]
+        writer = self._writer
+        if not self.socket_timeout or writer is None or not self.is_connected:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:  # before OSError, of which it is one
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise redis.TimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise redis.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:  # cancelled mid-write: what was sent of the command is unknown
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise
 
 
 class _Connection(_PackedByHiredis, redis.connection.Connection):
@@ -158,6 +198,28 @@ _PACKED_BY_HIREDIS: dict[type[Any], type[Any]] = {
     redis.connection.Connection: _Connection,
     redis.connection.SSLConnection: _SSLConnection,
     redis.connection.UnixDomainSocketConnection: _UnixConnection,
+}
+
+
+class _AsyncConnection(_WrittenInPlace, _PackedByHiredis, redis.asyncio.connection.Connection):
+    pass
+
+
+class _AsyncSSLConnection(_WrittenInPlace, _PackedByHiredis, redis.asyncio.connection.SSLConnection):
+    pass
+
+
+class _AsyncUnixConnection(
+    _WrittenInPlace, _PackedByHiredis, redis.asyncio.connection.UnixDomainSocketConnection
+):
+    pass
+
+
+#: the same for the asyncio clients, written in place too
+_ASYNC_CONNECTIONS: dict[type[Any], type[Any]] = {
+    redis.asyncio.connection.Connection: _AsyncConnection,
+    redis.asyncio.connection.SSLConnection: _AsyncSSLConnection,
+    redis.asyncio.connection.UnixDomainSocketConnection: _AsyncUnixConnection,
 }
 
 
@@ -211,8 +273,13 @@ def async_client(url: str, *, blocking: bool = False) -> redis.asyncio.Redis:
     target = parse_redis_url(url)
     options = _options(blocking, target, AsyncRetry)
     if target.kind == "standalone":
+        scheme_class = async_parse_url(url).get("connection_class", redis.asyncio.connection.Connection)
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=ASYNC_POOL_SIZE, timeout=_POOL_WAIT, **options
+            url,
+            max_connections=ASYNC_POOL_SIZE,
+            timeout=_POOL_WAIT,
+            connection_class=_ASYNC_CONNECTIONS[scheme_class],
+            **options,
         )
         return redis.asyncio.Redis(connection_pool=pool)
     server = _server_options(target)
@@ -382,7 +449,9 @@ class _SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
         self.connection_kwargs["master_watch"] = _MasterWatch()
 
 
-class _AsyncMasterConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+class _AsyncMasterConnection(
+    _WrittenInPlace, _PackedByHiredis, redis.asyncio.sentinel.SentinelManagedConnection
+):
     """The asyncio twin of ``_SyncMasterConnection``."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -9,13 +9,14 @@ import asyncio
 import collections
 import json
 from importlib.metadata import version
+from typing import Any
 
 import pytest
 import redis
 from websockets.asyncio.client import connect
 from websockets.server import ServerProtocol
 
-from celery_ws.connections import _PackedByHiredis, async_client, sync_client
+from celery_ws.connections import _PackedByHiredis, _WrittenInPlace, async_client, sync_client
 from celery_ws.server import redisconn, wsconn
 from celery_ws.server.manager import WebSocketManager
 from celery_ws.settings import Settings
@@ -148,3 +149,43 @@ def test_commands_packed_by_hiredis_are_what_redis_py_packs(celery_ws_redis_url:
             assert pipe.execute() == [[b"1.5", b"7", "é".encode()], b"\x00\xff"]
     finally:
         client.close()
+
+
+async def test_async_commands_are_written_without_a_task_of_their_own(celery_ws_redis_url: str) -> None:
+    """An asyncio client with a socket timeout writes each command in place
+    (``connections._WrittenInPlace``): no Task per command, as redis-py's
+    ``asyncio.wait_for()`` makes on Python 3.11, and the same bytes as redis-py
+    packs. A connection Redis closed is replaced by the client's retry."""
+    client = async_client(celery_ws_redis_url)
+    admin = redis.Redis.from_url(celery_ws_redis_url)
+    loop = asyncio.get_running_loop()
+    made: list[Any] = []
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    try:
+        connection_class = client.connection_pool.connection_class
+        assert issubclass(connection_class, _WrittenInPlace)
+        assert issubclass(connection_class, _PackedByHiredis)
+        command = ("EVAL", "return ARGV", 0, 1.5, "é", b"\x00\xff")
+        theirs = redis.asyncio.connection.Connection()
+        assert connection_class().pack_command(*command) == theirs.pack_command(*command)
+        await client.set("written", "in place")  # connected
+        ours = await client.client_id()  # the pool's one connection
+        loop.set_task_factory(counting)
+        try:
+            assert await client.get("written") == b"in place"
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.echo("one").echo("two")
+                assert await pipe.execute() == [b"one", b"two"]
+        finally:
+            loop.set_task_factory(None)
+        # redis-py's own write (and its pool) run as tasks of their own
+        assert [coro.__qualname__ for coro in made if "send" in coro.__qualname__] == []
+        assert admin.client_kill_filter(_id=ours) == 1
+        assert await client.get("written") == b"in place"
+    finally:
+        await client.aclose()
+        admin.close()
