@@ -269,10 +269,11 @@ def _floor_helper(redis_url: str) -> None:
         r.lpush(key, repr(time.time()))
 
 
-#: the two cadences of section 4: back to back (every process busy, as the floor has
-#: always been measured), and one question per 60 ms, a client's default rate limit
-#: (20 frames/s), after which every process on the path wakes from idle
-CONFIRM_PACES = {"": 0.0, "paced_": 0.06}
+#: the two cadences of section 4, as (s between two questions, share of the questions):
+#: back to back (every process busy, as the floor has always been measured), and one
+#: per 60 ms, a client's default rate limit (20 frames/s), after which every process
+#: on the path wakes from idle (a sixth as many: they take 60 ms each)
+CONFIRM_CADENCES = {"": (0.0, 1.0), "paced_": (0.06, 1 / 6)}
 
 
 def _floor(r: redis.Redis, n: int, pace: float) -> tuple[list[float], list[float]]:
@@ -290,7 +291,7 @@ def _floor(r: redis.Redis, n: int, pace: float) -> tuple[list[float], list[float
     return full, oneway
 
 
-def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any]:
+def run_confirm(redis_url: str, repeats: int, n_questions: int, log: Any) -> dict[str, Any]:
     from .bench_ws import Stack
 
     _app, tasks = make_app(redis_url)
@@ -304,11 +305,12 @@ def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any
     helper.read(30)
     r = redis.Redis.from_url(redis_url, socket_timeout=None)
     figures = ("cws_p50", "cws_p99", "cws_max", "cws_rt_p50", "floor_p50", "floor_p99", "floor_oneway_p50")
-    runs: dict[str, list[float]] = {f"{cadence}{k}": [] for cadence in CONFIRM_PACES for k in figures}
+    runs: dict[str, list[float]] = {f"{cadence}{k}": [] for cadence in CONFIRM_CADENCES for k in figures}
     try:
         _run(tasks["confirm"], 3, 0.0)  # warm up
         for _ in range(repeats):
-            for cadence, pace in CONFIRM_PACES.items():  # interleaved: both see the same machine
+            for cadence, (pace, share) in CONFIRM_CADENCES.items():  # interleaved: both see the same machine
+                n = max(1, round(n_questions * share))
                 pairs = _run(tasks["confirm"], n, pace)
                 one_way = [p[0] * 1e3 for p in pairs]
                 runs[f"{cadence}cws_p50"].append(percentile(one_way, 50))
@@ -326,7 +328,8 @@ def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any
         stack.close()
         r.close()
     out: dict[str, Any] = {k: summary(v) for k, v in runs.items()}
-    for cadence in CONFIRM_PACES:
+    for cadence, (_pace, share) in CONFIRM_CADENCES.items():
+        out[f"{cadence}n"] = max(1, round(n_questions * share))
         out[f"{cadence}ratio_p50_vs_floor"] = summary(
             [a / b for a, b in zip(runs[f"{cadence}cws_p50"], runs[f"{cadence}floor_p50"], strict=True)]
         )
@@ -336,7 +339,6 @@ def run_confirm(redis_url: str, repeats: int, n: int, log: Any) -> dict[str, Any
             f"floor p50 {out[f'{cadence}floor_p50']['median']:.2f} ms "
             f"(x{out[f'{cadence}ratio_p50_vs_floor']['median']:.2f})"
         )
-    out["n"] = n
     return out
 
 

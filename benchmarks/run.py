@@ -166,7 +166,10 @@ def table(res: dict[str, Any]) -> str:
             for cadence, name in (("", "back to back"), ("paced_", "one per 60 ms"))
             if f"{cadence}ratio_p50_vs_floor" in c
         ]
-        add(f"\np50 ratio celery-ws ÷ floor: {'; '.join(ratios)} ({c['n']} confirmations per run).\n")
+        add(
+            f"\np50 ratio celery-ws ÷ floor: {'; '.join(ratios)} ({c['n']} confirmations per run back to "
+            f"back, {c['paced_n']} paced).\n"
+        )
     if "deferred" in res:
         d = res["deferred"]
         add("### 4b. Deferred questions (`self.ask`) vs blocking (`confirm_step`)\n")
@@ -317,7 +320,8 @@ def idle_table(idle: dict[str, Any]) -> str:
     lines = [
         f"### 5b. Idle connections at scale: {big:,} on one server process\n",
         f"Token mode, one server process; each repeat is one server that connects {small:,} idle "
-        f"subscribed connections, then {big:,} (client processes share them). KiB/conn: server RSS "
+        f"subscribed connections, then {big:,} (client processes share them; `{idle['user']}`, the client "
+        f"measured, has one of its own, as a person's browser would). KiB/conn: server RSS "
         f"growth ÷ connections. Latency: one event every {1000 * idle['interval_s']:g} ms for "
         f"{idle['duration_s']:g} s addressed to one subscribed client "
         f"(`{idle['user']}`), emit call in the worker → receive, while the server holds {small:,}, "
@@ -623,7 +627,7 @@ def main() -> None:
                 timings[name] = time.monotonic() - t0
 
         section("emit", lambda: bench_worker.run_emit(url, repeats, 20_000 if quick else 100_000, log))
-        section("confirm", lambda: bench_worker.run_confirm(url, repeats, 30 if quick else 100, log))
+        section("confirm", lambda: bench_worker.run_confirm(url, repeats, 60 if quick else 300, log))
         section("deferred", lambda: bench_deferred.run_deferred(url, 10, 20 if quick else 40, log))
         # addressed: 5,000 events (medians were stable at 20,000 and 10,000, whose runs took 1-5 s each);
         # broadcasts: 20,000 deliveries (at N=5,000 that is already the floor of 3-4 events)
