@@ -14,6 +14,7 @@ Every wait is a multiple of ``tests.helpers.seconds()``, scaled by
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -28,6 +29,27 @@ from celery_ws.server.continuations import celery_sender
 from tests.helpers import TIMEOUT_FACTOR, seconds
 
 QUEUE = "celery-ws-tests"
+
+
+#: set by .ci/run, where every tool a skip names is installed: a skip there is a failure
+NO_SKIPS = os.environ.get("CELERY_WS_TEST_NO_SKIPS") == "1"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if NO_SKIPS and report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"CELERY_WS_TEST_NO_SKIPS=1 and {len(_skipped)} tests skipped: {', '.join(_skipped[:5])}",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
